@@ -1,0 +1,275 @@
+"""The ``kdformer`` command line: a thin layer over :mod:`kdformer.pipeline`.
+
+Every training command takes a YAML config plus ``key.sub=value`` overrides, e.g.
+``kdformer run configs/demo.yaml distill.train.epochs=1 student.num_layers=2``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdformer.config import (
+    ConfigError,
+    ExperimentConfig,
+    ReportConfig,
+    TaskConfig,
+    describe_fields,
+    dump_config,
+    load_config,
+)
+
+SECTIONS_HELP = (
+    "Config sections: output_dir, seed, task, teacher, finetune, student, distill, report. "
+    "Every field with its meaning: `kdformer config fields`."
+)
+
+app = typer.Typer(
+    help="Knowledge distillation for transformer language models: teacher -> smaller, faster "
+    "student, with a cost/quality report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(
+    help="Inspect configs and the documented config fields.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+console = Console()
+err = Console(stderr=True)
+
+ConfigArg = typer.Argument(..., help="YAML config file.", exists=False)
+OverridesArg = typer.Argument(None, help="Overrides key.sub=value, e.g. distill.train.epochs=1.")
+OverwriteOpt = typer.Option(
+    False,
+    "--overwrite",
+    help="Redo finished stages (the old output is kept until the new one is saved).",
+)
+ResumeOpt = typer.Option(
+    False, "--resume", help="Continue from the latest checkpoint of an interrupted run."
+)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()  # weight-loading bars; training bars stay
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
+    return load_config(config, overrides or [])
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@app.callback()
+def main_callback(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library warnings and logs."),
+) -> None:
+    _quiet_libraries(verbose)
+
+
+@app.command(epilog=SECTIONS_HELP)
+def finetune(
+    config: Path = ConfigArg,
+    overrides: list[str] | None = OverridesArg,
+    overwrite: bool = OverwriteOpt,
+    resume: bool = ResumeOpt,
+) -> None:
+    """Fine-tune the teacher (or any model) on the task, into <output_dir>/teacher."""
+    from kdformer import pipeline
+    from kdformer.tasks import DataError
+
+    try:
+        cfg = _load(config, overrides)
+        if cfg.finetune is None:
+            cfg = cfg.model_copy(update={"finetune": cfg.distill.train})
+        pipeline.finetune(cfg, overwrite=overwrite, resume=resume)
+    except (ConfigError, DataError) as exc:
+        _fail(exc)
+
+
+@app.command(epilog=SECTIONS_HELP)
+def distill(
+    config: Path = ConfigArg,
+    overrides: list[str] | None = OverridesArg,
+    overwrite: bool = OverwriteOpt,
+    resume: bool = ResumeOpt,
+) -> None:
+    """Distill the task-trained teacher into a student, into <output_dir>/student."""
+    from kdformer import pipeline
+    from kdformer.tasks import DataError
+
+    try:
+        pipeline.distill(_load(config, overrides), overwrite=overwrite, resume=resume)
+    except (ConfigError, DataError) as exc:
+        _fail(exc)
+
+
+@app.command(epilog=SECTIONS_HELP)
+def run(
+    config: Path = ConfigArg,
+    overrides: list[str] | None = OverridesArg,
+    stages: str = typer.Option(
+        "", help="Comma-separated subset of finetune,distill,evaluate (default: all configured)."
+    ),
+    overwrite: bool = OverwriteOpt,
+    resume: bool = ResumeOpt,
+) -> None:
+    """Run the pipeline from one YAML file: finetune (if configured) -> distill -> evaluate."""
+    from kdformer import pipeline
+    from kdformer.tasks import DataError
+
+    chosen = [s.strip() for s in stages.split(",") if s.strip()]
+    bad = [s for s in chosen if s not in pipeline.STAGES]
+    if bad:
+        _fail(ConfigError(f"unknown stage(s) {bad}; valid: {', '.join(pipeline.STAGES)}"))
+    try:
+        pipeline.run(_load(config, overrides), chosen or None, overwrite=overwrite, resume=resume)  # type: ignore[arg-type]
+    except (ConfigError, DataError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def evaluate(
+    model_dir: str = typer.Argument(..., help="Model folder (or hub name) to evaluate."),
+    task: str = typer.Option("sst2", help="Task name (a GLUE task or 'classification')."),
+    data_dir: Path | None = typer.Option(None, help="GLUE data root, e.g. ../shared/data/glue."),
+    eval_file: Path | None = typer.Option(None, help="'classification': evaluation file."),
+    text_column: str = typer.Option("text", help="'classification': text column."),
+    text_pair_column: str | None = typer.Option(None, help="'classification': second text column."),
+    label_column: str = typer.Option("label", help="'classification': label column."),
+    max_eval_samples: int | None = typer.Option(None, help="Evaluate on the first N examples."),
+    max_length: int = typer.Option(128, help="Tokens per example."),
+    reference: str | None = typer.Option(
+        None, help="A reference model (e.g. the teacher) measured alongside; retention is vs it."
+    ),
+    batch_size: int = typer.Option(128, help="Evaluation batch size."),
+    latency_batch_size: int = typer.Option(32, help="Batch size for latency timing."),
+    latency_seq_length: int = typer.Option(128, help="Sequence length for latency timing."),
+    repeats: int = typer.Option(20, help="Timed forward passes (median reported)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1."),
+    output_dir: Path | None = typer.Option(None, help="Write report.json and report.md here."),
+    trust_remote_code: bool = typer.Option(False, help="Allow model repository code to run."),
+) -> None:
+    """Metrics, latency, throughput, parameters and size of a model on a task's eval set."""
+    from kdformer import pipeline
+    from kdformer.report import write_report
+    from kdformer.report.render import print_report
+    from kdformer.tasks import DataError
+
+    try:
+        task_cfg = TaskConfig(
+            name=task,
+            data_dir=data_dir,
+            eval_file=eval_file,
+            train_file=None,
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            label_column=label_column,
+            max_eval_samples=max_eval_samples,
+            max_length=max_length,
+        )
+        report_cfg = ReportConfig(
+            latency_batch_size=latency_batch_size,
+            latency_seq_length=latency_seq_length,
+            latency_repeats=repeats,
+            device=device,
+        )
+        models = ([("reference", reference)] if reference else []) + [("model", model_dir)]
+        report = pipeline.measure_models(
+            models,
+            task_cfg,
+            report_cfg,
+            eval_batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+        )
+        print_report(report, console)
+        if output_dir is not None:
+            paths = write_report(report, output_dir)
+            console.print(f"wrote {paths[0]} and {paths[1]}")
+    except (ConfigError, DataError, ValueError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def models() -> None:
+    """List the short model names kdformer resolves offline."""
+    from kdformer.models import SHORT_NAMES
+
+    table = Table("short name", "what")
+    for name, (_, text) in SHORT_NAMES.items():
+        table.add_row(name, text)
+    console.print(table)
+    console.print("Any hub name or local model folder works too.")
+
+
+@app.command()
+def knowledge() -> None:
+    """List the knowledge types (loss terms) and their fields."""
+    from kdformer.knowledge import KNOWLEDGE
+
+    for name, entry in sorted(KNOWLEDGE.items()):
+        console.print(
+            f"[bold]{name}[/]: {(entry.term_class.__doc__ or entry.config_class.__doc__ or '').strip().splitlines()[0]}"
+        )
+        for key, type_name, default, text in describe_fields(entry.config_class):
+            if key != "type":
+                console.print(f"    {key} ({type_name}, default {default}): {text}")
+
+
+@config_app.command("show")
+def config_show(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
+    """Validate a config (with overrides) and print it with every default filled in."""
+    try:
+        sys.stdout.write(dump_config(_load(config, overrides)))
+    except ConfigError as exc:
+        _fail(exc)
+
+
+@config_app.command("fields")
+def config_fields(
+    prefix: str = typer.Argument("", help="Only fields under this key, e.g. distill.train"),
+) -> None:
+    """Every config field with its type, default and meaning."""
+    table = Table("key", "type", "default", "meaning")
+    for key, type_name, default, text in describe_fields(ExperimentConfig):
+        if key.startswith(prefix):
+            table.add_row(key, type_name, default, text)
+    console.print(table)
+
+
+@config_app.command("reference")
+def config_reference(
+    output: Path | None = typer.Option(None, help="Write here instead of standard output."),
+) -> None:
+    """The Markdown config reference (docs/config.md is generated with this)."""
+    from kdformer.docs import config_reference_markdown
+
+    text = config_reference_markdown()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""Validated configuration: the single source of truth for YAML files, CLI overrides and Python.
+
+Every section is a pydantic model with ``extra="forbid"``, so a misspelt key fails at load time
+with the closest valid key suggested (see :func:`load_config`). The same objects are what the
+Python API takes, so ``ExperimentConfig.model_validate(yaml.safe_load(f))`` equals the CLI's view.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from kdformer.configbase import ConfigError, Section
+from kdformer.knowledge import KnowledgeConfig
+
+__all__ = ["ConfigError", "Section", "ExperimentConfig", "load_config", "dump_config"]
+
+
+class TaskConfig(Section):
+    """Which task and data to train and evaluate on."""
+
+    name: str = Field(
+        "sst2",
+        description="Task name: a GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, "
+        "rte, wnli) or 'classification' for your own CSV/TSV/JSON-lines files.",
+    )
+    data_dir: Path | None = Field(
+        None,
+        description="GLUE root holding <TASK>/{train,dev}.tsv as the official download script "
+        "writes it (e.g. ../shared/data/glue). Unset: load `hub_dataset` from the Hugging Face hub.",
+    )
+    hub_dataset: str = Field(
+        "nyu-mll/glue", description="Hub data set used when data_dir is unset."
+    )
+    train_file: Path | None = Field(
+        None, description="'classification' task: training file (.csv, .tsv, .jsonl/.json)."
+    )
+    eval_file: Path | None = Field(
+        None, description="'classification' task: evaluation file (.csv, .tsv, .jsonl/.json)."
+    )
+    text_column: str = Field("text", description="'classification' task: column with the text.")
+    text_pair_column: str | None = Field(
+        None, description="'classification' task: column with the second text of a pair, if any."
+    )
+    label_column: str = Field("label", description="'classification' task: column with the label.")
+    regression: bool = Field(
+        False, description="'classification' task: labels are real numbers (one output)."
+    )
+    max_length: int = Field(128, gt=0, description="Tokens per example after truncation.")
+    max_train_samples: int | None = Field(
+        None, gt=0, description="Use a random subset of this many training examples (seeded)."
+    )
+    max_eval_samples: int | None = Field(
+        None, gt=0, description="Use only the first this-many evaluation examples."
+    )
+
+
+class ModelConfig(Section):
+    """A model to load with `transformers` `from_pretrained`."""
+
+    name: str = Field(
+        ...,
+        description="Short name (see `kdformer models`), hub name (e.g. bert-base-uncased) or a "
+        "local directory.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(
+        False, description="Allow code from the model repository to run. Off unless you trust it."
+    )
+
+
+class TrainConfig(Section):
+    """Optimisation settings, mapped onto `transformers.TrainingArguments`."""
+
+    epochs: float = Field(
+        3.0, gt=0, description="Passes over the training set (if max_steps unset)."
+    )
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps.")
+    batch_size: int = Field(32, gt=0, description="Examples per device per step.")
+    eval_batch_size: int = Field(128, gt=0, description="Examples per device per evaluation step.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Steps to accumulate per update.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Fraction of steps for LR warm-up.")
+    lr_scheduler: str = Field("linear", description="transformers scheduler name.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "no", description="Mixed precision (fp16/bf16 need a GPU; bf16 also works on CPU)."
+    )
+    logging_steps: int = Field(10, gt=0, description="Log losses every this many steps.")
+    eval_steps: int | None = Field(
+        None, gt=0, description="Evaluate on the eval set every this many steps (unset: at end)."
+    )
+    save_steps: int = Field(500, gt=0, description="Write a resumable checkpoint every N steps.")
+    save_total_limit: int = Field(2, gt=0, description="Checkpoints to keep.")
+    dataloader_num_workers: int = Field(0, ge=0, description="Data-loading worker processes.")
+    report_to: list[str] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Loggers (tensorboard, wandb, ...; [] for none).",
+    )
+    use_cpu: bool = Field(False, description="Train on the CPU even if an accelerator is present.")
+
+
+class StudentConfig(Section):
+    """How the student is shaped and initialised."""
+
+    preset: str | None = Field(
+        None,
+        description="Named shape: tiny, mini, small, medium, base (BERT miniatures) or "
+        "half/third/quarter (depth relative to the teacher). Explicit fields below override it.",
+    )
+    num_layers: int | None = Field(None, gt=0, description="Transformer layers.")
+    hidden_size: int | None = Field(None, gt=0, description="Hidden width.")
+    num_heads: int | None = Field(None, gt=0, description="Attention heads.")
+    intermediate_size: int | None = Field(None, gt=0, description="Feed-forward width.")
+    init: Literal["teacher", "random", "pretrained"] = Field(
+        "teacher",
+        description="teacher: copy embeddings and chosen teacher layers; random; pretrained: "
+        "load `pretrained` (its shape wins).",
+    )
+    init_layers: Literal["uniform", "first", "last"] | list[int] = Field(
+        "uniform",
+        description="Teacher layers copied when init=teacher: uniform (every k-th from 0, as "
+        "DistilBERT), first, last, or an explicit list of 0-based teacher layer indices.",
+    )
+    pretrained: str | None = Field(None, description="Model to start from when init=pretrained.")
+
+
+class DistillConfig(Section):
+    """What knowledge moves from teacher to student, and how the student is trained."""
+
+    knowledge: list[KnowledgeConfig] = Field(
+        default_factory=lambda: [{"type": "logits"}],  # type: ignore[list-item]
+        description="Loss terms, each `{type: NAME, weight: W, ...}`; see `kdformer knowledge`.",
+    )
+    hard_label_weight: float = Field(
+        0.5, ge=0, description="Weight of the ordinary task loss on gold labels (0: pure KD)."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
+
+
+class ReportConfig(Section):
+    """How models are measured for the cost/quality report."""
+
+    latency_batch_size: int = Field(32, gt=0, description="Batch size for latency timing.")
+    latency_seq_length: int = Field(128, gt=0, description="Sequence length for latency timing.")
+    latency_repeats: int = Field(20, gt=0, description="Timed forward passes (median reported).")
+    latency_warmup: int = Field(3, ge=0, description="Untimed warm-up passes.")
+    device: str = Field("auto", description="Where to evaluate and time: auto, cpu, cuda, cuda:1.")
+
+
+class ExperimentConfig(Section):
+    """One distillation experiment: optional teacher fine-tuning, distillation, evaluation."""
+
+    output_dir: Path = Field(Path("runs/experiment"), description="Where everything is written.")
+    seed: int = Field(42, description="Random seed for data sampling, initialisation and training.")
+    task: TaskConfig = Field(default_factory=TaskConfig, description="Task and data.")
+    teacher: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(name="minilm-l6"), description="The teacher."
+    )
+    finetune: TrainConfig | None = Field(
+        None,
+        description="Fine-tune the teacher on the task first (into <output_dir>/teacher). Unset: "
+        "the teacher is already trained for the task.",
+    )
+    student: StudentConfig = Field(default_factory=StudentConfig, description="Student shape/init.")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Measurement.")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _not_root(cls, value: Path) -> Path:
+        if str(value) in {"", "/", "."}:
+            raise ValueError("output_dir must name a folder of its own, e.g. runs/sst2")
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overrides and friendly errors
+# --------------------------------------------------------------------------------------------
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``TrainConfig | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType, list, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _section_class(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _knowledge_class(type_name: str) -> type[BaseModel] | None:
+    from kdformer.knowledge import KNOWLEDGE
+
+    entry = KNOWLEDGE.get(type_name)
+    return entry.config_class if entry else None
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Walk a pydantic error location down to the model class that owns its last key."""
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        if part in model.model_fields:
+            model = _section_class(model.model_fields[part].annotation)
+        else:  # a discriminated-union tag such as 'logits'
+            model = _knowledge_class(str(part))
+    return model
+
+
+def suggest_key(model: type[BaseModel] | None, key: str) -> str:
+    """' (did you mean 'x'?)' for the valid key closest to ``key``, or the list of valid keys."""
+    if model is None:
+        return ""
+    valid = list(model.model_fields)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (valid keys: {', '.join(valid)})"
+
+
+def format_validation_error(error: ValidationError, root: type[BaseModel], source: str) -> str:
+    """Turn a pydantic error into lines that name each bad key and how to fix it."""
+    lines = [f"Invalid configuration in {source}:"]
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        dotted = ".".join(str(p) for p in loc if not (isinstance(p, str) and _is_tag(root, loc, p)))
+        if item["type"] == "extra_forbidden":
+            owner = _model_at(root, loc[:-1])
+            lines.append(f"  - unknown key '{dotted}'{suggest_key(owner, str(loc[-1]))}")
+        else:
+            lines.append(f"  - {dotted or '(top level)'}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def _is_tag(root: type[BaseModel], loc: tuple[Any, ...], part: str) -> bool:
+    """True when ``part`` in ``loc`` is a union tag pydantic inserted, not a user key."""
+    index = loc.index(part)
+    owner = _model_at(root, loc[:index])
+    return owner is None or (part not in owner.model_fields and _knowledge_class(part) is not None)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (['a','b'], parsed value). Values are YAML: 3, 0.5, true, [1,2], null."""
+    if "=" not in text:
+        raise ConfigError(
+            f"override '{text}' must look like key.sub=value, e.g. distill.train.epochs=1"
+        )
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override '{text}' has an empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], root: type[BaseModel] = ExperimentConfig
+) -> dict[str, Any]:
+    """Set each ``key.sub=value`` in ``data``; unknown keys fail with the closest valid key."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        model: type[BaseModel] | None = root
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        f"override '{text}': '{part}' is not an index of a {len(node)}-item list"
+                    )
+                index = int(part)
+                item = node[index]
+                if last:
+                    node[index] = value
+                else:
+                    model = (
+                        _knowledge_class(str(item.get("type", "")))
+                        if isinstance(item, dict)
+                        else None
+                    )
+                    node = item
+                continue
+            if model is not None and part not in model.model_fields:
+                dotted = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"override '{text}': unknown key '{dotted}'{suggest_key(model, part)}"
+                )
+            if last:
+                node[part] = value
+                break
+            field = model.model_fields[part] if model is not None else None
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+            model = _section_class(field.annotation) if field is not None else None
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    cls: type[BaseModel] = ExperimentConfig,
+) -> Any:
+    """Read a YAML file (or start from defaults), apply overrides and validate into ``cls``."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of config sections at the top level")
+        data = loaded
+    data = apply_overrides(data, list(overrides or []), cls)
+    if overrides:
+        source += " with overrides " + " ".join(overrides)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, cls, source)) from None
+
+
+def dump_config(config: BaseModel) -> str:
+    """YAML text of a config, loadable again by :func:`load_config`."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) for every documented field, recursively."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = _section_class(field.annotation)
+        type_name = _type_name(field.annotation)
+        if field.default_factory is not None:
+            try:
+                default = field.default_factory()  # type: ignore[call-arg]
+            except TypeError:
+                default = "..."
+        else:
+            default = field.default
+        if isinstance(default, BaseModel):
+            default = "(section)"
+        elif isinstance(default, Path):
+            default = str(default)
+        shown = "required" if field.is_required() else repr(default)
+        rows.append((key, type_name, shown, field.description or ""))
+        if sub is not None and name != "knowledge":
+            rows.extend(describe_fields(sub, prefix=f"{key}."))
+    return rows
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("pathlib.", "")
+    text = text.replace("kdformer.config.", "").replace("<class '", "").replace("'>", "")
+    return text.replace("NoneType", "None")

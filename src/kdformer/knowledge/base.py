@@ -1,0 +1,105 @@
+"""What every knowledge term shares: its config, the shapes it compares, and the registry.
+
+A knowledge term is one loss between teacher and student features (logits, hidden states,
+attention maps, ...). It is an ``nn.Module`` because some terms own trainable parts, such as
+the projections that map a narrow student onto a wide teacher. Those parts train with the
+student and are dropped when the student is saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from kdformer.configbase import ConfigError, Section
+from kdformer.features import FeatureNeeds, Features
+
+
+class KnowledgeTermConfig(Section):
+    """Fields every knowledge term has; subclasses add a ``type`` literal and their own."""
+
+    weight: float = Field(1.0, ge=0, description="Weight of this term in the total loss.")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes a loss term needs to know about a model."""
+
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    intermediate_size: int
+    num_labels: int
+
+    @classmethod
+    def of(cls, config: Any) -> ModelShape:
+        """Read the shape from a transformers ``PretrainedConfig``."""
+        return cls(
+            num_layers=config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            num_heads=config.num_attention_heads,
+            intermediate_size=getattr(config, "intermediate_size", 4 * config.hidden_size),
+            num_labels=getattr(config, "num_labels", 0),
+        )
+
+
+class KnowledgeTerm(nn.Module):
+    """One loss term. Subclasses validate their config against the shapes in ``__init__``
+    (so mistakes surface before training) and compute the loss in ``forward``."""
+
+    def __init__(self, config: KnowledgeTermConfig, teacher: ModelShape, student: ModelShape):
+        super().__init__()
+        self.config = config
+        self.teacher_shape = teacher
+        self.student_shape = student
+
+    @property
+    def needs(self) -> FeatureNeeds:
+        return FeatureNeeds()
+
+    def forward(
+        self, student: Features, teacher: Features, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Registered:
+    config_class: type[KnowledgeTermConfig]
+    term_class: type[KnowledgeTerm]
+
+
+KNOWLEDGE: dict[str, Registered] = {}
+
+
+def register_knowledge(config_class: type[KnowledgeTermConfig]):
+    """Class decorator: make a term available under its config's ``type`` name."""
+
+    def decorate(term_class: type[KnowledgeTerm]) -> type[KnowledgeTerm]:
+        name = config_class.model_fields["type"].default
+        KNOWLEDGE[name] = Registered(config_class, term_class)
+        term_class.config_class = config_class  # type: ignore[attr-defined]
+        return term_class
+
+    return decorate
+
+
+def build_term(
+    config: KnowledgeTermConfig, teacher: ModelShape, student: ModelShape
+) -> KnowledgeTerm:
+    """Instantiate the registered term for ``config``."""
+    name = getattr(config, "type", None)
+    if name not in KNOWLEDGE:
+        raise ConfigError(f"unknown knowledge type '{name}'; valid: {', '.join(sorted(KNOWLEDGE))}")
+    return KNOWLEDGE[name].term_class(config, teacher, student)
+
+
+def token_mask(attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) float mask of real tokens; all ones when no mask is given."""
+    if attention_mask is None:
+        return torch.ones(like.shape[:2], dtype=like.dtype, device=like.device)
+    return attention_mask.to(like.dtype)

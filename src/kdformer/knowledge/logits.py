@@ -1,0 +1,61 @@
+"""Soft-logit knowledge (Hinton et al., 2015; DistilBERT): match the teacher's output distribution."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from kdformer.features import Features
+from kdformer.knowledge.base import KnowledgeTerm, KnowledgeTermConfig, register_knowledge
+
+
+def kl_with_temperature(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher_T || student_T) * T^2, averaged over examples (rows of the last dimension).
+
+    The T^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al.).
+    """
+    t = temperature
+    teacher_log_probs = F.log_softmax(teacher_logits / t, dim=-1)
+    student_log_probs = F.log_softmax(student_logits / t, dim=-1)
+    kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)
+    return kl.mean() * t * t
+
+
+def logits_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between raw logits (also the only sensible choice for regression)."""
+    return F.mse_loss(student_logits, teacher_logits)
+
+
+class LogitsConfig(KnowledgeTermConfig):
+    """Soft-logit distillation."""
+
+    type: Literal["logits"] = "logits"
+    loss: Literal["kl", "mse"] = Field(
+        "kl", description="kl: KL at temperature T scaled by T^2; mse: MSE on raw logits."
+    )
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T for the kl loss.")
+
+
+@register_knowledge(LogitsConfig)
+class LogitsKnowledge(KnowledgeTerm):
+    """Compares output logits. Single-output (regression) heads always use MSE, since a KL over
+    one class is identically zero. Per-token logits (batch, seq, classes) are compared on real
+    tokens only."""
+
+    config: LogitsConfig
+
+    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
+        s, t = student.logits, teacher.logits
+        if s.shape != t.shape:
+            raise ValueError(f"student logits {tuple(s.shape)} != teacher logits {tuple(t.shape)}")
+        if s.dim() == 3 and attention_mask is not None:
+            keep = attention_mask.bool()
+            s, t = s[keep], t[keep]
+        if self.config.loss == "mse" or s.shape[-1] == 1:
+            return logits_mse(s, t)
+        return kl_with_temperature(s, t, self.config.temperature)

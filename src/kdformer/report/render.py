@@ -1,0 +1,141 @@
+"""Turning measurements into the report: retention and speed-up against a reference model."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from kdformer.config import ReportConfig
+from kdformer.report.measure import ModelMeasurement, resolve_device
+
+
+def build_report(
+    task: str,
+    main_metric: str,
+    eval_examples: int,
+    models: list[ModelMeasurement],
+    report: ReportConfig,
+    reference: str = "teacher",
+) -> dict[str, Any]:
+    """Report dict: per-model figures plus retention (% of reference metric), speed-up and size
+    ratios against the ``reference`` model (the first one if no model has that name)."""
+    ref = next((m for m in models if m.name == reference), models[0])
+    rows = []
+    for m in models:
+        ref_value, value = ref.metrics.get(main_metric), m.metrics.get(main_metric)
+        row = m.to_dict()
+        row["retention_pct"] = 100 * value / ref_value if ref_value else None
+        row["speedup"] = ref.latency_ms / m.latency_ms if m.latency_ms else None
+        row["param_ratio"] = m.parameters / ref.parameters
+        row["latency_reduction_pct"] = 100 * (1 - m.latency_ms / ref.latency_ms)
+        rows.append(row)
+    device = resolve_device(report.device)
+    return {
+        "task": task,
+        "main_metric": main_metric,
+        "eval_examples": eval_examples,
+        "reference": ref.name,
+        "latency_setup": {
+            "batch_size": report.latency_batch_size,
+            "seq_length": report.latency_seq_length,
+            "repeats": report.latency_repeats,
+            "warmup": report.latency_warmup,
+            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "torch": torch.__version__,
+        },
+        "models": rows,
+    }
+
+
+def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{suffix}"
+    return f"{value}{suffix}"
+
+
+def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    metric_names: list[str] = []
+    for row in report["models"]:
+        metric_names += [k for k in row["metrics"] if k not in metric_names]
+    header = [
+        "model",
+        "layers x hidden",
+        *metric_names,
+        f"% of {report['reference']}",
+        "params M",
+        "MB",
+        "ms/batch",
+        "speed-up",
+        "ex/s",
+    ]
+    body = []
+    for row in report["models"]:
+        shape = row["shape"]
+        body.append(
+            [
+                row["name"],
+                f"{shape.get('layers')} x {shape.get('hidden')}",
+                *[
+                    _fmt(100 * row["metrics"][k], 2) if k in row["metrics"] else "-"
+                    for k in metric_names
+                ],
+                _fmt(row["retention_pct"], 1, "%"),
+                _fmt(row["parameters"] / 1e6, 1),
+                _fmt(row["size_mb"], 1),
+                _fmt(row["latency_ms"], 1),
+                _fmt(row["speedup"], 2, "x"),
+                _fmt(row["throughput"], 0),
+            ]
+        )
+    return header, body
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    header, body = _table_rows(report)
+    setup = report["latency_setup"]
+    lines = [
+        f"# kdformer report: {report['task']}",
+        "",
+        f"Metric: **{report['main_metric']}** (x100) on {report['eval_examples']} evaluation examples; "
+        f"retention and speed-up relative to **{report['reference']}**.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(r) + " |" for r in body),
+        "",
+        f"Latency: median of {setup['repeats']} forward passes (after {setup['warmup']} warm-up) "
+        f"of a {setup['batch_size']} x {setup['seq_length']} batch on {setup['device']} "
+        f"({setup['torch_threads']} torch threads, torch {setup['torch']}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    header, body = _table_rows(report)
+    table = Table(title=f"kdformer report: {report['task']} ({report['main_metric']} x100)")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i < 2 else "right")
+    for row in body:
+        table.add_row(*row)
+    (console or Console(width=max(Console().width, 120))).print(table)
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "report.json", out / "report.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(to_markdown(report), encoding="utf-8")
+    return json_path, md_path
