@@ -72,7 +72,7 @@ def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
 
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
+    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from kdformer.configbase import ConfigError, Section
-from kdformer.knowledge import KnowledgeConfig
+from kdformer.knowledge import KnowledgeConfig, LogitsConfig
 
 __all__ = ["ConfigError", "Section", "ExperimentConfig", "load_config", "dump_config"]
 
@@ -136,7 +136,7 @@ class DistillConfig(Section):
     """What knowledge moves from teacher to student, and how the student is trained."""
 
     knowledge: list[KnowledgeConfig] = Field(
-        default_factory=lambda: [{"type": "logits"}],  # type: ignore[list-item]
+        default_factory=lambda: [LogitsConfig()],
         description="Loss terms, each `{type: NAME, weight: W, ...}`; see `kdformer knowledge`.",
     )
     hard_label_weight: float = Field(
@@ -307,10 +307,23 @@ def apply_overrides(
                 break
             field = model.model_fields[part] if model is not None else None
             if not isinstance(node.get(part), (dict, list)):
-                node[part] = {}
+                node[part] = _default_data(field)
             node = node[part]
             model = _section_class(field.annotation) if field is not None else None
     return data
+
+
+def _default_data(field: Any) -> Any:
+    """The plain-data form of a field's default, so overrides can reach inside it (e.g. the
+    default knowledge list); ``{}`` where there is nothing to reach into."""
+    if field is None or field.is_required():
+        return {}
+    default = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(default, BaseModel):
+        return default.model_dump(mode="json", exclude_unset=True)
+    if isinstance(default, list):
+        return [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in default]
+    return {}
 
 
 def load_config(

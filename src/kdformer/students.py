@@ -126,7 +126,8 @@ def build_student(teacher: Any, cfg: StudentConfig, model_class: Any, seed: int 
         )
     config = student_config(teacher.config, cfg)
     torch.manual_seed(seed)
-    student = model_class.from_config(config)
+    make = getattr(model_class, "from_config", None) or model_class
+    student = make(config)
     if cfg.init == "teacher":
         layers = init_layers(
             cfg.init_layers, teacher.config.num_hidden_layers, config.num_hidden_layers

