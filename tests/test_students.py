@@ -200,3 +200,90 @@ def test_copy_teacher_layers_fails_on_width_mismatch(make_bert):
     teacher, student = make_bert(layers=4), make_bert(layers=2, hidden=16, heads=2)
     with pytest.raises(ConfigError, match="no weights matching"):
         copy_teacher_layers(student, teacher, [0, 1])
+
+
+# --------------------------------------------------------------------------------------------
+# Width-relative presets, pruned shapes, pretrained student folders
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "preset, expected",
+    [
+        ("half-width", (12, 384, 6, 1536)),
+        ("third-width", (12, 256, 4, 1024)),
+        ("quarter-width", (12, 192, 3, 768)),
+    ],
+)
+def test_width_presets_keep_depth_and_head_size(make_config, preset, expected):
+    teacher = make_config(layers=12, hidden=768, heads=12, intermediate=3072)
+    assert shape_tuple(student_shape(teacher, StudentConfig(preset=preset))) == expected
+
+
+def test_width_preset_needs_divisible_heads(bert_config):
+    with pytest.raises(ConfigError, match="divides the teacher's 4 attention heads by 3"):
+        student_shape(bert_config, StudentConfig(preset="third-width"))
+
+
+def test_pruned_derives_heads_from_hidden_at_teacher_head_size(bert_config):
+    shape = student_shape(bert_config, StudentConfig(init="pruned", hidden_size=24))
+    assert shape_tuple(shape) == (4, 24, 3, 64)
+    shape = student_shape(bert_config, StudentConfig(init="pruned", preset="half-width"))
+    assert shape_tuple(shape) == (4, 16, 2, 32)
+
+
+def test_teacher_init_still_refuses_width_presets(bert_config):
+    with pytest.raises(ConfigError, match="init: random"):
+        student_config(bert_config, StudentConfig(preset="half-width"))
+
+
+def save_student_folder(model, folder):
+    """A folder as kdformer's distill writes it: weights, config, kdformer_config.yaml, card."""
+    model.save_pretrained(folder)
+    (folder / "kdformer_config.yaml").write_text("student: {}\n")
+    (folder / "README.md").write_text("# student\n")
+    return folder
+
+
+def test_pretrained_loads_a_kdformer_student_folder(make_bert, tmp_path):
+    saved = make_bert(seed=3, layers=2)
+    saved.config.id2label, saved.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+    folder = save_student_folder(saved, tmp_path / "student")
+    teacher = make_bert(seed=0)
+    teacher.config.id2label, teacher.config.label2id = saved.config.id2label, saved.config.label2id
+    cfg = StudentConfig(init="pretrained", pretrained=str(folder), num_layers=1)  # shape ignored
+    student = build_student(teacher, cfg, AutoModelForSequenceClassification)
+    assert student.config.num_hidden_layers == 2
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(student.state_dict().values(), saved.state_dict().values())
+    )
+
+
+def test_pretrained_student_of_another_task_gets_a_new_head(make_bert, tmp_path):
+    saved = make_bert(seed=3, layers=2)  # 2 labels
+    folder = save_student_folder(saved, tmp_path / "student")
+    teacher = make_bert(seed=0, num_labels=3)
+    cfg = StudentConfig(init="pretrained", pretrained=str(folder))
+    student = build_student(teacher, cfg, AutoModelForSequenceClassification)
+    assert student.config.num_labels == 3 and student.classifier.weight.shape == (3, 32)
+    assert torch.equal(
+        student.bert.encoder.layer[1].output.dense.weight,
+        saved.bert.encoder.layer[1].output.dense.weight,
+    )
+
+
+def test_pretrained_general_student_without_head(make_config, make_bert, tmp_path):
+    import transformers
+
+    torch.manual_seed(0)
+    body = transformers.BertModel(make_config(layers=2))
+    body.save_pretrained(tmp_path / "general")
+    teacher = make_bert(seed=0, num_labels=1)
+    teacher.config.problem_type = "regression"
+    cfg = StudentConfig(init="pretrained", pretrained=str(tmp_path / "general"))
+    student = build_student(teacher, cfg, AutoModelForSequenceClassification)
+    assert student.config.num_labels == 1 and student.config.problem_type == "regression"
+    assert torch.equal(
+        student.bert.embeddings.word_embeddings.weight, body.embeddings.word_embeddings.weight
+    )

@@ -145,6 +145,41 @@ def run(
 
 
 @app.command()
+def study(
+    study_file: Path = typer.Argument(..., help="Study YAML file (docs/studies/README.md)."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Validate every run, list the runs and which are finished; train nothing.",
+    ),
+) -> None:
+    """Run a study: variants x grid x seeds of one base config, teachers fine-tuned once and
+    shared, finished runs skipped; writes runs.csv, summary.md and plots after every run."""
+    from kdformer import studies
+    from kdformer.tasks import DataError
+
+    try:
+        config, folder = studies.load_study(study_file)
+        plan = studies.plan_study(config, folder, str(study_file))
+        with err.status(f"validating {len(plan.runs)} runs") as status:
+            studies.validate_plan(plan, lambda run_id: status.update(f"validating {run_id}"))
+        if dry_run:
+            for line in studies.plan_lines(plan):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            return
+        for run_id, status_text, _ in studies.describe_plan(plan):
+            if status_text == "changed":
+                err.print(
+                    f"[yellow]run {run_id} finished with a different config; its result is kept "
+                    f"(delete {config.output_dir / 'runs' / run_id} to redo it)[/]"
+                )
+        studies.run_study(plan, validate=False)
+        console.print(f"study {config.name} done: {config.output_dir / 'summary.md'}")
+    except (ConfigError, DataError) as exc:
+        _fail(exc)
+
+
+@app.command()
 def evaluate(
     model_dir: str = typer.Argument(..., help="Model folder (or hub name) to evaluate."),
     task: str = typer.Option("sst2", help="Task name (a GLUE task or 'classification')."),
@@ -204,6 +239,116 @@ def evaluate(
             console.print(f"wrote {paths[0]} and {paths[1]}")
     except (ConfigError, DataError, ValueError) as exc:
         _fail(exc)
+
+
+@app.command()
+def students(
+    params: str | None = typer.Option(
+        None, "--params", help="Parameter budget: 11M, 4.4M, 500k, 22000000."
+    ),
+    like: str | None = typer.Option(
+        None,
+        "--like",
+        help="Teacher (short name, hub name or folder): shapes take its vocabulary, head size "
+        "and architecture, and are at most as deep and wide.",
+    ),
+    ratio: float | None = typer.Option(
+        None, "--ratio", help="Budget as a fraction of the --like teacher's parameters, e.g. 0.25."
+    ),
+    tolerance: float = typer.Option(0.15, help="Accept shapes within this fraction of the budget."),
+    batch_size: int = typer.Option(32, help="Batch size for latency timing."),
+    seq_length: int = typer.Option(128, help="Sequence length for latency timing."),
+    repeats: int = typer.Option(5, help="Timed forward passes per shape (median reported)."),
+    warmup: int = typer.Option(1, help="Untimed warm-up passes per shape."),
+    no_latency: bool = typer.Option(False, "--no-latency", help="Count parameters only."),
+    max_candidates: int = typer.Option(
+        20, help="Keep at most this many shapes (those closest to the budget)."
+    ),
+    device: str = typer.Option("auto", help="Where to time: auto, cpu, cuda, cuda:1."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Candidate student shapes (layers x hidden x heads x intermediate) at a parameter budget,
+    with exact parameter counts and measured latency, fastest first."""
+    import json
+
+    from rich import box
+
+    from kdformer import explorer
+
+    try:
+        target = explorer.resolve_target(params, like, ratio)
+        rows = explorer.explore(
+            target,
+            tolerance=tolerance,
+            latency=not no_latency,
+            batch_size=batch_size,
+            seq_length=seq_length,
+            repeats=repeats,
+            warmup=warmup,
+            device=device,
+            max_candidates=max_candidates,
+        )
+    except ConfigError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+        return
+    vocab = getattr(target.config, "vocab_size", None)
+    source = f"like {target.teacher}" if target.teacher else "BERT-base vocabulary"
+    tokens = f"{vocab:,}" if isinstance(vocab, int) else "?"
+    console.print(
+        f"Budget {target.budget / 1e6:.2f}M parameters ±{tolerance * 100:g}% ({source}, {tokens} "
+        f"tokens). Counted as AutoModelForSequenceClassification with 2 labels, embeddings "
+        f"included. Head size {target.head_size}, ffn (intermediate) = 4 x hidden, layers "
+        f"1-{target.max_layers}.",
+        soft_wrap=True,
+    )
+    if not rows:
+        err.print(explorer.no_fit_reason(target, tolerance), soft_wrap=True)
+        raise typer.Exit(1)
+    reference = next((r for r in rows if r.note == "teacher"), None)
+    timed = not no_latency
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for header in ("layers", "hidden", "heads", "ffn", "params", "vs budget"):
+        table.add_column(header, justify="right", no_wrap=True)
+    if timed:
+        table.add_column("ms", justify="right", no_wrap=True)
+        if reference is not None:
+            table.add_column("speed-up", justify="right", no_wrap=True)
+    table.add_column("note", no_wrap=True)
+    for row in rows:
+        cells = [
+            str(row.layers),
+            str(row.hidden),
+            str(row.heads),
+            str(row.intermediate),
+            f"{row.parameters / 1e6:.2f}M",
+            "" if row is reference else f"{row.parameters / target.budget - 1:+.1%}",
+        ]
+        if timed:
+            cells.append(f"{row.latency_ms:.1f}" if row.latency_ms is not None else "")
+            if reference is not None and row.latency_ms and reference.latency_ms:
+                cells.append(f"{reference.latency_ms / row.latency_ms:.2f}x")
+            elif reference is not None:
+                cells.append("")
+        cells.append(row.note)
+        table.add_row(*cells, end_section=reference is not None and row is rows[-2])
+    console.print(table)
+    if timed:
+        console.print(
+            f"ms: median of {repeats} forward passes of a {batch_size} x {seq_length} batch on "
+            "this machine, all shapes timed round-robin.",
+            soft_wrap=True,
+        )
+    best = rows[0]
+    if reference is None:
+        init = " student.init=random"
+    elif best.hidden == reference.hidden and best.intermediate == reference.intermediate:
+        init = " student.init=teacher"
+    else:
+        init = " student.init=pruned"
+    console.print(f"Use one: kdformer run CONFIG {best.overrides()}{init}", soft_wrap=True)
 
 
 @app.command()

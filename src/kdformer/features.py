@@ -3,16 +3,39 @@
 A loss term declares what it needs (:class:`FeatureNeeds`); :func:`extract_features` runs one
 forward pass that returns exactly that: logits always, hidden states and attention maps through
 the model's own ``output_*`` flags, anything else through forward hooks on named modules.
+
+Per-layer modules (a layer's query/key/value projections, its feed-forward ``intermediate``
+block) are asked for *symbolically*, as ``(kind, layer)`` with ``layer`` 1-based like
+``hidden_states`` (layer i is ``encoder.layer.{i-1}``), because the loss terms are built from
+configs before any model exists. :func:`resolve_layer_modules` turns them into module names
+against the actual model by pattern (:data:`LAYER_MODULE_PATTERNS`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from kdformer.configbase import ConfigError
+
+LayerModule = tuple[str, int]
+"""A symbolic per-layer module request: (kind, 1-based layer), e.g. ("query", 3)."""
+
+LAYER_MODULE_PATTERNS: dict[str, str] = {
+    "query": r"(?:.*\.)?layer\.(\d+)\.attention\.self\.query",
+    "key": r"(?:.*\.)?layer\.(\d+)\.attention\.self\.key",
+    "value": r"(?:.*\.)?layer\.(\d+)\.attention\.self\.value",
+    "intermediate": r"(?:.*\.)?layer\.(\d+)\.intermediate",
+}
+"""Module-name patterns per kind; the number is the 0-based layer index. BERT, RoBERTa, ELECTRA,
+Longformer, BigBird (and models sharing their layout) name them
+``<base>.encoder.layer.{i}.attention.self.{query,key,value}`` and ``<base>.encoder.layer.{i}
+.intermediate`` (the feed-forward output after its activation)."""
 
 
 @dataclass(frozen=True)
@@ -22,12 +45,17 @@ class FeatureNeeds:
     hidden_states: bool = False
     attentions: bool = False
     modules: frozenset[str] = frozenset()
+    layer_modules: frozenset[LayerModule] = frozenset()
+    """Symbolic per-layer modules, (kind, 1-based layer); resolved against each model by
+    :func:`resolve_layer_modules`. A layer the model does not have is skipped, so one
+    ``FeatureNeeds`` can carry both the teacher's and the student's requests."""
 
     def __or__(self, other: FeatureNeeds) -> FeatureNeeds:
         return FeatureNeeds(
             hidden_states=self.hidden_states or other.hidden_states,
             attentions=self.attentions or other.attentions,
             modules=self.modules | other.modules,
+            layer_modules=self.layer_modules | other.layer_modules,
         )
 
 
@@ -37,24 +65,89 @@ class Features:
 
     ``hidden_states[0]`` is the embedding output and ``hidden_states[i]`` the output of layer i
     (1-based); ``attentions[i - 1]`` is layer i's attention probabilities (batch, heads, q, k).
-    ``modules`` maps a module path to that module's output.
+    ``modules`` maps a module path to that module's output; ``layer_modules`` maps a symbolic
+    request such as ``("query", 2)`` (1-based layer) to that module's output.
     """
 
     logits: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     modules: dict[str, torch.Tensor] = field(default_factory=dict)
+    layer_modules: dict[LayerModule, torch.Tensor] = field(default_factory=dict)
+
+
+def _layer_module_index(model: nn.Module, kinds: Iterable[str]) -> dict[str, dict[int, str]]:
+    """For each kind, {1-based layer: module name} found in ``model`` by pattern."""
+    compiled = {kind: re.compile(LAYER_MODULE_PATTERNS[kind]) for kind in kinds}
+    index: dict[str, dict[int, str]] = {kind: {} for kind in compiled}
+    for name, _ in model.named_modules():
+        for kind, pattern in compiled.items():
+            match = pattern.fullmatch(name)
+            if match is None:
+                continue
+            layer = int(match.group(1)) + 1
+            if layer in index[kind]:
+                raise ConfigError(
+                    f"{type(model).__name__} has more than one '{kind}' module for layer {layer}: "
+                    f"{index[kind][layer]} and {name}; per-layer knowledge supports one encoder "
+                    "stack"
+                )
+            index[kind][layer] = name
+    return index
+
+
+def resolve_layer_modules(
+    model: nn.Module, requests: Iterable[LayerModule], skip_missing_layers: bool = True
+) -> dict[LayerModule, str]:
+    """Module names in ``model`` for symbolic ``(kind, layer)`` requests (layer 1-based).
+
+    A model without any module of a requested kind raises a :class:`ConfigError` naming the
+    model class and the pattern looked for. A layer beyond the model's depth is skipped (the
+    default; the request may be for the other model of the pair) or raises."""
+    requests = set(requests)
+    unknown = sorted({kind for kind, _ in requests} - set(LAYER_MODULE_PATTERNS))
+    if unknown:
+        raise ValueError(
+            f"unknown layer module kind(s) {unknown}; valid: {', '.join(LAYER_MODULE_PATTERNS)}"
+        )
+    index = _layer_module_index(model, {kind for kind, _ in requests})
+    resolved: dict[LayerModule, str] = {}
+    for kind, layer in sorted(requests):
+        found = index[kind]
+        if not found:
+            raise ConfigError(
+                f"{type(model).__name__} has no per-layer '{kind}' modules: looked for module "
+                f"names matching '{LAYER_MODULE_PATTERNS[kind]}' (the BERT/RoBERTa/ELECTRA "
+                "layout, encoder.layer.N.attention.self.query/key/value and "
+                "encoder.layer.N.intermediate). Knowledge types that read query/key/value or "
+                "intermediate outputs (attention with loss: mse, value_relation, qkv_relations, "
+                "intermediate) do not support this model; use logits, hidden, embedding or "
+                "attention with loss: kl"
+            )
+        if layer in found:
+            resolved[(kind, layer)] = found[layer]
+        elif not skip_missing_layers:
+            raise ConfigError(
+                f"{type(model).__name__} has no layer {layer} '{kind}' module: it has "
+                f"{len(found)} layers (valid 1..{len(found)})"
+            )
+    return resolved
 
 
 def prepare_model(model: nn.Module, needs: FeatureNeeds) -> None:
     """Switch to eager attention only when attention maps are needed (fused kernels hide them)."""
     if needs.attentions and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")
+    if needs.layer_modules:  # fail now, before training, if the model lacks the modules
+        resolve_layer_modules(model, needs.layer_modules)
 
 
 @contextmanager
 def capture_modules(model: nn.Module, names: frozenset[str]) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the named submodules during the forward passes inside the block."""
+    if not names:
+        yield {}
+        return
     found = dict(model.named_modules())
     missing = sorted(n for n in names if n not in found)
     if missing:
@@ -88,7 +181,8 @@ def extract_features(
 ) -> Features:
     """Run ``model`` once on ``inputs`` and return the features ``needs`` asks for."""
     kwargs = {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
-    with capture_modules(model, needs.modules) as captured:
+    layer_names = resolve_layer_modules(model, needs.layer_modules) if needs.layer_modules else {}
+    with capture_modules(model, needs.modules | frozenset(layer_names.values())) as captured:
         out = model(
             **kwargs,
             output_hidden_states=needs.hidden_states,
@@ -104,5 +198,6 @@ def extract_features(
         logits=out.logits,
         hidden_states=out.hidden_states if needs.hidden_states else None,
         attentions=out.attentions if needs.attentions else None,
-        modules=dict(captured),
+        modules={name: captured[name] for name in needs.modules},
+        layer_modules={request: captured[name] for request, name in layer_names.items()},
     )

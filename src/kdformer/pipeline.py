@@ -86,9 +86,10 @@ def teacher_reference(config: ExperimentConfig) -> ModelConfig:
 # ------------------------------------------------------------------------------------------
 
 
-def validate(config: ExperimentConfig, stages: Sequence[Stage]) -> Task:
-    """Fail fast: data, labels, model shapes, knowledge terms and tokenizers, before training."""
-    task = build_task(config.task, config.seed)
+def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | None = None) -> Task:
+    """Fail fast: data, labels, model shapes, knowledge terms and tokenizers, before training.
+    ``task``: reuse one built from ``config.task`` and ``config.seed`` (studies share them)."""
+    task = task or build_task(config.task, config.seed)
     if "finetune" in stages or "distill" in stages:
         task.load("train")
     task.load("eval")
@@ -108,7 +109,11 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage]) -> Task:
         else:
             student_cfg = student_config(teacher_config, config.student)
         DistillationObjective(
-            config.distill.knowledge, teacher_config, student_cfg, config.distill.hard_label_weight
+            config.distill.knowledge,
+            teacher_config,
+            student_cfg,
+            config.distill.hard_label_weight,
+            hard_label_weight_end=config.distill.hard_label_weight_end,
         )
         if (
             "finetune" not in stages
@@ -264,13 +269,31 @@ def distill(
     reference = teacher_reference(config)
     teacher = load_teacher(reference, task)
     tokenizer = load_tokenizer(reference)
-    student = build_student(teacher, config.student, task.model_class, config.seed)
+    train_ds, eval_ds = _datasets(task, tokenizer)
+    importance_data = None
+    if config.student.init == "pruned":  # importance from the teacher's task loss on train data
+        from kdformer.pruning import importance_batches
+
+        importance_data = importance_batches(
+            train_ds,
+            task.collator(tokenizer),
+            config.distill.train.batch_size,
+            config.seed,
+            task.label_ids_for_model(teacher.config),
+        )
+    student = build_student(
+        teacher, config.student, task.model_class, config.seed, data=importance_data
+    )
     attention_impl = student.config._attn_implementation
     objective = DistillationObjective(
-        config.distill.knowledge, teacher.config, student.config, config.distill.hard_label_weight
+        config.distill.knowledge,
+        teacher.config,
+        student.config,
+        config.distill.hard_label_weight,
+        hard_label_weight_end=config.distill.hard_label_weight_end,
     )
-    model = DistillationModel(student, objective, LiveTeacher(teacher, objective.needs))
-    train_ds, eval_ds = _datasets(task, tokenizer)
+    teacher_signal = LiveTeacher(teacher, objective.needs_for("teacher"))
+    model = DistillationModel(student, objective, teacher_signal)
     trainer = DistillationTrainer(
         model=model,
         args=training_arguments(

@@ -2,13 +2,19 @@
 
 The student's config is the teacher's with shape overrides (so it keeps the teacher's vocabulary,
 position range, label names and architecture); named presets give the BERT miniature shapes
-(Turc et al., 2019) or a depth relative to the teacher.
+(Turc et al., 2019), a depth relative to the teacher, or a width relative to the teacher.
+
+Initialisation: ``random``; ``teacher`` (copy embeddings, head and chosen layers; same width);
+``pruned`` (chosen layers, narrowed to the most important heads, FFN neurons and hidden
+dimensions, see :mod:`kdformer.pruning`); ``pretrained`` (any model folder, including a student
+folder kdformer wrote, or a hub name).
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -26,6 +32,9 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
 }
 #: Depth relative to the teacher, width kept (DistilBERT-style students).
 RELATIVE_PRESETS: dict[str, int] = {"half": 2, "third": 3, "quarter": 4}
+#: Width relative to the teacher, depth and head size kept: hidden size, heads and intermediate
+#: size divided by the factor (the shapes ``init: pruned`` can produce).
+WIDTH_PRESETS: dict[str, int] = {"half-width": 2, "third-width": 3, "quarter-width": 4}
 
 SHAPE_FIELDS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
 _CONFIG_KEYS = {
@@ -37,20 +46,48 @@ _CONFIG_KEYS = {
 _LAYER_KEY = re.compile(r"^(.*?\.(?:layer|layers))\.(\d+)\.(.*)$")
 
 
+def teacher_head_size(teacher_config: Any) -> int:
+    """Width of one attention head of the teacher (hidden size / heads)."""
+    return int(teacher_config.hidden_size) // int(teacher_config.num_attention_heads)
+
+
 def student_shape(teacher_config: Any, cfg: StudentConfig) -> dict[str, int]:
-    """Resolve preset + explicit fields into (num_layers, hidden_size, num_heads, intermediate)."""
+    """Resolve preset + explicit fields into (num_layers, hidden_size, num_heads, intermediate).
+
+    With ``init: pruned`` and ``num_heads`` unset, heads follow from the hidden size at the
+    teacher's head size (pruning keeps whole heads, so hidden = heads x head size).
+    """
     shape = {k: getattr(teacher_config, v) for k, v in _CONFIG_KEYS.items()}
     if cfg.preset is not None:
         if cfg.preset in PRESETS:
             shape = dict(zip(SHAPE_FIELDS, PRESETS[cfg.preset]))
         elif cfg.preset in RELATIVE_PRESETS:
             shape["num_layers"] = max(1, shape["num_layers"] // RELATIVE_PRESETS[cfg.preset])
+        elif cfg.preset in WIDTH_PRESETS:
+            factor = WIDTH_PRESETS[cfg.preset]
+            if shape["num_heads"] % factor:
+                raise ConfigError(
+                    f"preset {cfg.preset} divides the teacher's {shape['num_heads']} attention "
+                    f"heads by {factor}, which leaves a fraction; set student.hidden_size and "
+                    "student.num_heads explicitly"
+                )
+            shape["hidden_size"] //= factor
+            shape["num_heads"] //= factor
+            shape["intermediate_size"] = max(1, shape["intermediate_size"] // factor)
         else:
-            valid = ", ".join([*PRESETS, *RELATIVE_PRESETS])
+            valid = ", ".join([*PRESETS, *RELATIVE_PRESETS, *WIDTH_PRESETS])
             raise ConfigError(f"unknown student preset '{cfg.preset}'; valid: {valid}")
     for name in SHAPE_FIELDS:
         if getattr(cfg, name) is not None:
             shape[name] = getattr(cfg, name)
+    if cfg.init == "pruned" and cfg.num_heads is None:
+        head_size = teacher_head_size(teacher_config)
+        if shape["hidden_size"] % head_size:
+            raise ConfigError(
+                f"init: pruned keeps whole teacher heads of size {head_size}, so the student's "
+                f"hidden_size must be a multiple of {head_size} (got {shape['hidden_size']})"
+            )
+        shape["num_heads"] = shape["hidden_size"] // head_size
     if shape["hidden_size"] % shape["num_heads"]:
         raise ConfigError(
             f"student hidden_size {shape['hidden_size']} is not divisible by num_heads "
@@ -79,10 +116,33 @@ def student_config(teacher_config: Any, cfg: StudentConfig) -> Any:
                 f"> {teacher['num_layers']} layers); use fewer layers or init: random"
             )
         init_layers(cfg.init_layers, teacher["num_layers"], shape["num_layers"])  # validates
+    if cfg.init == "pruned":
+        check_pruned_shape(teacher_config, shape)
+        init_layers(cfg.init_layers, teacher_config.num_hidden_layers, shape["num_layers"])
     config = copy.deepcopy(teacher_config)
     for key, value in shape.items():
         setattr(config, _CONFIG_KEYS[key], value)
     return config
+
+
+def check_pruned_shape(teacher_config: Any, shape: dict[str, int]) -> None:
+    """``init: pruned`` keeps a subset of the teacher: never larger, and whole heads only."""
+    teacher = {k: getattr(teacher_config, v) for k, v in _CONFIG_KEYS.items()}
+    larger = [k for k in SHAPE_FIELDS if shape[k] > teacher[k]]
+    if larger:
+        diffs = ", ".join(f"{k} {shape[k]} > teacher {teacher[k]}" for k in larger)
+        raise ConfigError(
+            f"init: pruned keeps a subset of the teacher's layers, heads, neurons and hidden "
+            f"dimensions, so the student cannot be larger ({diffs}); shrink it or use init: random"
+        )
+    head_size = teacher_head_size(teacher_config)
+    if shape["hidden_size"] != shape["num_heads"] * head_size:
+        raise ConfigError(
+            f"init: pruned keeps whole teacher heads of size {head_size}, so hidden_size must be "
+            f"num_heads x {head_size}: {shape['num_heads']} heads need hidden_size "
+            f"{shape['num_heads'] * head_size}, not {shape['hidden_size']}. Leave num_heads unset "
+            "to derive it from hidden_size"
+        )
 
 
 def copy_teacher_layers(
@@ -107,8 +167,24 @@ def copy_teacher_layers(
     return mapping
 
 
-def build_student(teacher: Any, cfg: StudentConfig, model_class: Any, seed: int = 42) -> Any:
-    """Build and initialise the student for ``teacher`` (a loaded transformers model)."""
+def build_student(
+    teacher: Any,
+    cfg: StudentConfig,
+    model_class: Any,
+    seed: int = 42,
+    data: Iterable[Mapping[str, torch.Tensor]] | None = None,
+) -> Any:
+    """Build and initialise the student for ``teacher`` (a loaded, task-trained transformers model).
+
+    ``data``: tokenised, collated batches with ``labels`` (dicts of tensors), needed only by
+    ``init: pruned``, which scores importance with the teacher's task loss on the first
+    ``cfg.pruning_batches`` of them.
+    """
+    if cfg.init == "pruned" and data is None:
+        raise ConfigError(
+            "init: pruned scores the teacher's heads, neurons and hidden dimensions on task data: "
+            "pass data= (batches of tokenised training examples with labels) to build_student"
+        )
     if cfg.init == "pretrained":
         from kdformer.models import load_model
 
@@ -116,21 +192,34 @@ def build_student(teacher: Any, cfg: StudentConfig, model_class: Any, seed: int 
             raise ConfigError(
                 "init: pretrained needs student.pretrained (a model folder or hub name)"
             )
+        # A kdformer student folder, a general (task-less) student or any model: keep its body,
+        # give it the teacher's labels; a head of another size (a student of another task) is
+        # re-initialised rather than refused, a missing head is created.
         labels = teacher.config
+        extra = {"problem_type": labels.problem_type} if labels.problem_type else {}
         return load_model(
             cfg.pretrained,
             model_class,
             num_labels=labels.num_labels,
             id2label=labels.id2label,
             label2id=labels.label2id,
+            ignore_mismatched_sizes=True,
+            **extra,
         )
     config = student_config(teacher.config, cfg)
     torch.manual_seed(seed)
     make = getattr(model_class, "from_config", None) or model_class
     student = make(config)
-    if cfg.init == "teacher":
+    if cfg.init in ("teacher", "pruned"):
         layers = init_layers(
             cfg.init_layers, teacher.config.num_hidden_layers, config.num_hidden_layers
         )
-        copy_teacher_layers(student, teacher, layers)
+        if cfg.init == "teacher":
+            copy_teacher_layers(student, teacher, layers)
+        else:
+            from kdformer.pruning import compute_importance, copy_pruned_weights, plan_pruning
+
+            assert data is not None
+            importance = compute_importance(teacher, data, cfg.pruning_batches)
+            copy_pruned_weights(student, teacher, plan_pruning(importance, config, layers))
     return student

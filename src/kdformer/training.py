@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from kdformer.config import ConfigError, TrainConfig
 from kdformer.features import extract_features, prepare_model
@@ -34,7 +34,7 @@ class DistillationModel(nn.Module):
         self.objective = objective
         self._teacher = [teacher]  # a list keeps it out of parameters() and state_dict()
         self.last_terms: dict[str, torch.Tensor] = {}
-        prepare_model(student, objective.needs)
+        prepare_model(student, objective.needs_for("student"))
 
     def forward(
         self,
@@ -49,11 +49,35 @@ class DistillationModel(nn.Module):
             inputs["attention_mask"] = attention_mask
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        student = extract_features(self.student, inputs, self.objective.needs)
-        teacher = self._teacher[0](inputs)
+        student = extract_features(self.student, inputs, self.objective.needs_for("student"))
+        # With no knowledge terms (a hard-label-only baseline) the teacher has nothing to give.
+        teacher = self._teacher[0](inputs) if len(self.objective.terms) else None
         out = self.objective(student, teacher, labels, attention_mask)
         self.last_terms = out.terms
         return {"loss": out.loss, "logits": student.logits}
+
+
+class ProgressCallback(TrainerCallback):
+    """Tells the objective how far training is (``global_step / max_steps``, 0..1) for scheduled
+    values such as the logits temperature and the hard-label weight: at the start (also after a
+    resume) and before and after every optimiser step, so step k (0-based) of N sees k / N and
+    the end of training 1."""
+
+    def __init__(self, objective: DistillationObjective):
+        self.objective = objective
+
+    def _update(self, state: Any) -> None:
+        if state.max_steps and state.max_steps > 0:
+            self.objective.set_progress(state.global_step / state.max_steps)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._update(state)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._update(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._update(state)
 
 
 class DistillationTrainer(Trainer):
@@ -63,6 +87,9 @@ class DistillationTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_count = 0
+        objective = getattr(self.model, "objective", None)
+        if isinstance(objective, DistillationObjective):
+            self.add_callback(ProgressCallback(objective))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)

@@ -1,5 +1,6 @@
-"""Attention-map knowledge: each matched student layer's attention distributions learn the
-teacher's (KL per query row and head, as MiniLM does for its last layer)."""
+"""Attention-map knowledge: each matched student layer's attention learns the teacher's: KL
+between distributions per query row and head (MiniLM), or MSE between pre-softmax scores
+(TinyBERT)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from kdformer.configbase import ConfigError
 from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.base import (
-    KnowledgeTerm,
-    KnowledgeTermConfig,
-    ModelShape,
-    register_knowledge,
-    token_mask,
+from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
+from kdformer.knowledge.layers import (
+    LayerMatchedConfig,
+    TeacherLayerMixer,
+    check_head_grouping,
+    layer_module,
+    layer_module_needs,
+    scaled_dot,
 )
-from kdformer.matching import layer_pairs
 
 EPS = 1e-12
 
@@ -27,7 +28,8 @@ def attention_kl(
 ) -> torch.Tensor:
     """KL(teacher || student) per (head, query) row of (batch, heads, q, k) attention
     probabilities, averaged over heads and real query positions. Zero-probability (masked) keys
-    contribute nothing."""
+    contribute nothing. Computed in float32."""
+    teacher_probs, student_probs = teacher_probs.float(), student_probs.float()
     log_t = teacher_probs.clamp_min(EPS).log()
     log_s = student_probs.clamp_min(EPS).log()
     rows = (teacher_probs * (log_t - log_s)).sum(-1)  # (batch, heads, q)
@@ -37,18 +39,37 @@ def attention_kl(
 
 def regroup_heads(probs: torch.Tensor, heads: int) -> torch.Tensor:
     """Average groups of adjacent heads: (b, H, q, k) -> (b, heads, q, k); H must divide by heads.
-    A mean of distributions is still a distribution, so KL stays well defined."""
+    A mean of distributions is still a distribution, so KL stays well defined (the same averaging
+    applies to pre-softmax scores)."""
     b, h, q, k = probs.shape
     return probs.reshape(b, heads, h // heads, q, k).mean(2)
 
 
-class AttentionConfig(KnowledgeTermConfig):
-    """Attention-distribution distillation."""
+def attention_score_mse(
+    student_scores: torch.Tensor, teacher_scores: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """TinyBERT's attention loss: MSE between pre-softmax attention scores (batch, heads, q, k).
+
+    As in TinyBERT, scores at padded key positions are replaced by 0 in both (rather than the
+    -inf a softmax would use), so they contribute nothing; each (head, query) row's squared error
+    is averaged over the example's real keys, and rows are averaged over heads and real queries.
+    """
+    keys = mask[:, None, None, :].bool()
+    s = torch.where(keys, student_scores.float(), 0.0)
+    t = torch.where(keys, teacher_scores.float(), 0.0)
+    rows = (s - t).pow(2).sum(-1) / mask.sum(-1).clamp_min(1)[:, None, None]  # (batch, heads, q)
+    weights = mask[:, None, :]
+    return (rows * weights).sum() / (weights.sum().clamp_min(1) * rows.shape[1])
+
+
+class AttentionConfig(LayerMatchedConfig):
+    """Attention distillation."""
 
     type: Literal["attention"] = Field("attention", description="Knowledge type name.")
-    loss: Literal["kl"] = Field("kl", description="kl: KL between attention distributions.")
-    layers: Literal["uniform", "first", "last"] | list[tuple[int, int]] = Field(
-        "uniform", description="Layer matching: uniform, first, last, or [student, teacher] pairs."
+    loss: Literal["kl", "mse"] = Field(
+        "kl",
+        description="kl: KL between attention distributions (MiniLM); mse: MSE between pre-softmax "
+        "attention scores, padded keys set to 0 (TinyBERT).",
     )
     heads: Literal["match", "average"] = Field(
         "match",
@@ -59,36 +80,74 @@ class AttentionConfig(KnowledgeTermConfig):
 
 @register_knowledge(AttentionConfig)
 class AttentionKnowledge(KnowledgeTerm):
+    """Attention: each matched student layer's attention learns the teacher layer's, per head.
+
+    kl: the attention probabilities (``output_attentions``, so both models run eager attention);
+    KL(teacher || student) per head and real query row (MiniLM). mse: pre-softmax scores
+    Q_h K_h^T / sqrt(d_head) rebuilt from the query/key projections captured by forward hooks
+    (fused attention stays on); MSE with padded keys set to 0, over real query rows (TinyBERT).
+    Widths do not matter (maps are seq x seq). Head counts: equal, or the teacher has k times the
+    student's and each group of k adjacent teacher heads is averaged; heads: average compares
+    head-averaged maps for any counts; anything else is a ConfigError when the term is built.
+    many_to_one mixes the teacher layers' maps with learned weights (a mix of distributions is
+    a distribution). Layer 0 (embeddings) has no attention and is skipped in explicit pairs."""
+
     config: AttentionConfig
 
     def __init__(self, config: AttentionConfig, teacher: ModelShape, student: ModelShape):
         super().__init__(config, teacher, student)
-        self.pairs = [
-            (s, t)
-            for s, t in layer_pairs(config.layers, teacher.num_layers, student.num_layers)
-            if s > 0 and t > 0
+        self.groups = [
+            g
+            for g in config.groups(teacher, student)
+            if g.student > 0 and all(t > 0 for t in g.teachers)
         ]
-        th, sh = teacher.num_heads, student.num_heads
-        if config.heads == "match" and th % sh != 0:
-            raise ConfigError(
-                f"attention knowledge cannot match heads: the teacher has {th} heads and the "
-                f"student {sh}, and {th} is not a multiple of {sh}. Give the student a head count "
-                f"that divides {th}, or set heads: average"
-            )
+        self.pairs = [(g.student, g.centre) for g in self.groups]
+        self.mixer = TeacherLayerMixer(self.groups)
+        if config.heads == "match":
+            check_head_grouping(teacher.num_heads, student.num_heads, "attention")
 
     @property
     def needs(self) -> FeatureNeeds:
-        return FeatureNeeds(attentions=True)
+        return self.needs_for("student") | self.needs_for("teacher")
+
+    def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
+        if self.config.loss == "kl":
+            return FeatureNeeds(attentions=True)
+        return layer_module_needs(self.groups, side, ["query", "key"])
+
+    def _heads(self, student_maps: torch.Tensor, teacher_maps: torch.Tensor):
+        """Both maps with comparable heads: averaged, or the teacher's regrouped."""
+        if self.config.heads == "average":
+            return student_maps.mean(1, keepdim=True), teacher_maps.mean(1, keepdim=True)
+        if teacher_maps.shape[1] != student_maps.shape[1]:
+            teacher_maps = regroup_heads(teacher_maps, student_maps.shape[1])
+        return student_maps, teacher_maps
+
+    def _scores(self, features: Features, layer: int, heads: int, side: str) -> torch.Tensor:
+        query = layer_module(features, ("query", layer), side)
+        key = layer_module(features, ("key", layer), side)
+        return scaled_dot(query, key, heads)
 
     def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
-        assert student.attentions is not None and teacher.attentions is not None
-        mask = token_mask(attention_mask, student.attentions[0][:, 0])
         losses = []
-        for s, t in self.pairs:
-            s_probs, t_probs = student.attentions[s - 1], teacher.attentions[t - 1]
-            if self.config.heads == "average":
-                s_probs, t_probs = s_probs.mean(1, keepdim=True), t_probs.mean(1, keepdim=True)
-            elif t_probs.shape[1] != s_probs.shape[1]:
-                t_probs = regroup_heads(t_probs, s_probs.shape[1])
-            losses.append(attention_kl(s_probs, t_probs, mask))
+        if self.config.loss == "kl":
+            assert student.attentions is not None and teacher.attentions is not None
+            mask = token_mask(attention_mask, student.attentions[0][:, 0])
+            for i, group in enumerate(self.groups):
+                s_probs = student.attentions[group.student - 1]
+                targets = [self._heads(s_probs, teacher.attentions[t - 1]) for t in group.teachers]
+                s_probs = targets[0][0]
+                t_probs = self.mixer.mix(i, [t for _, t in targets])
+                losses.append(attention_kl(s_probs, t_probs, mask))
+            return torch.stack(losses).mean()
+        sh, th = self.student_shape.num_heads, self.teacher_shape.num_heads
+        for i, group in enumerate(self.groups):
+            s_scores = self._scores(student, group.student, sh, "student")
+            targets = [
+                self._heads(s_scores, self._scores(teacher, t, th, "teacher"))
+                for t in group.teachers
+            ]
+            mask = token_mask(attention_mask, s_scores[:, 0])
+            t_scores = self.mixer.mix(i, [t for _, t in targets])
+            losses.append(attention_score_mse(targets[0][0], t_scores, mask))
         return torch.stack(losses).mean()

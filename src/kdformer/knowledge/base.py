@@ -9,7 +9,7 @@ student and are dropped when the student is saved.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -56,10 +56,17 @@ class KnowledgeTerm(nn.Module):
         self.config = config
         self.teacher_shape = teacher
         self.student_shape = student
+        self.progress = 0.0  # training progress 0..1, set by DistillationObjective.set_progress
 
     @property
     def needs(self) -> FeatureNeeds:
+        """What the forward passes must expose (both sides' needs together)."""
         return FeatureNeeds()
+
+    def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
+        """What one side's forward pass must expose: ``needs`` unless overridden, as terms do
+        whose per-layer modules differ between the sides (student layer 2, teacher layer 4)."""
+        return self.needs
 
     def forward(
         self, student: Features, teacher: Features, attention_mask: torch.Tensor | None
@@ -96,6 +103,15 @@ def build_term(
     if name not in KNOWLEDGE:
         raise ConfigError(f"unknown knowledge type '{name}'; valid: {', '.join(sorted(KNOWLEDGE))}")
     return KNOWLEDGE[name].term_class(config, teacher, student)
+
+
+def scheduled(start: float, end: float | None, progress: float) -> float:
+    """Linear interpolation from ``start`` (progress 0) to ``end`` (progress 1); ``start`` when
+    there is no end."""
+    if end is None:
+        return start
+    progress = min(max(progress, 0.0), 1.0)
+    return start + (end - start) * progress
 
 
 def token_mask(attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Hidden-state knowledge: each matched student layer's output learns the teacher layer's.
 
-MSE with a learned linear projection when widths differ (TinyBERT), or cosine (DistilBERT).
+MSE with a learned linear projection when widths differ (TinyBERT), cosine (DistilBERT), or
+BERT-PKD's normalised [CLS] distance.
 """
 
 from __future__ import annotations
@@ -8,95 +9,98 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
-from kdformer.configbase import ConfigError
 from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.base import (
-    KnowledgeTerm,
-    KnowledgeTermConfig,
-    ModelShape,
-    register_knowledge,
-    token_mask,
+from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
+from kdformer.knowledge.layers import (
+    PROJECTION_DESCRIPTION,
+    LayerMatchedConfig,
+    ProjectionMode,
+    Projections,
+    TeacherLayerMixer,
 )
-from kdformer.matching import layer_pairs
+from kdformer.matching import LayerGroup
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of squared differences over real tokens and features; (batch, seq, dim) inputs."""
-    squared = (student - teacher).pow(2) * mask.unsqueeze(-1)
+    squared = (student.float() - teacher.float()).pow(2) * mask.unsqueeze(-1)
     return squared.sum() / (mask.sum().clamp_min(1) * student.shape[-1])
 
 
 def masked_cosine(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of 1 - cos(student, teacher) over real tokens (DistilBERT's cosine embedding loss)."""
-    cos = torch.nn.functional.cosine_similarity(student, teacher, dim=-1)
+    cos = torch.nn.functional.cosine_similarity(student.float(), teacher.float(), dim=-1)
     return ((1 - cos) * mask).sum() / mask.sum().clamp_min(1)
 
 
-class HiddenConfig(KnowledgeTermConfig):
+def cls_pkd(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BERT-PKD's patient loss on one layer: the squared distance between the L2-normalised
+    first-token ([CLS]) vectors, averaged over the batch; (batch, seq, dim) inputs. The first
+    token is always real, so ``mask`` is not needed (it is accepted for a common signature)."""
+    s = F.normalize(student[:, 0].float(), dim=-1)
+    t = F.normalize(teacher[:, 0].float(), dim=-1)
+    return (s - t).pow(2).sum(-1).mean()
+
+
+class HiddenConfig(LayerMatchedConfig):
     """Hidden-state distillation."""
 
     type: Literal["hidden"] = Field("hidden", description="Knowledge type name.")
-    loss: Literal["mse", "cosine"] = Field(
-        "mse", description="mse (TinyBERT) or cosine (DistilBERT)."
-    )
-    layers: Literal["uniform", "first", "last"] | list[tuple[int, int]] = Field(
-        "uniform",
-        description="Layer matching: uniform, first, last, or explicit [student, teacher] pairs "
-        "(1-based; 0 is the embedding output).",
+    loss: Literal["mse", "cosine", "pkd"] = Field(
+        "mse",
+        description="mse (TinyBERT), cosine (DistilBERT) or pkd (BERT-PKD: squared distance of "
+        "the L2-normalised first-token vectors).",
     )
     include_embeddings: bool = Field(
         False, description="Also match the embedding outputs (0 <-> 0)."
     )
-    projection: Literal["auto", "per_layer", "shared", "none"] = Field(
-        "auto",
-        description="Student->teacher width projection: auto (per-layer linear only when widths "
-        "differ), per_layer, shared (one for all layers), none (widths must be equal).",
-    )
+    projection: ProjectionMode = Field("auto", description=PROJECTION_DESCRIPTION)
 
 
 @register_knowledge(HiddenConfig)
 class HiddenKnowledge(KnowledgeTerm):
+    """Hidden states: each matched student layer's output learns the teacher layer's.
+
+    Takes ``hidden_states[i]`` (layer outputs; 0 is the embedding output) from both models.
+    Loss per layer: MSE over real tokens (TinyBERT), 1 - cosine (DistilBERT), or pkd (BERT-PKD:
+    squared distance of the L2-normalised [CLS] vectors, averaged over the batch); averaged over
+    layers. Widths: a learned linear projection of the student (per layer or shared) when they
+    differ. Head counts do not matter. With layers: many_to_one each student layer learns a
+    learned softmax mix of a window of teacher layers."""
+
     config: HiddenConfig
 
     def __init__(self, config: HiddenConfig, teacher: ModelShape, student: ModelShape):
         super().__init__(config, teacher, student)
-        self.pairs = layer_pairs(config.layers, teacher.num_layers, student.num_layers)
-        if config.include_embeddings and (0, 0) not in self.pairs:
-            self.pairs = [(0, 0), *self.pairs]
-        mode = config.projection
-        if mode == "auto":
-            mode = "per_layer" if teacher.hidden_size != student.hidden_size else "none"
-        if mode == "none" and teacher.hidden_size != student.hidden_size:
-            raise ConfigError(
-                f"hidden knowledge with projection 'none' needs equal widths, but the student is "
-                f"{student.hidden_size} wide and the teacher {teacher.hidden_size}; use "
-                "projection: auto"
-            )
-        self.mode = mode
-        s, t = student.hidden_size, teacher.hidden_size
-        if mode == "per_layer":
-            self.projections = nn.ModuleList(nn.Linear(s, t) for _ in self.pairs)
-        elif mode == "shared":
-            self.projections = nn.ModuleList([nn.Linear(s, t)])
+        groups = config.groups(teacher, student)
+        if config.include_embeddings and not any(g.student == 0 for g in groups):
+            groups = [LayerGroup(0, (0,), 0), *groups]
+        self.groups = groups
+        self.pairs = [(g.student, g.centre) for g in groups]
+        self.mixer = TeacherLayerMixer(groups)
+        self.projections = Projections(
+            config.projection, len(groups), student.hidden_size, teacher.hidden_size, "hidden"
+        )
+        self.mode = self.projections.mode
 
     @property
     def needs(self) -> FeatureNeeds:
         return FeatureNeeds(hidden_states=True)
 
     def project(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
-        if self.mode == "none":
-            return hidden
-        return self.projections[index if self.mode == "per_layer" else 0](hidden)
+        return self.projections.project(index, hidden)
 
     def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
         assert student.hidden_states is not None and teacher.hidden_states is not None
         mask = token_mask(attention_mask, student.hidden_states[0])
-        compare = masked_mse if self.config.loss == "mse" else masked_cosine
-        losses = [
-            compare(self.project(i, student.hidden_states[s]), teacher.hidden_states[t], mask)
-            for i, (s, t) in enumerate(self.pairs)
-        ]
+        compare = {"mse": masked_mse, "cosine": masked_cosine, "pkd": cls_pkd}[self.config.loss]
+        losses = []
+        for i, group in enumerate(self.groups):
+            target = self.mixer.mix(i, [teacher.hidden_states[t] for t in group.teachers])
+            losses.append(
+                compare(self.project(i, student.hidden_states[group.student]), target, mask)
+            )
         return torch.stack(losses).mean()

@@ -1,0 +1,344 @@
+"""Width-depth explorer: candidate student shapes at a parameter budget, with measured latency.
+
+Shapes are ``layers x hidden x heads x intermediate`` with the head size fixed (64, or the
+teacher's with ``like``), ``heads = hidden / head size`` and ``intermediate = 4 x hidden``;
+layers go from 1 to the teacher's depth (12 without a teacher) and hidden sizes up to the
+teacher's width (without a teacher: as wide as the budget allows). Parameters are counted
+exactly as :func:`kdformer.models.count_parameters` counts an
+``AutoModelForSequenceClassification`` with 2 labels, embeddings and pooler included, by building
+the config on the ``meta`` device (no memory, no weights). The vocabulary and position range are
+the teacher's, or BERT-base's (30,522 tokens, 512 positions) without one: at small widths the
+embeddings are much of the budget. Latency is the median forward pass of randomly initialised
+models, timed round-robin with :func:`kdformer.report.measure.measure_latencies`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from kdformer.configbase import ConfigError
+
+DEFAULT_HEAD_SIZE = 64
+DEFAULT_MAX_LAYERS = 12
+MAX_HEADS = 64  # width cap without a teacher
+#: Latency models are timed together in groups of at most this many bytes of weights.
+TIMING_GROUP_BYTES = 4 * 2**30
+
+_BUDGET = re.compile(r"^\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*([kmbg]?)\s*$", re.IGNORECASE)
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
+
+
+def parse_budget(text: str | int | float) -> int:
+    """Parameter count from '11M', '4.4M', '500k', '1.2B' or '22000000' (also 22_000_000)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = int(text)
+    else:
+        match = _BUDGET.match(str(text))
+        if not match:
+            raise ConfigError(
+                f"cannot read parameter budget '{text}': give a number with an optional k, M or "
+                "B suffix, e.g. 11M, 4.4M, 500k or 22000000"
+            )
+        number = float(match[1].replace("_", "").replace(",", ""))
+        value = int(round(number * _SUFFIX[match[2].lower()]))
+    if value <= 0:
+        raise ConfigError(f"parameter budget must be positive, got {text}")
+    return value
+
+
+@dataclass
+class Candidate:
+    """One student shape and what it costs."""
+
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    parameters: int
+    latency_ms: float | None = None
+    note: str = ""  # 'teacher' for the reference row, or the preset this shape equals
+
+    def overrides(self) -> str:
+        """The config overrides that give this student."""
+        return (
+            f"student.num_layers={self.layers} student.hidden_size={self.hidden} "
+            f"student.num_heads={self.heads} student.intermediate_size={self.intermediate}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Target:
+    """What to explore: a budget, and the config shapes are built from."""
+
+    budget: int
+    config: Any  # a transformers config: vocabulary, positions, architecture of the candidates
+    head_size: int
+    max_layers: int
+    max_hidden: int | None  # None: as wide as the budget allows
+    teacher: str | None = None
+    teacher_shape: Candidate | None = None
+
+
+def base_config() -> Any:
+    """BERT-base's config (vocabulary 30,522, 512 positions), the default architecture."""
+    from transformers import BertConfig
+
+    return BertConfig()
+
+
+def shape_config(config: Any, layers: int, hidden: int, heads: int, intermediate: int) -> Any:
+    """``config`` with this shape and 2 labels (as counted and timed)."""
+    shaped = copy.deepcopy(config)
+    shaped.num_hidden_layers = layers
+    shaped.hidden_size = hidden
+    shaped.num_attention_heads = heads
+    shaped.intermediate_size = intermediate
+    shaped.num_labels = 2
+    shaped.id2label = {0: "LABEL_0", 1: "LABEL_1"}
+    shaped.label2id = {"LABEL_0": 0, "LABEL_1": 1}
+    if getattr(shaped, "head_dim", None) is not None:
+        shaped.head_dim = hidden // heads
+    return shaped
+
+
+def count_shape_parameters(
+    config: Any, layers: int, hidden: int, heads: int, intermediate: int
+) -> int:
+    """Exact parameters of an AutoModelForSequenceClassification (2 labels) of this shape."""
+    from transformers import AutoModelForSequenceClassification
+
+    from kdformer.models import count_parameters
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(
+            shape_config(config, layers, hidden, heads, intermediate)
+        )
+    return count_parameters(model)
+
+
+class _Counter:
+    """Parameter counts per shape; counts are linear in depth, so two builds per width suffice."""
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.cache: dict[tuple[int, int, int], tuple[int, int]] = {}
+
+    def __call__(self, layers: int, hidden: int, heads: int, intermediate: int) -> int:
+        key = (hidden, heads, intermediate)
+        if key not in self.cache:
+            one = count_shape_parameters(self.config, 1, hidden, heads, intermediate)
+            two = count_shape_parameters(self.config, 2, hidden, heads, intermediate)
+            self.cache[key] = (one - (two - one), two - one)
+        base, per_layer = self.cache[key]
+        return base + layers * per_layer
+
+
+def resolve_target(
+    params: str | int | None = None, like: str | None = None, ratio: float | None = None
+) -> Target:
+    """The budget (``params``, or ``ratio`` x the ``like`` teacher's parameters) and grid bounds."""
+    if ratio is not None and like is None:
+        raise ConfigError("--ratio is a fraction of a teacher's parameters: give --like TEACHER")
+    if (params is None) == (ratio is None):
+        raise ConfigError(
+            "give a budget: --params (e.g. 11M) or --like TEACHER --ratio R (e.g. 0.25), not both"
+        )
+    if ratio is not None and ratio <= 0:
+        raise ConfigError(f"--ratio must be positive, got {ratio}")
+    if like is None:
+        return Target(
+            budget=parse_budget(params),  # type: ignore[arg-type]
+            config=base_config(),
+            head_size=DEFAULT_HEAD_SIZE,
+            max_layers=DEFAULT_MAX_LAYERS,
+            max_hidden=None,
+        )
+    from kdformer.models import load_config
+
+    config = load_config(like)
+    for key in ("num_hidden_layers", "hidden_size", "num_attention_heads"):
+        if not hasattr(config, key):
+            raise ConfigError(f"{like} ({type(config).__name__}) has no '{key}' in its config")
+    layers, hidden = int(config.num_hidden_layers), int(config.hidden_size)
+    heads = int(config.num_attention_heads)
+    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
+    teacher_params = count_shape_parameters(config, layers, hidden, heads, intermediate)
+    budget = parse_budget(params) if params is not None else int(round(ratio * teacher_params))  # type: ignore[operator]
+    return Target(
+        budget=budget,
+        config=config,
+        head_size=hidden // heads,
+        max_layers=layers,
+        max_hidden=hidden,
+        teacher=like,
+        teacher_shape=Candidate(
+            layers, hidden, heads, intermediate, teacher_params, note="teacher"
+        ),
+    )
+
+
+def _preset_names(target: Target) -> dict[tuple[int, int, int, int], str]:
+    from kdformer.config import StudentConfig
+    from kdformer.students import PRESETS, RELATIVE_PRESETS, WIDTH_PRESETS, student_shape
+
+    names = {shape: name for name, shape in PRESETS.items()}
+    if target.teacher is not None:
+        for name in [*RELATIVE_PRESETS, *WIDTH_PRESETS]:
+            try:
+                shape = student_shape(target.config, StudentConfig(preset=name, init="random"))
+            except ConfigError:
+                continue
+            names.setdefault(tuple(shape.values()), name)  # type: ignore[arg-type]
+    return names
+
+
+def candidate_shapes(target: Target, tolerance: float = 0.15) -> list[Candidate]:
+    """Every grid shape whose parameter count is within ``tolerance`` of the budget, fewest
+    parameters first."""
+    if not 0 <= tolerance < 1:
+        raise ConfigError(f"tolerance is a fraction of the budget in [0, 1), got {tolerance}")
+    low, high = target.budget * (1 - tolerance), target.budget * (1 + tolerance)
+    count = _Counter(target.config)
+    names = _preset_names(target)
+    found: list[Candidate] = []
+    heads = 0
+    while True:
+        heads += 1
+        hidden = heads * target.head_size
+        if target.max_hidden is not None and hidden > target.max_hidden:
+            break
+        if target.max_hidden is None and heads > MAX_HEADS:
+            break
+        intermediate = 4 * hidden
+        if count(1, hidden, heads, intermediate) > high:
+            break  # wider only costs more
+        for layers in range(1, target.max_layers + 1):
+            parameters = count(layers, hidden, heads, intermediate)
+            if parameters > high:
+                break
+            if parameters >= low:
+                shape = (layers, hidden, heads, intermediate)
+                found.append(Candidate(*shape, parameters, note=names.get(shape, "")))
+    return sorted(found, key=lambda c: (c.parameters, c.layers))
+
+
+def grid_range(target: Target) -> tuple[Candidate, Candidate]:
+    """The smallest (1 layer, 1 head) and largest shapes of the grid, with their counts, to say
+    why no shape fits a budget."""
+    count = _Counter(target.config)
+    size = target.head_size
+    widest = target.max_hidden or MAX_HEADS * size
+    heads = widest // size
+    small = (1, size, 1, 4 * size)
+    large = (target.max_layers, widest, heads, 4 * widest)
+    return Candidate(*small, count(*small)), Candidate(*large, count(*large))
+
+
+def no_fit_reason(target: Target, tolerance: float) -> str:
+    """Why :func:`candidate_shapes` found nothing, and what to change."""
+    small, large = grid_range(target)
+    head = f"No shape within ±{tolerance * 100:g}% of {target.budget / 1e6:.2f}M parameters: "
+    if target.budget < small.parameters:
+        vocab = getattr(target.config, "vocab_size", None)
+        embeddings = (
+            f", {vocab * small.hidden / 1e6:.2f}M of them word embeddings ({vocab:,} tokens x "
+            f"{small.hidden})"
+            if isinstance(vocab, int)
+            else ""
+        )
+        return (
+            f"{head}the smallest shape, 1 layer x {small.hidden} (1 head), has "
+            f"{small.parameters / 1e6:.2f}M{embeddings}. Raise the budget, or use --like with a "
+            "teacher whose vocabulary or head size is smaller."
+        )
+    if target.budget > large.parameters:
+        limit = " (at most as deep and wide as the teacher)" if target.teacher else ""
+        return (
+            f"{head}the largest shape, {large.layers} x {large.hidden}, has "
+            f"{large.parameters / 1e6:.2f}M{limit}. Lower the budget."
+        )
+    return f"{head}no shape on the grid falls in that range. Widen --tolerance."
+
+
+def _build(config: Any, candidate: Candidate) -> torch.nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    shaped = shape_config(
+        config, candidate.layers, candidate.hidden, candidate.heads, candidate.intermediate
+    )
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(shaped).eval()
+
+
+def time_candidates(
+    config: Any,
+    candidates: list[Candidate],
+    batch_size: int = 32,
+    seq_length: int = 128,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: str = "auto",
+) -> None:
+    """Set ``latency_ms`` of each candidate: round-robin timing of randomly initialised models
+    (in groups of at most ``TIMING_GROUP_BYTES`` of weights, so memory stays bounded)."""
+    from kdformer.report.measure import measure_latencies, resolve_device
+
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and seq_length > positions:
+        raise ConfigError(f"--seq-length {seq_length} exceeds the model's {positions} positions")
+    target_device = resolve_device(device)
+    groups: list[list[Candidate]] = [[]]
+    size = 0
+    for candidate in candidates:
+        weight_bytes = candidate.parameters * 4
+        if groups[-1] and size + weight_bytes > TIMING_GROUP_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(candidate)
+        size += weight_bytes
+    for group in groups:
+        models = [_build(config, c) for c in group]
+        results = measure_latencies(models, batch_size, seq_length, repeats, warmup, target_device)
+        for candidate, result in zip(group, results):
+            candidate.latency_ms = result["latency_ms"]
+        del models
+
+
+def explore(
+    target: Target,
+    tolerance: float = 0.15,
+    latency: bool = True,
+    batch_size: int = 32,
+    seq_length: int = 128,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: str = "auto",
+    max_candidates: int | None = 20,
+) -> list[Candidate]:
+    """Candidate rows at the budget, fastest first (fewest parameters first without ``latency``).
+
+    When more than ``max_candidates`` shapes qualify, those closest to the budget are kept. With a
+    teacher, its own shape comes first in the timed group and is returned as the last row
+    (``note='teacher'``) for comparison.
+    """
+    rows = candidate_shapes(target, tolerance)
+    if not rows:
+        return []
+    if max_candidates is not None and len(rows) > max_candidates:
+        rows = sorted(rows, key=lambda c: abs(c.parameters - target.budget))[:max_candidates]
+        rows.sort(key=lambda c: (c.parameters, c.layers))
+    reference = [copy.copy(target.teacher_shape)] if target.teacher_shape is not None else []
+    if latency:
+        time_candidates(
+            target.config, reference + rows, batch_size, seq_length, repeats, warmup, device
+        )
+        rows.sort(key=lambda c: (c.latency_ms, c.parameters))
+    return rows + reference

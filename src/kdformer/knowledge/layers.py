@@ -1,0 +1,181 @@
+"""What the layer-based knowledge terms share: the ``layers``/``window`` config fields, the
+learned many-to-one teacher-layer mixer, width projections and per-head reshaping."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from kdformer.configbase import ConfigError
+from kdformer.features import FeatureNeeds, Features, LayerModule
+from kdformer.knowledge.base import KnowledgeTermConfig, ModelShape
+from kdformer.matching import LayerGroup, MatchStrategy, layer_groups
+
+CENTRE_PRIOR = 2.0
+"""Initial mixer logit of a window's centre (others 0): with a window of 3 the centre starts at
+weight e^2 / (e^2 + 2) = 0.79."""
+
+LAYERS_DESCRIPTION = (
+    "Layer matching (1-based; 0 is the embedding output): uniform (TinyBERT m*k, last to last), "
+    "first, last, last_only (only last student <-> last teacher, MiniLM), many_to_one (each "
+    "student layer <-> learned softmax mix of `window` teacher layers centred on its uniform "
+    "target), or explicit (student, teacher) pairs such as [[1, 2], [2, 4]]."
+)
+
+
+class LayerMatchedConfig(KnowledgeTermConfig):
+    """Fields of every term that compares features layer by layer."""
+
+    layers: MatchStrategy | list[tuple[int, int]] = Field("uniform", description=LAYERS_DESCRIPTION)
+    window: int = Field(
+        3,
+        ge=1,
+        description="many_to_one only: teacher layers per student layer (odd; clipped at the "
+        "ends of the teacher). 1 equals uniform.",
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _odd_window(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"window must be odd (centred on the uniform target), not {value}")
+        return value
+
+    def groups(self, teacher: ModelShape, student: ModelShape) -> list[LayerGroup]:
+        return layer_groups(self.layers, teacher.num_layers, student.num_layers, self.window)
+
+
+class TeacherLayerMixer(nn.Module):
+    """Learned softmax weights over each group's teacher layers (``many_to_one``).
+
+    One row of logits per student layer, initialised to 0 except ``CENTRE_PRIOR`` at the uniform
+    target. Groups of a single teacher layer (every one-to-one strategy, or ``window: 1``) need
+    no weights and the mixer then has no parameters. The weights train with the student to
+    lower the loss, so they may drift towards whichever teacher layer is easiest to imitate."""
+
+    def __init__(self, groups: Sequence[LayerGroup]):
+        super().__init__()
+        self.groups = list(groups)
+        widest = max((len(g.teachers) for g in self.groups), default=1)
+        if widest == 1:
+            self.register_parameter("logits", None)
+            return
+        logits = torch.zeros(len(self.groups), widest)
+        for i, group in enumerate(self.groups):
+            logits[i, group.teachers.index(group.centre)] = CENTRE_PRIOR
+        self.logits = nn.Parameter(logits)
+
+    def weights(self, index: int) -> torch.Tensor:
+        """Softmax weights of group ``index``'s teacher layers (in ``teachers`` order)."""
+        count = len(self.groups[index].teachers)
+        if self.logits is None:
+            return torch.ones(1)
+        if count == 1:
+            return self.logits.new_ones(1)
+        return torch.softmax(self.logits[index, :count], dim=-1)
+
+    def mix(self, index: int, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of one tensor per teacher layer of group ``index``. A mix of
+        probability distributions is again a distribution."""
+        if len(tensors) == 1:
+            return tensors[0]
+        weights = self.weights(index)
+        return sum(w * x for w, x in zip(weights, tensors, strict=True))  # type: ignore[return-value]
+
+
+ProjectionMode = Literal["auto", "per_layer", "shared", "none"]
+PROJECTION_DESCRIPTION = (
+    "Student->teacher width projection: auto (per-layer linear only when widths differ), "
+    "per_layer, shared (one for all layers), none (widths must be equal)."
+)
+
+
+class Projections(nn.ModuleList):
+    """Learned linear maps from the student's width to the teacher's, one per layer or shared.
+
+    Empty when no projection is needed (mode ``none``); ``project(i, x)`` applies layer i's."""
+
+    def __init__(
+        self, mode: ProjectionMode, count: int, student_width: int, teacher_width: int, what: str
+    ):
+        if mode == "auto":
+            mode = "per_layer" if student_width != teacher_width else "none"
+        if mode == "none" and student_width != teacher_width:
+            raise ConfigError(
+                f"{what} knowledge with projection 'none' needs equal widths, but the student is "
+                f"{student_width} wide and the teacher {teacher_width}; use projection: auto"
+            )
+        sizes = {"per_layer": count, "shared": 1, "none": 0}[mode]
+        super().__init__(nn.Linear(student_width, teacher_width) for _ in range(sizes))
+        self.mode = mode
+
+    def project(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return x
+        return self[index if self.mode == "per_layer" else 0](x)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, seq, heads * d) -> (batch, heads, seq, d), the layout attention uses."""
+    b, s, w = x.shape
+    if w % heads:
+        raise ValueError(f"width {w} does not split into {heads} heads")
+    return x.view(b, s, heads, w // heads).transpose(1, 2)
+
+
+def scaled_dot(x: torch.Tensor, y: torch.Tensor, heads: int) -> torch.Tensor:
+    """Per head ``X_h Y_h^T / sqrt(d_head)`` in float32, also under mixed-precision autocast:
+    (batch, heads, seq, seq)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        xh, yh = split_heads(x.float(), heads), split_heads(y.float(), heads)
+        return xh @ yh.transpose(-1, -2) / math.sqrt(xh.shape[-1])
+
+
+def layer_module(features: Features, request: LayerModule, side: str) -> torch.Tensor:
+    """The captured output of a per-layer module, with a clear error when it was not captured."""
+    try:
+        return features.layer_modules[request]
+    except KeyError:
+        raise KeyError(
+            f"the {side} features lack the layer module {request}: extract them with the needs of "
+            "the objective built for this teacher/student (objective.needs)"
+        ) from None
+
+
+def layer_module_needs(
+    groups: Sequence[LayerGroup], side: str, kinds: Sequence[str]
+) -> FeatureNeeds:
+    """Per-layer module requests of one side: the student's layers, or every teacher layer of
+    every group."""
+    if side == "student":
+        layers = {g.student for g in groups}
+    else:
+        layers = {t for g in groups for t in g.teachers}
+    return FeatureNeeds(
+        layer_modules=frozenset((kind, layer) for layer in layers for kind in kinds)
+    )
+
+
+def encoder_groups(groups: list[LayerGroup], what: str, lacks: str) -> list[LayerGroup]:
+    """``groups`` unchanged, or a ConfigError if any names layer 0 (the embedding output)."""
+    if any(g.student == 0 or 0 in g.teachers for g in groups):
+        raise ConfigError(
+            f"{what} knowledge compares encoder layers 1..N; layer 0 is the embedding output and "
+            f"has no {lacks}"
+        )
+    return groups
+
+
+def check_head_grouping(teacher_heads: int, student_heads: int, what: str) -> None:
+    """ConfigError unless the teacher's heads regroup onto the student's (a multiple)."""
+    if teacher_heads % student_heads != 0:
+        raise ConfigError(
+            f"{what} knowledge cannot match heads: the teacher has {teacher_heads} heads and the "
+            f"student {student_heads}, and {teacher_heads} is not a multiple of {student_heads}. "
+            f"Give the student a head count that divides {teacher_heads}, or set heads: average"
+        )

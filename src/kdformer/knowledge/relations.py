@@ -1,0 +1,223 @@
+"""Self-attention relation knowledge (MiniLM, MiniLMv2): distributions built from the query,
+key and value vectors of a layer, compared with KL(teacher || student).
+
+The vectors come from forward hooks on each layer's ``query``/``key``/``value`` projections
+(``FeatureNeeds.layer_modules``), so no attention maps, eager attention or model edits are
+needed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator
+
+from kdformer.configbase import ConfigError
+from kdformer.features import FeatureNeeds, Features
+from kdformer.knowledge.attention import regroup_heads
+from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
+from kdformer.knowledge.layers import (
+    LAYERS_DESCRIPTION,
+    LayerMatchedConfig,
+    TeacherLayerMixer,
+    check_head_grouping,
+    encoder_groups,
+    layer_module,
+    layer_module_needs,
+    scaled_dot,
+)
+from kdformer.matching import MatchStrategy
+
+EPS = 1e-12
+RELATION_MODULES = {"qq": "query", "kk": "key", "vv": "value"}
+
+
+def relation_log_probs(x: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor:
+    """log softmax(X_h X_h^T / sqrt(d_h)) per head over real keys: (batch, seq, width) ->
+    (batch, heads, seq, seq) float32; padded keys get probability 0."""
+    scores = scaled_dot(x, x, heads)
+    keys = mask[:, None, None, :].bool()
+    scores = scores.masked_fill(~keys, torch.finfo(scores.dtype).min)
+    return torch.log_softmax(scores, dim=-1)
+
+
+def relation_kl(
+    student_log_probs: torch.Tensor, teacher_probs: torch.Tensor, query_mask: torch.Tensor
+) -> torch.Tensor:
+    """KL(teacher || student) per (head, query) row of (batch, heads, q, k) relations, averaged
+    over heads and real query rows. The student side is in log space (exact); the teacher side
+    is probabilities, so teacher heads or layers can be mixed first. Keys the teacher gives
+    probability 0 (padding) contribute nothing."""
+    log_t = teacher_probs.clamp_min(EPS).log()
+    rows = (teacher_probs * (log_t - student_log_probs)).sum(-1)  # (batch, heads, q)
+    weights = query_mask.unsqueeze(1)
+    return (rows * weights).sum() / (weights.sum().clamp_min(1) * rows.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# MiniLM v1: value relation
+# --------------------------------------------------------------------------------------------
+
+
+class ValueRelationConfig(LayerMatchedConfig):
+    """Value-relation distillation (MiniLM)."""
+
+    type: Literal["value_relation"] = Field("value_relation", description="Knowledge type name.")
+    layers: MatchStrategy | list[tuple[int, int]] = Field(
+        "last_only", description=LAYERS_DESCRIPTION + " MiniLM uses last_only."
+    )
+    heads: Literal["match", "average"] = Field(
+        "match",
+        description="match: head i <-> head i, teacher heads regrouped (their relations averaged) "
+        "when the teacher has k times the student's heads; average: compare head-averaged "
+        "relations.",
+    )
+
+
+@register_knowledge(ValueRelationConfig)
+class ValueRelationKnowledge(KnowledgeTerm):
+    """Value relation (MiniLM): softmax(V_h V_h^T / sqrt(d_head)) per head, KL teacher || student.
+
+    Takes each matched layer's value projection output (forward hooks, per model attention
+    head). KL per head and real query row, padded keys masked out, averaged over heads, rows and
+    layers; MiniLM pairs it with the attention KL (type: attention) on the last layer only, the
+    default here. Widths do not matter (relations are seq x seq), but the relations follow the
+    models' own heads: equal head counts, or a teacher with k times the student's heads whose
+    groups of k adjacent heads' relations are averaged (heads: match), or head-averaged relations
+    for any counts (heads: average); anything else is a ConfigError when the term is built."""
+
+    config: ValueRelationConfig
+
+    def __init__(self, config: ValueRelationConfig, teacher: ModelShape, student: ModelShape):
+        super().__init__(config, teacher, student)
+        self.groups = encoder_groups(config.groups(teacher, student), "value_relation", "values")
+        self.mixer = TeacherLayerMixer(self.groups)
+        if config.heads == "match":
+            check_head_grouping(teacher.num_heads, student.num_heads, "value_relation")
+
+    @property
+    def needs(self) -> FeatureNeeds:
+        return self.needs_for("student") | self.needs_for("teacher")
+
+    def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
+        return layer_module_needs(self.groups, side, ["value"])
+
+    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
+        sh, th = self.student_shape.num_heads, self.teacher_shape.num_heads
+        average = self.config.heads == "average"
+        losses = []
+        for i, group in enumerate(self.groups):
+            values = layer_module(student, ("value", group.student), "student")
+            mask = token_mask(attention_mask, values)
+            s_log = relation_log_probs(values, sh, mask)
+            if average:  # log of the mean of the heads' distributions
+                s_log = torch.logsumexp(s_log, dim=1, keepdim=True) - math.log(sh)
+            targets = []
+            for t in group.teachers:
+                t_probs = relation_log_probs(
+                    layer_module(teacher, ("value", t), "teacher"), th, mask
+                ).exp()
+                targets.append(regroup_heads(t_probs, 1 if average else sh))
+            losses.append(relation_kl(s_log, self.mixer.mix(i, targets), mask))
+        return torch.stack(losses).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# MiniLMv2: multi-head self-attention relations
+# --------------------------------------------------------------------------------------------
+
+
+class QKVRelationsConfig(LayerMatchedConfig):
+    """Multi-head self-attention relation distillation (MiniLMv2)."""
+
+    type: Literal["qkv_relations"] = Field("qkv_relations", description="Knowledge type name.")
+    layers: MatchStrategy | list[tuple[int, int]] = Field(
+        "last_only", description=LAYERS_DESCRIPTION + " MiniLMv2 uses last_only."
+    )
+    relations: list[Literal["qq", "kk", "vv"]] = Field(
+        default_factory=lambda: ["qq", "kk", "vv"],
+        description="Which relations: qq (query-query), kk (key-key), vv (value-value); their "
+        "KLs are summed.",
+    )
+    relation_heads: int = Field(
+        8,
+        gt=0,
+        description="Relation heads the concatenated Q/K/V vectors are split into; must divide "
+        "both widths. 8 divides every common width (128, 256, 312, 384, 512, 768, 1024); MiniLMv2 "
+        "used 48 for base-size and 64 for large-size teachers.",
+    )
+
+    @field_validator("relations")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("relations must name at least one of qq, kk, vv")
+        if len(set(value)) != len(value):
+            raise ValueError(f"relations lists a relation twice: {value}")
+        return value
+
+
+@register_knowledge(QKVRelationsConfig)
+class QKVRelationsKnowledge(KnowledgeTerm):
+    """Self-attention relations (MiniLMv2): Q-Q, K-K and V-V relations with their own heads.
+
+    Takes each matched layer's query/key/value projection outputs (forward hooks): the vectors of
+    all attention heads concatenated, split again into ``relation_heads`` relation heads of
+    width/relation_heads each; per relation head softmax(X_r X_r^T / sqrt(d_r)) over real keys,
+    KL(teacher || student) averaged over relation heads and real query rows, summed over the
+    chosen relations and averaged over layers (last layer only by default, as MiniLMv2). Neither
+    the models' attention head counts nor their widths matter and no projection is needed, only
+    relation_heads must divide both widths (else a ConfigError naming them)."""
+
+    config: QKVRelationsConfig
+
+    def __init__(self, config: QKVRelationsConfig, teacher: ModelShape, student: ModelShape):
+        super().__init__(config, teacher, student)
+        self.groups = encoder_groups(
+            config.groups(teacher, student), "qkv_relations", "query/key/value"
+        )
+        self.mixer = TeacherLayerMixer(self.groups)
+        r = config.relation_heads
+        bad = [
+            f"the {who} width ({width})"
+            for who, width in (("teacher", teacher.hidden_size), ("student", student.hidden_size))
+            if width % r
+        ]
+        if bad:
+            raise ConfigError(
+                f"qkv_relations: relation_heads {r} must divide both the teacher width "
+                f"({teacher.hidden_size}) and the student width ({student.hidden_size}); it does "
+                f"not divide {' or '.join(bad)}. Choose a common divisor, e.g. "
+                f"{math.gcd(teacher.hidden_size, student.hidden_size)} or one of its divisors"
+            )
+
+    @property
+    def needs(self) -> FeatureNeeds:
+        return self.needs_for("student") | self.needs_for("teacher")
+
+    def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
+        kinds = [RELATION_MODULES[r] for r in self.config.relations]
+        return layer_module_needs(self.groups, side, kinds)
+
+    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
+        heads = self.config.relation_heads
+        losses = []
+        for i, group in enumerate(self.groups):
+            total = None
+            for relation in self.config.relations:
+                kind = RELATION_MODULES[relation]
+                vectors = layer_module(student, (kind, group.student), "student")
+                mask = token_mask(attention_mask, vectors)
+                s_log = relation_log_probs(vectors, heads, mask)
+                targets = [
+                    relation_log_probs(
+                        layer_module(teacher, (kind, t), "teacher"), heads, mask
+                    ).exp()
+                    for t in group.teachers
+                ]
+                kl = relation_kl(s_log, self.mixer.mix(i, targets), mask)
+                total = kl if total is None else total + kl
+            losses.append(total)
+        return torch.stack(losses).mean()

@@ -1,0 +1,345 @@
+"""Structured pruning: a narrower student made of the teacher's most important parts.
+
+``init: pruned`` keeps, for each student layer (teacher layer chosen by ``init_layers``), the
+most important attention heads and feed-forward neurons of that teacher layer, and the most
+important hidden dimensions of the whole model, then copies the sliced teacher weights.
+
+Importance comes from the teacher's task loss (cross-entropy, or MSE for regression) on a few
+batches of training data, in eval mode (no dropout), without editing model code:
+
+* heads (Michel et al., 2019, "Are Sixteen Heads Really Better than One?"): a mask of ones per
+  layer is multiplied into the attention context output (one factor per head) by a forward hook;
+  importance is ``|dL/d mask_h|`` accumulated over batches. ``head_mask`` is not used (transformers
+  5 dropped it).
+* FFN neurons: the same with a mask on the activated intermediate output.
+* hidden dimensions: first-order Taylor score ``|h * dL/dh|`` summed over tokens, batches and the
+  hidden states of all layers (embedding output included).
+
+Heads and FFN neurons are ranked per teacher layer (every student layer has the same width, as
+transformers configs require); hidden dimensions globally, the same kept set for every
+hidden-indexed weight: embeddings, LayerNorms, attention output, FFN output, pooler, task head.
+Kept indices stay in their teacher order.
+
+How widths relate: heads keep the teacher's head size, so the student's hidden size is
+``num_heads x head size`` (transformers BERT derives the head size as hidden / heads); Q/K/V rows
+and attention-output columns are sliced to the kept heads, their other side to the kept hidden
+dimensions. Hence fewer heads always means a narrower hidden size. When only FFN neurons are
+removed the outputs change only by what those neurons contributed; removing hidden dimensions
+also changes LayerNorm statistics (mean and variance over fewer dimensions), which
+distillation then recovers.
+
+Supported: BERT-style encoders (module layout ``encoder.layer[i].attention.self.{query,key,
+value}``, ``attention.output.dense``, ``intermediate.dense``, ``output.dense``: BERT, MiniLM,
+RoBERTa, XLM-R, ELECTRA, CamemBERT ...).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdformer.configbase import ConfigError
+from kdformer.features import MODEL_INPUTS
+
+#: Module paths inside one encoder layer (BERT layout).
+ATTENTION = "attention.self"  # output: (context (batch, seq, heads * head_size), weights)
+QKV = ("attention.self.query", "attention.self.key", "attention.self.value")
+ATTENTION_OUT = "attention.output.dense"
+INTERMEDIATE = "intermediate"  # output: activated FFN neurons (batch, seq, intermediate)
+FFN_IN = "intermediate.dense"
+FFN_OUT = "output.dense"
+_REQUIRED = (ATTENTION, *QKV, ATTENTION_OUT, INTERMEDIATE, FFN_IN, FFN_OUT)
+
+
+@dataclass
+class Importance:
+    """Scores per unit (higher = more important), averaged over ``batches``."""
+
+    heads: torch.Tensor  # (layers, heads)
+    neurons: torch.Tensor  # (layers, intermediate)
+    hidden: torch.Tensor  # (hidden,)
+    batches: int
+
+
+@dataclass
+class PruningPlan:
+    """What the student keeps; indices are the teacher's, in teacher order."""
+
+    layers: list[int]  # teacher layer of each student layer
+    heads: list[list[int]]  # kept heads, per student layer
+    neurons: list[list[int]]  # kept FFN neurons, per student layer
+    hidden: list[int]  # kept hidden dimensions (everywhere)
+    head_size: int
+
+    def head_rows(self, student_layer: int) -> list[int]:
+        """Rows of Q/K/V (columns of the attention output) that belong to the kept heads."""
+        size = self.head_size
+        return [h * size + j for h in self.heads[student_layer] for j in range(size)]
+
+
+# ------------------------------------------------------------------------------------------
+# Finding the parts
+# ------------------------------------------------------------------------------------------
+
+
+def encoder_layers(model: nn.Module) -> tuple[Any, nn.ModuleList, str]:
+    """(embeddings module, encoder layers, state-dict prefix of the layers) of a BERT-style model;
+    a clear error for other architectures."""
+    base = getattr(model, "base_model", model)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    embeddings = getattr(base, "embeddings", None)
+    names = {id(m): n for n, m in model.named_modules()}
+    if not isinstance(layers, nn.ModuleList) or embeddings is None or not len(layers):
+        raise ConfigError(
+            f"init: pruned supports BERT-style encoders (BERT, MiniLM, RoBERTa, ELECTRA, ...); "
+            f"{type(model).__name__} has no embeddings + encoder.layer. Use init: teacher or random"
+        )
+    found = dict(layers[0].named_modules())
+    missing = [path for path in _REQUIRED if path not in found]
+    if missing:
+        raise ConfigError(
+            f"init: pruned needs BERT-style layers; {type(layers[0]).__name__} of "
+            f"{type(model).__name__} lacks {missing}. Use init: teacher or random"
+        )
+    return embeddings, layers, names[id(layers)]
+
+
+# ------------------------------------------------------------------------------------------
+# Importance
+# ------------------------------------------------------------------------------------------
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def compute_importance(
+    model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], max_batches: int = 8
+) -> Importance:
+    """Head, FFN-neuron and hidden-dimension importance of a task model from its loss gradients.
+
+    ``batches``: collated dicts of tensors with ``labels``; the first ``max_batches`` are used.
+    The model's weights and mode are left as they were (no parameter gradients are accumulated).
+    """
+    embeddings, layers, _ = encoder_layers(model)
+    config = model.config
+    heads, hidden = int(config.num_attention_heads), int(config.hidden_size)
+    head_size = hidden // heads
+    first = next(model.parameters())
+    device, dtype = first.device, first.dtype
+    head_masks = [torch.ones(heads, device=device, dtype=dtype, requires_grad=True) for _ in layers]
+    neuron_masks = [
+        torch.ones(
+            layer.get_submodule(FFN_IN).out_features,
+            device=device,
+            dtype=dtype,
+            requires_grad=True,
+        )
+        for layer in layers
+    ]
+    states: list[torch.Tensor] = []
+
+    def mask_heads(index: int):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            context = _first(output)
+            shape = context.shape
+            masked = context.reshape(*shape[:-1], heads, head_size) * head_masks[index][:, None]
+            masked = masked.reshape(shape)
+            return (masked, *output[1:]) if isinstance(output, tuple) else masked
+
+        return hook
+
+    def mask_neurons(index: int):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            return _first(output) * neuron_masks[index]
+
+        return hook
+
+    def keep_state(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        states.append(_first(output))
+
+    handles = [embeddings.register_forward_hook(keep_state)]
+    for i, layer in enumerate(layers):
+        handles.append(layer.get_submodule(ATTENTION).register_forward_hook(mask_heads(i)))
+        handles.append(layer.get_submodule(INTERMEDIATE).register_forward_hook(mask_neurons(i)))
+        handles.append(layer.register_forward_hook(keep_state))
+    head_scores = torch.zeros(len(layers), heads, device=device)
+    neuron_scores = torch.zeros(len(layers), neuron_masks[0].numel(), device=device)
+    hidden_scores = torch.zeros(hidden, device=device)
+    was_training = model.training
+    model.eval()
+    used = 0
+    try:
+        for batch in itertools.islice(batches, max_batches):
+            if "labels" not in batch:
+                raise ConfigError(
+                    "init: pruned scores importance with the task loss: batches need 'labels'"
+                )
+            inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+            states.clear()
+            loss = model(**inputs, labels=batch["labels"].to(device)).loss
+            grads = torch.autograd.grad(
+                loss, [*head_masks, *neuron_masks, *states], allow_unused=True
+            )
+            n = len(layers)
+            for i in range(n):
+                if grads[i] is not None:
+                    head_scores[i] += grads[i].abs().float()
+                if grads[n + i] is not None:
+                    neuron_scores[i] += grads[n + i].abs().float()
+            for state, grad in zip(states, grads[2 * n :]):
+                if grad is not None:
+                    score = (state.float() * grad.float()).abs().detach()
+                    hidden_scores += score.reshape(-1, hidden).sum(0)
+            used += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if used == 0:
+        raise ConfigError("init: pruned got no batches of task data to score importance on")
+    return Importance(
+        heads=(head_scores / used).cpu(),
+        neurons=(neuron_scores / used).cpu(),
+        hidden=(hidden_scores / used).cpu(),
+        batches=used,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Choosing and copying
+# ------------------------------------------------------------------------------------------
+
+
+def top_indices(scores: torch.Tensor, k: int) -> list[int]:
+    """The ``k`` highest-scoring indices in ascending index order (ties: the lower index)."""
+    order = torch.argsort(scores, descending=True, stable=True)[:k]
+    return sorted(int(i) for i in order)
+
+
+def plan_pruning(importance: Importance, student_config: Any, layers: list[int]) -> PruningPlan:
+    """Keep the student's widths' worth of the most important units of each chosen layer."""
+    teacher_heads = importance.heads.shape[1]
+    teacher_hidden = importance.hidden.numel()
+    head_size = teacher_hidden // teacher_heads
+    heads = int(student_config.num_attention_heads)
+    hidden = int(student_config.hidden_size)
+    neurons = int(student_config.intermediate_size)
+    if heads > teacher_heads or neurons > importance.neurons.shape[1] or hidden > teacher_hidden:
+        raise ConfigError(
+            f"init: pruned cannot widen the teacher ({heads} heads, {hidden} hidden, {neurons} "
+            f"intermediate vs teacher {teacher_heads}, {teacher_hidden}, "
+            f"{importance.neurons.shape[1]})"
+        )
+    if hidden != heads * head_size:
+        raise ConfigError(
+            f"init: pruned keeps whole heads of size {head_size}: {heads} heads need hidden_size "
+            f"{heads * head_size}, not {hidden}"
+        )
+    return PruningPlan(
+        layers=list(layers),
+        heads=[top_indices(importance.heads[t], heads) for t in layers],
+        neurons=[top_indices(importance.neurons[t], neurons) for t in layers],
+        hidden=top_indices(importance.hidden, hidden),
+        head_size=head_size,
+    )
+
+
+def _roles(local: str) -> list[str]:
+    """Per dimension of a layer parameter: 'heads', 'neurons', 'hidden' (by module role)."""
+    module, _, kind = local.rpartition(".")
+    weight = kind == "weight"
+    if module in QKV:
+        return ["heads", "hidden"] if weight else ["heads"]
+    if module == ATTENTION_OUT:
+        return ["hidden", "heads"] if weight else ["hidden"]
+    if module == FFN_IN:
+        return ["neurons", "hidden"] if weight else ["neurons"]
+    if module == FFN_OUT:
+        return ["hidden", "neurons"] if weight else ["hidden"]
+    return []  # LayerNorms and anything else: by size, below
+
+
+def copy_pruned_weights(
+    student: nn.Module, teacher: nn.Module, plan: PruningPlan
+) -> dict[str, str]:
+    """Fill every student weight with the kept slice of its teacher weight.
+
+    Returns {student key: teacher key}. Outside the attention and FFN projections, a dimension is
+    hidden-indexed when it is the teacher's hidden size in the teacher and the student's in the
+    student; every other dimension must already match.
+    """
+    _, _, prefix = encoder_layers(teacher)
+    source_state = teacher.state_dict()
+    target_state = student.state_dict()
+    teacher_hidden = int(teacher.config.hidden_size)
+    student_hidden = int(student.config.hidden_size)
+    layer_prefix = prefix + "."
+    new_state: dict[str, torch.Tensor] = {}
+    mapping: dict[str, str] = {}
+    problems: list[str] = []
+    for key, target in target_state.items():
+        roles: list[str] = []
+        source_key, layer = key, None
+        if key.startswith(layer_prefix):
+            index, _, local = key[len(layer_prefix) :].partition(".")
+            layer = int(index)
+            source_key = f"{layer_prefix}{plan.layers[layer]}.{local}"
+            roles = _roles(local)
+        if source_key not in source_state:
+            problems.append(f"{key} (no teacher weight {source_key})")
+            continue
+        value = source_state[source_key]
+        for dim in range(value.dim()):
+            role = roles[dim] if dim < len(roles) else None
+            by_size = value.shape[dim] == teacher_hidden and target.shape[dim] == student_hidden
+            if role is None and by_size:
+                role = "hidden"
+            if role is None:
+                continue
+            if role == "hidden":
+                keep = plan.hidden
+            elif role == "heads":
+                keep = plan.head_rows(layer)  # type: ignore[arg-type]
+            else:
+                keep = plan.neurons[layer]  # type: ignore[index]
+            value = value.index_select(dim, torch.as_tensor(keep, device=value.device))
+        if value.shape != target.shape:
+            problems.append(f"{key} ({tuple(value.shape)} from teacher vs {tuple(target.shape)})")
+            continue
+        new_state[key] = value.clone()
+        mapping[key] = source_key
+    if problems:
+        raise ConfigError(f"cannot slice teacher weights into the pruned student: {problems[:5]}")
+    student.load_state_dict(new_state, strict=True)
+    return mapping
+
+
+def importance_batches(
+    dataset: Any,
+    collator: Any,
+    batch_size: int,
+    seed: int = 42,
+    label_order: list[int] | None = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Seeded, shuffled batches of a tokenised training set for :func:`compute_importance`.
+
+    ``label_order[task_id]`` = the teacher's output index (``Task.label_ids_for_model``), so the
+    task loss is computed against the teacher's own label order.
+    """
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator
+    )
+    order = torch.as_tensor(label_order) if label_order is not None else None
+    for batch in loader:
+        if order is not None and not batch["labels"].is_floating_point():
+            batch["labels"] = order[batch["labels"]]
+        yield dict(batch)

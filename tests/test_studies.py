@@ -1,0 +1,223 @@
+"""Studies: a small study on a tiny teacher and 64-example slices of real SST-2 data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+import yaml
+from typer.testing import CliRunner
+
+from kdformer import pipeline, studies
+from kdformer.cli import app
+from kdformer.config import ConfigError
+
+GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+pytestmark = pytest.mark.skipif(not (GLUE / "SST-2").is_dir(), reason=f"GLUE data not at {GLUE}")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A 4-layer, 32-wide BERT with the real MiniLM tokenizer (as in test_pipeline)."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        pipeline.load_tokenizer("minilm-l6").name_or_path
+    )
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
+    transformers.set_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-teacher")
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and a second intra-op thread makes every op wait
+    for a time slice when other processes load the CPU; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_study(folder: Path, teacher: Path, **changes) -> Path:
+    """Two variants x two seeds on SST-2, the base given as a path relative to the study file."""
+    study = {
+        "name": "tiny",
+        "output_dir": str(folder / "out"),
+        "base": "../base.yaml",
+        "overrides": {
+            "teacher.name": str(teacher),
+            "task.data_dir": str(GLUE),
+            "task.max_train_samples": 64,
+            "task.max_eval_samples": 32,
+            "task.max_length": 32,
+            "finetune": {"max_steps": 1, "batch_size": 32, "report_to": []},
+            "distill.train": {"max_steps": 1, "batch_size": 32, "report_to": []},
+            "student.num_layers": 2,
+            "report": {"latency_repeats": 2, "latency_batch_size": 4, "latency_seq_length": 16},
+        },
+        "variants": [
+            {"name": "logits", "overrides": {"distill.knowledge": [{"type": "logits"}]}},
+            {"name": "hidden", "overrides": ["distill.knowledge=[{type: logits}, {type: hidden}]"]},
+        ],
+        "seeds": [1, 2],
+        "plot": {"scatter": True},
+    }
+    study.update(changes)
+    (folder / "studies").mkdir(exist_ok=True)
+    (folder / "base.yaml").write_text((CONFIGS / "demo.yaml").read_text())
+    path = folder / "studies" / "tiny.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def test_study_runs_shares_the_teacher_and_resumes(tiny_teacher, tmp_path, monkeypatch):
+    path = write_study(tmp_path, tiny_teacher)
+    calls = {"finetune": 0, "distill": 0}
+    real_finetune, real_distill = pipeline.finetune, pipeline.distill
+
+    def finetune(*args, **kwargs):
+        calls["finetune"] += 1
+        return real_finetune(*args, **kwargs)
+
+    def distill(config, *args, **kwargs):
+        calls["distill"] += 1
+        if calls["distill"] == 4 and interrupt:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_distill(config, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "finetune", finetune)
+    monkeypatch.setattr(pipeline, "distill", distill)
+    interrupt = True
+    result = runner.invoke(app, ["study", str(path)])
+    assert result.exit_code != 0, "the interruption ends the study"
+    out = tmp_path / "out"
+    # Three runs finished before the interruption; tables already cover them.
+    assert len(list(out.glob("runs/*/result.json"))) == 3
+    assert len(list(csv.DictReader((out / "runs.csv").open()))) == 3
+    assert calls == {"finetune": 1, "distill": 4}
+
+    interrupt = False
+    calls.update(finetune=0, distill=0)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    result = runner.invoke(app, ["study", str(path)])
+    assert result.exit_code == 0, result.output
+    assert calls == {"finetune": 0, "distill": 1}, "only the unfinished run may run again"
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+
+    # One teacher, fine-tuned once, shared by all runs (which distil with finetune: null).
+    teachers = list((out / "teachers").iterdir())
+    assert len(teachers) == 1 and teachers[0].name.startswith("sst2-")
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert [r["run_id"] for r in rows] == [
+        "sst2__logits__seed1",
+        "sst2__hidden__seed1",
+        "sst2__logits__seed2",
+        "sst2__hidden__seed2",
+    ]
+    result_json = json.loads((out / "runs/sst2__hidden__seed2/result.json").read_text())
+    assert result_json["config"]["finetune"] is None
+    assert result_json["config"]["teacher"]["name"] == str(teachers[0] / "teacher")
+    assert result_json["overrides"][-1] == "seed=2"
+    assert 0 <= result_json["metrics"]["accuracy"] <= 1
+    assert result_json["retention_pct"] > 0 and result_json["speedup"] > 0
+    assert result_json["parameters"] < result_json["teacher_parameters"]
+    assert (out / "runs/sst2__hidden__seed2/report.json").is_file()
+    assert not list(out.glob("runs/*/checkpoints/*/checkpoint-*")), "checkpoints are dropped"
+
+    summary = (out / "summary.md").read_text()
+    assert "4 of 4 runs finished" in summary and "| logits | 2 |" in summary
+    assert summary.count(" ± ") >= 8, summary
+    assert (out / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "retention_vs_speedup.png").stat().st_size > 1000
+
+    result = runner.invoke(app, ["study", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "4 finished" in result.output and "sst2__hidden__seed2" in result.output
+
+
+def test_grid_over_unknown_field_fails_before_training(tiny_teacher, tmp_path):
+    path = write_study(tmp_path, tiny_teacher, grid={"student.num_layer": [1, 2]})
+    result = runner.invoke(app, ["study", str(path)])
+    assert result.exit_code == 2
+    text = result.output.replace("\n", " ")
+    assert "student.num_layer" in text and "did you mean 'num_layers'" in text
+    assert not (tmp_path / "out").exists(), "nothing may be written before the error"
+
+
+def test_every_run_is_validated_before_the_first_trains(tiny_teacher, tmp_path):
+    # The second grid value is deeper than the 4-layer teacher: caught up front.
+    path = write_study(tmp_path, tiny_teacher, grid={"student.num_layers": [1, 8]})
+    result = runner.invoke(app, ["study", str(path)])
+    assert result.exit_code == 2
+    assert "num_layers=8" in result.output and "deeper" in result.output.replace("\n", " ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_lists_runs(tiny_teacher, tmp_path):
+    path = write_study(tmp_path, tiny_teacher, grid={"student.num_layers": [1, 2]})
+    result = runner.invoke(app, ["study", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "8 runs: 0 finished, 8 to run" in result.output.replace("\n", " ")
+    assert "sst2__hidden__num_layers=1__seed2" in result.output
+    assert "to fine-tune" in result.output
+    assert not (tmp_path / "out").exists()
+    assert runner.invoke(app, ["study", "--help"]).exit_code == 0
+
+
+def test_study_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "output_dir": "o", "base": {}, "sedes": [1]}))
+    with pytest.raises(ConfigError, match="did you mean 'seeds'"):
+        studies.load_study(bad)
+    bad.write_text(
+        yaml.safe_dump({"name": "x", "output_dir": "o", "base": {}, "grid": {"seed": [1, 2]}})
+    )
+    with pytest.raises(ConfigError, match="use `seeds:`"):
+        studies.load_study(bad)
+    bad.write_text(
+        yaml.safe_dump({"name": "x", "output_dir": "o", "base": {}, "plot": {"x": "depth"}})
+    )
+    with pytest.raises(ConfigError, match="plot.x 'depth'"):
+        studies.load_study(bad)
+
+
+def test_plan_order_ids_and_value_round_trip(tmp_path):
+    study = studies.StudyConfig(
+        name="p",
+        output_dir=tmp_path / "o",
+        base={"task": {"name": "sst2"}, "finetune": {"max_steps": 1}},
+        tasks={"a": {"task.max_length": 64}, "b": ["task.max_length=128"]},
+        grid={
+            "distill.train.learning_rate": [1e-5, 3.0e-4],
+            "distill.knowledge": [[{"type": "logits"}], [{"type": "hidden", "layers": "first"}]],
+        },
+        seeds=[7, 8],
+    )
+    plan = studies.plan_study(study)
+    assert len(plan.runs) == 2 * 2 * 2 * 2
+    first = plan.runs[0]
+    assert first.run_id == "a__learning_rate=1.0e-05__knowledge=_type_logits__seed7"
+    assert first.config.distill.train.learning_rate == 1e-5
+    assert first.config.seed == 7 and first.config.finetune is None
+    assert plan.runs[-1].config.task.max_length == 128
+    assert plan.runs[-1].config.distill.knowledge[0].layers == "first"
+    # One shared teacher per task (seed-independent), fine-tuned with the base's seed.
+    assert len(plan.teachers) == 2
+    assert {t.config.seed for t in plan.teachers.values()} == {42}
+    assert {r.teacher.key for r in plan.runs if r.task == "a"} == {plan.runs[0].teacher.key}
