@@ -30,7 +30,7 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench: install
-	$(PY) benchmarks/bench_distill.py --data $(DATA)/glue --out benchmarks/results $(ARGS)
+	$(PY) benchmarks/bench_distill.py --data-dir $(DATA)/glue --out benchmarks/results $(ARGS)
 
 docs: install
 	$(VENV)/bin/kdformer config reference --output docs/config.md

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -68,3 +69,35 @@ def batch() -> dict[str, torch.Tensor]:
         "attention_mask": attention_mask,
         "labels": torch.tensor([0, 1]),
     }
+
+
+GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+
+
+def save_tiny_glue_teacher(folder: Path, **config: object) -> Path:
+    """A 4-layer, 32-wide BERT with the real MiniLM tokenizer, saved to ``folder``: fast to
+    train, yet real tokenisation of the real GLUE files."""
+    from kdformer.models import resolve_name
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_name("minilm-l6"))
+    settings = dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
+    settings.update(config)
+    transformers.set_seed(0)
+    transformers.BertForSequenceClassification(transformers.BertConfig(**settings)).save_pretrained(
+        folder
+    )
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    return save_tiny_glue_teacher(tmp_path_factory.mktemp("tiny-teacher"))

@@ -9,37 +9,15 @@ from pathlib import Path
 
 import pytest
 import transformers
+from conftest import GLUE
 from typer.testing import CliRunner
 
 from kdformer import pipeline
 from kdformer.cli import app
 from kdformer.config import ConfigError, load_config
 
-GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 pytestmark = pytest.mark.skipif(not (GLUE / "SST-2").is_dir(), reason=f"GLUE data not at {GLUE}")
 runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def tiny_teacher(tmp_path_factory) -> Path:
-    """A 4-layer, 32-wide BERT with the real MiniLM tokenizer: fast, yet real tokenisation."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(
-        pipeline.load_tokenizer("minilm-l6").name_or_path
-    )
-    config = transformers.BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=2,
-    )
-    transformers.set_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-teacher")
-    transformers.BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def overrides(teacher: Path, out: Path, task: str = "sst2", steps: int = 4) -> list[str]:

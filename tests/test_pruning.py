@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from conftest import save_tiny_glue_teacher
 from transformers import AutoModelForSequenceClassification
 
 from kdformer.config import ConfigError, StudentConfig
@@ -316,24 +317,12 @@ def test_distill_builds_a_pruned_student_from_task_data(tmp_path, monkeypatch):
     from kdformer import pipeline
     from kdformer.config import load_config
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(
-        pipeline.load_tokenizer("minilm-l6").name_or_path
-    )
-    teacher_dir = tmp_path / "teacher"
-    config = transformers.BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
+    teacher_dir = save_tiny_glue_teacher(
+        tmp_path / "teacher",
         max_position_embeddings=64,
-        num_labels=2,
         id2label={0: "negative", 1: "positive"},
         label2id={"negative": 0, "positive": 1},
     )
-    transformers.set_seed(0)
-    transformers.BertForSequenceClassification(config).save_pretrained(teacher_dir)
-    tokenizer.save_pretrained(teacher_dir)
     seen: list[dict] = []
     original = compute_importance
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -76,6 +78,19 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Errors the user can fix (config, data, arguments) become one clear line and exit code 2."""
+    from pydantic import ValidationError
+
+    from kdformer.tasks import DataError
+
+    try:
+        yield
+    except (ConfigError, DataError, ValidationError) as exc:
+        _fail(exc)
+
+
 @app.callback()
 def main_callback(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library warnings and logs."),
@@ -92,15 +107,12 @@ def finetune(
 ) -> None:
     """Fine-tune the teacher (or any model) on the task, into <output_dir>/teacher."""
     from kdformer import pipeline
-    from kdformer.tasks import DataError
 
-    try:
+    with user_errors():
         cfg = _load(config, overrides)
         if cfg.finetune is None:
             cfg = cfg.model_copy(update={"finetune": cfg.distill.train})
         pipeline.finetune(cfg, overwrite=overwrite, resume=resume)
-    except (ConfigError, DataError) as exc:
-        _fail(exc)
 
 
 @app.command(epilog=SECTIONS_HELP)
@@ -112,12 +124,9 @@ def distill(
 ) -> None:
     """Distill the task-trained teacher into a student, into <output_dir>/student."""
     from kdformer import pipeline
-    from kdformer.tasks import DataError
 
-    try:
+    with user_errors():
         pipeline.distill(_load(config, overrides), overwrite=overwrite, resume=resume)
-    except (ConfigError, DataError) as exc:
-        _fail(exc)
 
 
 @app.command(epilog=SECTIONS_HELP)
@@ -132,16 +141,13 @@ def run(
 ) -> None:
     """Run the pipeline from one YAML file: finetune (if configured) -> distill -> evaluate."""
     from kdformer import pipeline
-    from kdformer.tasks import DataError
 
     chosen = [s.strip() for s in stages.split(",") if s.strip()]
     bad = [s for s in chosen if s not in pipeline.STAGES]
     if bad:
         _fail(ConfigError(f"unknown stage(s) {bad}; valid: {', '.join(pipeline.STAGES)}"))
-    try:
+    with user_errors():
         pipeline.run(_load(config, overrides), chosen or None, overwrite=overwrite, resume=resume)  # type: ignore[arg-type]
-    except (ConfigError, DataError) as exc:
-        _fail(exc)
 
 
 @app.command()
@@ -156,9 +162,8 @@ def study(
     """Run a study: variants x grid x seeds of one base config, teachers fine-tuned once and
     shared, finished runs skipped; writes runs.csv, summary.md and plots after every run."""
     from kdformer import studies
-    from kdformer.tasks import DataError
 
-    try:
+    with user_errors():
         config, folder = studies.load_study(study_file)
         plan = studies.plan_study(config, folder, str(study_file))
         with err.status(f"validating {len(plan.runs)} runs") as status:
@@ -175,8 +180,6 @@ def study(
                 )
         studies.run_study(plan, validate=False)
         console.print(f"study {config.name} done: {config.output_dir / 'summary.md'}")
-    except (ConfigError, DataError) as exc:
-        _fail(exc)
 
 
 @app.command()
@@ -205,9 +208,8 @@ def evaluate(
     from kdformer import pipeline
     from kdformer.report import write_report
     from kdformer.report.render import print_report
-    from kdformer.tasks import DataError
 
-    try:
+    with user_errors():
         task_cfg = TaskConfig(
             name=task,
             data_dir=data_dir,
@@ -237,8 +239,6 @@ def evaluate(
         if output_dir is not None:
             paths = write_report(report, output_dir)
             console.print(f"wrote {paths[0]} and {paths[1]}")
-    except (ConfigError, DataError, ValueError) as exc:
-        _fail(exc)
 
 
 @app.command()
@@ -275,7 +275,7 @@ def students(
 
     from kdformer import explorer
 
-    try:
+    with user_errors():
         target = explorer.resolve_target(params, like, ratio)
         rows = explorer.explore(
             target,
@@ -288,9 +288,6 @@ def students(
             device=device,
             max_candidates=max_candidates,
         )
-    except ConfigError as exc:
-        _fail(exc)
-        return
     if as_json:
         sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
         return
@@ -380,10 +377,8 @@ def knowledge() -> None:
 @config_app.command("show")
 def config_show(config: Path = ConfigArg, overrides: list[str] | None = OverridesArg) -> None:
     """Validate a config (with overrides) and print it with every default filled in."""
-    try:
+    with user_errors():
         sys.stdout.write(dump_config(_load(config, overrides)))
-    except ConfigError as exc:
-        _fail(exc)
 
 
 @config_app.command("fields")

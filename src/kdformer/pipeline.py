@@ -31,6 +31,7 @@ from kdformer.config import (
     ModelConfig,
     ReportConfig,
     TaskConfig,
+    TrainConfig,
     dump_config,
 )
 from kdformer.models import check_same_tokenizer, load_model, load_tokenizer
@@ -183,6 +184,41 @@ def _metrics(task: Task) -> Callable[[Any], dict[str, float]]:
 # ------------------------------------------------------------------------------------------
 
 
+def _train(
+    trainer_class: type[transformers.Trainer],
+    model: Any,
+    config: ExperimentConfig,
+    train: TrainConfig,
+    checkpoints: Path,
+    task: Task,
+    tokenizer: Any,
+    datasets: tuple[Any, Any],
+    callbacks: Sequence[Any],
+    mode: str,
+) -> None:
+    """Train with the library's Trainer (or a subclass), resuming from the last checkpoint."""
+    trainer = trainer_class(
+        model=model,
+        args=training_arguments(train, checkpoints, config.seed, True),
+        train_dataset=datasets[0],
+        eval_dataset=datasets[1],
+        data_collator=task.collator(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=_metrics(task),
+        callbacks=list(callbacks),
+    )
+    last = latest_checkpoint(checkpoints) if mode == "resume" else None
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+
+def _save_model(model: Any, tokenizer: Any, config: ExperimentConfig, folder: Path) -> None:
+    """Weights (safetensors), tokenizer and the config that made them, loadable with plain
+    ``from_pretrained``."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "kdformer_config.yaml").write_text(dump_config(config), encoding="utf-8")
+
+
 def finetune(
     config: ExperimentConfig,
     overwrite: bool = False,
@@ -205,32 +241,23 @@ def finetune(
     tokenizer = load_tokenizer(config.teacher)
     model = load_model(config.teacher, task.model_class, **task.model_label_kwargs())
     train_ds, eval_ds = _datasets(task, tokenizer)
-    trainer = transformers.Trainer(
-        model=model,
-        args=training_arguments(config.finetune, paths.checkpoints("teacher"), config.seed, True),
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        data_collator=task.collator(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=_metrics(task),
-        callbacks=list(callbacks),
-    )
     console.print(
         f"[bold]fine-tuning teacher[/] {config.teacher.name} on {task.name} "
         f"({len(train_ds)} examples)"
     )
-    trainer.train(
-        resume_from_checkpoint=str(latest_checkpoint(paths.checkpoints("teacher")))
-        if mode == "resume"
-        else None
+    _train(
+        transformers.Trainer,
+        model,
+        config,
+        config.finetune,
+        paths.checkpoints("teacher"),
+        task,
+        tokenizer,
+        (train_ds, eval_ds),
+        callbacks,
+        mode,
     )
-
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        (folder / "kdformer_config.yaml").write_text(dump_config(config), encoding="utf-8")
-
-    save_atomically(save, paths.teacher)
+    save_atomically(lambda folder: _save_model(model, tokenizer, config, folder), paths.teacher)
     console.print(f"teacher saved to {paths.teacher}")
     return paths.teacher
 
@@ -294,33 +321,29 @@ def distill(
     )
     teacher_signal = LiveTeacher(teacher, objective.needs_for("teacher"))
     model = DistillationModel(student, objective, teacher_signal)
-    trainer = DistillationTrainer(
-        model=model,
-        args=training_arguments(
-            config.distill.train, paths.checkpoints("student"), config.seed, True
-        ),
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        data_collator=task.collator(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=_metrics(task),
-        callbacks=list(callbacks),
-    )
     terms = ", ".join(f"{n} x{t.config.weight}" for n, t in objective.terms.items())
     console.print(
         f"[bold]distilling[/] {reference.name} ({teacher.config.num_hidden_layers} layers) -> student "
         f"({student.config.num_hidden_layers} x {student.config.hidden_size}, init {config.student.init}); "
         f"knowledge: {terms}; hard labels x{config.distill.hard_label_weight}"
     )
-    last = latest_checkpoint(paths.checkpoints("student"))
-    trainer.train(resume_from_checkpoint=str(last) if mode == "resume" else None)
+    _train(
+        DistillationTrainer,
+        model,
+        config,
+        config.distill.train,
+        paths.checkpoints("student"),
+        task,
+        tokenizer,
+        (train_ds, eval_ds),
+        callbacks,
+        mode,
+    )
     if hasattr(student, "set_attn_implementation"):
         student.set_attn_implementation(attention_impl)
 
     def save(folder: Path) -> None:
-        student.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        (folder / "kdformer_config.yaml").write_text(dump_config(config), encoding="utf-8")
+        _save_model(student, tokenizer, config, folder)
         write_model_card(folder, dump_config(config), reference.name, None)
 
     save_atomically(save, paths.student)

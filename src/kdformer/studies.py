@@ -525,14 +525,13 @@ class _Measurer:
 
     def student(self, run: PlannedRun) -> dict[str, Any]:
         """Report of teacher vs student: student metrics, both timed round-robin side by side."""
-        from kdformer.models import count_parameters, load_model, load_tokenizer
+        from kdformer.models import load_model, load_tokenizer
         from kdformer.report import (
             ModelMeasurement,
             build_report,
             evaluate_model,
             measure_latencies,
             resolve_device,
-            size_on_disk_mb,
             write_report,
         )
 
@@ -562,28 +561,12 @@ class _Measurer:
             report_cfg.latency_warmup,
             device,
         )
-        measured = []
-        for name, model, values, path, speed in (
-            ("teacher", teacher, teacher_info["metrics"], teacher_info["path"], speeds[0]),
-            ("student", student, metrics, folder, speeds[1]),
-        ):
-            config = model.config
-            measured.append(
-                ModelMeasurement(
-                    name=name,
-                    path=str(path) if path is not None else None,
-                    metrics=values,
-                    parameters=count_parameters(model),
-                    size_mb=size_on_disk_mb(path),
-                    shape={
-                        "layers": config.num_hidden_layers,
-                        "hidden": config.hidden_size,
-                        "heads": config.num_attention_heads,
-                        "intermediate": getattr(config, "intermediate_size", 0),
-                    },
-                    **speed,
-                )
-            )
+        measured = [
+            ModelMeasurement.of(
+                "teacher", teacher, teacher_info["metrics"], speeds[0], teacher_info["path"]
+            ),
+            ModelMeasurement.of("student", student, metrics, speeds[1], folder),
+        ]
         report = build_report(task.name, task.main_metric, len(eval_raw), measured, report_cfg)
         report["latency_setup"]["timing"] = "teacher and student timed round-robin, same process"
         write_report(report, run.folder)

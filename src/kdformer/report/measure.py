@@ -38,6 +38,32 @@ class ModelMeasurement:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        model: torch.nn.Module,
+        metrics: dict[str, float],
+        speed: dict[str, float],
+        path: str | Path | None = None,
+    ) -> ModelMeasurement:
+        """Combine measured metrics and speed with what the model itself tells."""
+        config = model.config
+        return cls(
+            name=name,
+            path=str(path) if path is not None else None,
+            metrics=metrics,
+            parameters=count_parameters(model),
+            size_mb=size_on_disk_mb(path),
+            shape={
+                "layers": config.num_hidden_layers,
+                "hidden": config.hidden_size,
+                "heads": config.num_attention_heads,
+                "intermediate": getattr(config, "intermediate_size", 0),
+            },
+            **speed,
+        )
+
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
@@ -189,23 +215,7 @@ def measure_models(
         report.latency_warmup,
         device,
     )
-    results = []
-    for (name, model, _, path), values, speed in zip(named, metrics, speeds):
-        config = model.config
-        results.append(
-            ModelMeasurement(
-                name=name,
-                path=str(path) if path is not None else None,
-                metrics=values,
-                parameters=count_parameters(model),
-                size_mb=size_on_disk_mb(path),
-                shape={
-                    "layers": config.num_hidden_layers,
-                    "hidden": config.hidden_size,
-                    "heads": config.num_attention_heads,
-                    "intermediate": getattr(config, "intermediate_size", 0),
-                },
-                **speed,
-            )
-        )
-    return results
+    return [
+        ModelMeasurement.of(name, model, values, speed, path)
+        for (name, model, _, path), values, speed in zip(named, metrics, speeds)
+    ]
