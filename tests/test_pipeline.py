@@ -53,6 +53,16 @@ def test_cli_run_distils_and_reports(tiny_teacher, tmp_path, task):
     assert 0 <= student["metrics"]["accuracy"] <= 1 and student["retention_pct"] is not None
     if task == "mrpc":
         assert "f1" in student["metrics"]
+    # The majority-class baseline: MRPC's dev slice is mostly paraphrases, as is its training set.
+    floor = report["baseline"]["metrics"]["accuracy"]
+    if task == "mrpc":
+        assert floor > 0.5
+    top, value = teacher["metrics"]["accuracy"], student["metrics"]["accuracy"]
+    if top > floor:
+        assert student["gain_kept_pct"] == pytest.approx(100 * (value - floor) / (top - floor))
+    else:
+        assert student["gain_kept_pct"] is None
+    assert "| majority class |" in (out / "report.md").read_text()
     # The student loads with plain transformers, and carries its card and config.
     model = transformers.AutoModelForSequenceClassification.from_pretrained(out / "student")
     transformers.AutoTokenizer.from_pretrained(out / "student")

@@ -119,6 +119,15 @@ def test_study_runs_shares_the_teacher_and_resumes(tiny_teacher, tmp_path, monke
 
     summary = (out / "summary.md").read_text()
     assert "4 of 4 runs finished" in summary and "| logits | 2 |" in summary
+    assert "Majority-class baseline: accuracy" in summary and "gain kept %" in summary
+    (measured,) = json.loads((out / "teachers.json").read_text()).values()
+    floor, top = measured["baseline"]["accuracy"], measured["metrics"]["accuracy"]
+    if top > floor:
+        gain = 100 * (result_json["metrics"]["accuracy"] - floor) / (top - floor)
+        assert result_json["gain_kept_pct"] == pytest.approx(gain)
+        assert float(rows[-1]["gain_kept_pct"]) == pytest.approx(gain)
+    else:  # a teacher no better than the baseline has no gain to keep
+        assert result_json["gain_kept_pct"] is None and rows[-1]["gain_kept_pct"] == ""
     assert summary.count(" ± ") >= 8, summary
     assert (out / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "retention_vs_speedup.png").stat().st_size > 1000
@@ -198,3 +207,31 @@ def test_plan_order_ids_and_value_round_trip(tmp_path):
     assert len(plan.teachers) == 2
     assert {t.config.seed for t in plan.teachers.values()} == {42}
     assert {r.teacher.key for r in plan.runs if r.task == "a"} == {plan.runs[0].teacher.key}
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from kdformer.studies.plots import pareto_front
+
+    points = [(1, 100), (1.5, 99), (2, 97), (3, 92), (3.5, 95), (6, 64), (7, 65), (2, 96)]
+    assert pareto_front(points) == [(1, 100), (1.5, 99), (2, 97), (3.5, 95), (7, 65)]
+    assert pareto_front([(2, 50)]) == [(2, 50)]
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_studies_plan(path):
+    """Every shipped study file parses and expands into distinct runs that share teachers."""
+    study, folder = studies.load_study(path)
+    plan = studies.plan_study(study, folder)
+    assert len(plan.runs) == len({r.run_id for r in plan.runs}) >= 8
+    assert len(plan.teachers) == len({r.task for r in plan.runs})
+    assert all(str(t.root).startswith("runs/studies/teachers/") for t in plan.teachers.values())
+
+
+def test_shipped_studies_share_one_teacher_per_task():
+    keys: dict[str, set[str]] = {}
+    for path in (CONFIGS / "studies").glob("*.yaml"):
+        plan = studies.plan_study(*studies.load_study(path))
+        for run in plan.runs:
+            keys.setdefault(run.task, set()).add(run.teacher.key)
+    assert set(keys) == {"sst2", "mrpc"}
+    assert all(len(found) == 1 for found in keys.values()), keys

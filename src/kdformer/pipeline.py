@@ -37,11 +37,16 @@ from kdformer.config import (
 from kdformer.models import check_same_tokenizer, load_model, load_tokenizer
 from kdformer.models import load_config as load_model_config
 from kdformer.objective import DistillationObjective
-from kdformer.report import build_report, print_report, write_report
-from kdformer.report import measure_models as measure_all
+from kdformer.report import (
+    build_report,
+    majority_baseline,
+    measure_loaded,
+    print_report,
+    write_report,
+)
 from kdformer.report.card import write_model_card
 from kdformer.students import build_student, student_config
-from kdformer.tasks import Task, build_task
+from kdformer.tasks import DataError, Task, build_task
 from kdformer.teacher import LiveTeacher
 from kdformer.training import (
     DistillationModel,
@@ -370,8 +375,14 @@ def measure_models(
         task.check_model(model.config)
         path = source if Path(str(source)).is_dir() else None
         loaded.append((name, model, load_tokenizer(reference), path))
-    measurements = measure_all(loaded, task, eval_raw, report, eval_batch_size)
-    return build_report(task.name, task.main_metric, len(eval_raw), measurements, report)
+    measurements = measure_loaded(loaded, task, eval_raw, report, eval_batch_size)
+    try:
+        baseline = majority_baseline(task, task.load("train"), eval_raw)
+    except DataError:  # an evaluation-only setup may have no training split
+        baseline = None
+    return build_report(
+        task.name, task.main_metric, len(eval_raw), measurements, report, baseline=baseline
+    )
 
 
 def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, Any]:

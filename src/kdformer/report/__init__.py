@@ -3,22 +3,31 @@
 from kdformer.report.measure import (
     ModelMeasurement,
     evaluate_model,
+    majority_baseline,
     measure_latencies,
     measure_latency,
-    measure_models,
+    measure_loaded,
     predict,
     resolve_device,
     size_on_disk_mb,
 )
-from kdformer.report.render import build_report, print_report, to_markdown, write_report
+from kdformer.report.render import (
+    build_report,
+    gain_kept_pct,
+    print_report,
+    to_markdown,
+    write_report,
+)
 
 __all__ = [
     "ModelMeasurement",
     "build_report",
     "evaluate_model",
+    "gain_kept_pct",
+    "majority_baseline",
     "measure_latencies",
     "measure_latency",
-    "measure_models",
+    "measure_loaded",
     "predict",
     "print_report",
     "resolve_device",

@@ -23,15 +23,19 @@ def build_report(
     models: list[ModelMeasurement],
     report: ReportConfig,
     reference: str = "teacher",
+    baseline: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Report dict: per-model figures plus retention (% of reference metric), speed-up and size
-    ratios against the ``reference`` model (the first one if no model has that name)."""
+    """Report dict: per-model figures plus retention (% of reference metric), share of the
+    reference's gain over the majority-class ``baseline`` kept, speed-up and size ratios against
+    the ``reference`` model (the first one if no model has that name)."""
     ref = next((m for m in models if m.name == reference), models[0])
+    floor = baseline.get(main_metric) if baseline else None
     rows = []
     for m in models:
         ref_value, value = ref.metrics.get(main_metric), m.metrics.get(main_metric)
         row = m.to_dict()
         row["retention_pct"] = 100 * value / ref_value if ref_value else None
+        row["gain_kept_pct"] = gain_kept_pct(value, ref_value, floor)
         row["speedup"] = ref.latency_ms / m.latency_ms if m.latency_ms else None
         row["param_ratio"] = m.parameters / ref.parameters
         row["latency_reduction_pct"] = 100 * (1 - m.latency_ms / ref.latency_ms)
@@ -42,6 +46,7 @@ def build_report(
         "main_metric": main_metric,
         "eval_examples": eval_examples,
         "reference": ref.name,
+        "baseline": {"name": "majority class", "metrics": baseline} if baseline else None,
         "latency_setup": {
             "batch_size": report.latency_batch_size,
             "seq_length": report.latency_seq_length,
@@ -57,6 +62,17 @@ def build_report(
     }
 
 
+def gain_kept_pct(
+    value: float | None, reference: float | None, floor: float | None
+) -> float | None:
+    """100 x (value - floor) / (reference - floor): the share of the reference model's gain over
+    the baseline that a model keeps; None when any is missing or the reference does not beat the
+    baseline (then there is no gain to keep)."""
+    if value is None or reference is None or floor is None or reference - floor <= 1e-9:
+        return None
+    return 100 * (value - floor) / (reference - floor)
+
+
 def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
     if value is None:
         return "-"
@@ -69,11 +85,13 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     metric_names: list[str] = []
     for row in report["models"]:
         metric_names += [k for k in row["metrics"] if k not in metric_names]
+    baseline = (report.get("baseline") or {}).get("metrics")
     header = [
         "model",
         "layers x hidden",
         *metric_names,
         f"% of {report['reference']}",
+        *(["% of gain"] if baseline else []),
         "params M",
         "MB",
         "ms/batch",
@@ -92,6 +110,7 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     for k in metric_names
                 ],
                 _fmt(row["retention_pct"], 1, "%"),
+                *([_fmt(row.get("gain_kept_pct"), 1, "%")] if baseline else []),
                 _fmt(row["parameters"] / 1e6, 1),
                 _fmt(row["size_mb"], 1),
                 _fmt(row["latency_ms"], 1),
@@ -99,6 +118,9 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _fmt(row["throughput"], 0),
             ]
         )
+    if baseline:
+        cells = [_fmt(100 * baseline[k], 2) if k in baseline else "-" for k in metric_names]
+        body.append(["majority class", "-", *cells, *["-"] * (len(header) - 2 - len(cells))])
     return header, body
 
 
@@ -109,7 +131,13 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"# kdformer report: {report['task']}",
         "",
         f"Metric: **{report['main_metric']}** (x100) on {report['eval_examples']} evaluation examples; "
-        f"retention and speed-up relative to **{report['reference']}**.",
+        f"retention and speed-up relative to **{report['reference']}**."
+        + (
+            " % of gain: the share of its gain over the majority-class baseline (always "
+            "predicting the most frequent training label) that a model keeps."
+            if (report.get("baseline") or {}).get("metrics")
+            else ""
+        ),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",

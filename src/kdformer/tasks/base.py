@@ -56,10 +56,19 @@ class Task(abc.ABC):
         self.config = config
         self.seed = seed
         self.name = config.name.lower()
+        self._splits: dict[str, datasets.Dataset] = {}
+
+    def load(self, split: Split) -> datasets.Dataset:
+        """Columns ``text``, optional ``text_pair``, ``label``; sample limits already applied.
+        Read once per task object: validation, fine-tuning, distillation and evaluation of one
+        run share the same splits."""
+        if split not in self._splits:
+            self._splits[split] = self.read(split)
+        return self._splits[split]
 
     @abc.abstractmethod
-    def load(self, split: Split) -> datasets.Dataset:
-        """Columns ``text``, optional ``text_pair``, ``label``; sample limits already applied."""
+    def read(self, split: Split) -> datasets.Dataset:
+        """Read a split from its source (what :meth:`load` caches)."""
 
     @abc.abstractmethod
     def tokenize(self, dataset: datasets.Dataset, tokenizer: Any) -> datasets.Dataset:

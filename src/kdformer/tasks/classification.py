@@ -328,7 +328,7 @@ class ClassificationTask(Task):
 
     # ---- loading ---------------------------------------------------------------------------
 
-    def load(self, split: Split) -> datasets.Dataset:
+    def read(self, split: Split) -> datasets.Dataset:
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
         if self.spec is None:

@@ -1,0 +1,267 @@
+"""Running a study: fine-tune each shared teacher once, distil every unfinished run, measure it
+against its teacher side by side, and refresh the tables and plots after each run."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdformer.config import ModelConfig
+from kdformer.studies.plan import (
+    PlannedRun,
+    StudyPlan,
+    read_json,
+    validate_plan,
+    write_json,
+)
+from kdformer.studies.plots import plot_bars, plot_scatter
+from kdformer.studies.tables import collect_results, summary_markdown, write_runs_csv
+
+
+def _drop_checkpoints(root: Path) -> None:
+    """Remove Trainer checkpoint-N folders (weights, optimiser state) but keep the logs."""
+    for folder in root.glob("checkpoints/*/checkpoint-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Measurer:
+    """Evaluates and times models; keeps the current teacher loaded for side-by-side timing."""
+
+    def __init__(self, plan: StudyPlan):
+        self.plan = plan
+        self.path = plan.output_dir / "teachers.json"
+        self.teachers: dict[str, Any] = read_json(self.path) or {}
+        self._loaded: tuple[str, Any, Any, Any] | None = None  # (teacher key, model, tok, task)
+
+    def _teacher(self, run: PlannedRun) -> tuple[Any, Any, Any]:
+        from kdformer import pipeline
+        from kdformer.models import load_tokenizer
+
+        key = run.teacher.key + "|" + run.measure_key
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = None
+            task = self.plan.task(run.config)
+            model = pipeline.load_teacher(run.teacher.reference, task)
+            self._loaded = (key, model, load_tokenizer(run.teacher.reference), task)
+        return self._loaded[1], self._loaded[2], self._loaded[3]
+
+    def teacher(self, run: PlannedRun) -> dict[str, Any]:
+        """The teacher's metrics and latency (alone), measured once per teacher and task."""
+        from kdformer.report import measure_loaded
+
+        key = run.measure_key
+        if key not in self.teachers:
+            model, tokenizer, task = self._teacher(run)
+            reference = run.teacher.reference.name
+            path = reference if Path(reference).is_dir() else None
+            measured = measure_loaded(
+                [("teacher", model, tokenizer, path)],
+                task,
+                task.load("eval"),
+                run.config.report,
+                run.config.distill.train.eval_batch_size,
+            )[0].to_dict()
+            measured.update(task=run.task, teacher=run.teacher.key, main_metric=task.main_metric)
+            self.teachers[key] = measured
+            self.baseline(run)
+            write_json(self.path, self.teachers)
+        return self.teachers[key]
+
+    def baseline(self, run: PlannedRun) -> dict[str, float] | None:
+        """Metrics of always predicting the most frequent label of the teacher's training data,
+        on the run's evaluation set; kept with the teacher's measurement (filled in for teachers
+        measured before baselines existed)."""
+        from kdformer.report import majority_baseline
+
+        entry = self.teachers[run.measure_key]
+        if "baseline" not in entry:
+            task = self.plan.task(run.config)
+            train = self.plan.task(run.teacher.config or run.config).load("train")
+            entry["baseline"] = majority_baseline(task, train, task.load("eval"))
+            write_json(self.path, self.teachers)
+        return entry["baseline"]
+
+    def fill_baselines(self) -> None:
+        for run in self.plan.runs:
+            if run.measure_key in self.teachers:
+                self.baseline(run)
+
+    def student(self, run: PlannedRun) -> dict[str, Any]:
+        """Report of teacher vs student: student metrics, both timed round-robin side by side."""
+        from kdformer.models import load_model, load_tokenizer
+        from kdformer.report import (
+            ModelMeasurement,
+            build_report,
+            evaluate_model,
+            measure_latencies,
+            resolve_device,
+            write_report,
+        )
+
+        teacher_info = self.teacher(run)
+        teacher, _, task = self._teacher(run)
+        report_cfg = run.config.report
+        device = resolve_device(report_cfg.device)
+        folder = run.folder / "student"
+        reference = ModelConfig(name=str(folder))
+        student = load_model(reference, task.model_class)
+        tokenizer = load_tokenizer(reference)
+        eval_raw = task.load("eval")
+        metrics = evaluate_model(
+            student,
+            task,
+            task.tokenize(eval_raw, tokenizer),
+            tokenizer,
+            run.config.distill.train.eval_batch_size,
+            device,
+            f"evaluate {run.run_id}",
+        )
+        speeds = measure_latencies(
+            [teacher, student],
+            report_cfg.latency_batch_size,
+            report_cfg.latency_seq_length,
+            report_cfg.latency_repeats,
+            report_cfg.latency_warmup,
+            device,
+        )
+        measured = [
+            ModelMeasurement.of(
+                "teacher", teacher, teacher_info["metrics"], speeds[0], teacher_info["path"]
+            ),
+            ModelMeasurement.of("student", student, metrics, speeds[1], folder),
+        ]
+        report = build_report(
+            task.name,
+            task.main_metric,
+            len(eval_raw),
+            measured,
+            report_cfg,
+            baseline=self.baseline(run),
+        )
+        report["latency_setup"]["timing"] = "teacher and student timed round-robin, same process"
+        write_report(report, run.folder)
+        return report
+
+
+def _result(run: PlannedRun, report: dict[str, Any], seconds: float) -> dict[str, Any]:
+    teacher, student = report["models"]
+    return {
+        "run_id": run.run_id,
+        "task": run.task,
+        "task_name": report["task"],
+        "point": run.point,
+        "variant": run.variant,
+        "grid": run.grid,
+        "seed": run.seed,
+        "overrides": run.overrides,
+        "main_metric": report["main_metric"],
+        "metrics": student["metrics"],
+        "teacher_metrics": teacher["metrics"],
+        "retention_pct": student["retention_pct"],
+        "gain_kept_pct": student["gain_kept_pct"],
+        "parameters": student["parameters"],
+        "teacher_parameters": teacher["parameters"],
+        "param_ratio": student["param_ratio"],
+        "latency_ms": student["latency_ms"],
+        "latency_p90_ms": student["latency_p90_ms"],
+        "teacher_latency_ms": teacher["latency_ms"],
+        "speedup": student["speedup"],
+        "throughput": student["throughput"],
+        "size_mb": student["size_mb"],
+        "shape": student["shape"],
+        "teacher": run.teacher.key,
+        "eval_examples": report["eval_examples"],
+        "latency_setup": report["latency_setup"],
+        "train_seconds": round(seconds, 1),
+        "config": run.config.model_dump(mode="json"),
+    }
+
+
+def run_study(
+    plan: StudyPlan, callbacks: Sequence[Any] = (), validate: bool = True
+) -> list[dict[str, Any]]:
+    """Run every unfinished run (fine-tuning each shared teacher first, once), writing the run's
+    result.json and refreshing runs.csv, summary.md and the plots after each one. ``validate``:
+    check every run first (:func:`validate_plan`; pass False when that was just done)."""
+    from tqdm.auto import tqdm
+
+    from kdformer import pipeline
+    from kdformer.training import latest_checkpoint
+
+    if validate:
+        validate_plan(plan)
+    study = plan.study
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    (plan.output_dir / "study.yaml").write_text(
+        yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    )
+    measurer = _Measurer(plan)
+    measurer.fill_baselines()
+    pending = [r for r in plan.runs if not r.finished]
+    write_outputs(plan)
+    bar = tqdm(
+        total=len(plan.runs),
+        initial=len(plan.runs) - len(pending),
+        desc=f"study {study.name}",
+        unit="run",
+        dynamic_ncols=True,
+    )
+    try:
+        for run in pending:
+            bar.set_postfix_str(run.run_id)
+            bar.write(f"[study {study.name}] run {run.run_id}: {' '.join(run.overrides)}")
+            tuned = run.teacher.config
+            if tuned is not None and not pipeline.is_finished(tuned.output_dir / "teacher"):
+                resume = latest_checkpoint(tuned.output_dir / "checkpoints" / "teacher") is not None
+                bar.write(f"[study {study.name}] fine-tuning the shared teacher {run.teacher.key}")
+                pipeline.finetune(tuned, resume=resume, callbacks=callbacks, task=plan.task(tuned))
+                write_json(
+                    tuned.output_dir / "teacher_key.json",
+                    {
+                        "task": tuned.task.model_dump(mode="json"),
+                        "teacher": tuned.teacher.model_dump(mode="json"),
+                        "finetune": tuned.finetune.model_dump(mode="json")
+                        if tuned.finetune
+                        else None,
+                        "seed": tuned.seed,
+                    },
+                )
+                if not study.keep_checkpoints:
+                    _drop_checkpoints(tuned.output_dir)
+            start = time.perf_counter()
+            resume = latest_checkpoint(run.folder / "checkpoints" / "student") is not None
+            pipeline.distill(
+                run.config, resume=resume, callbacks=callbacks, task=plan.task(run.config)
+            )
+            seconds = time.perf_counter() - start
+            report = measurer.student(run)
+            write_json(run.result_path, _result(run, report, seconds))
+            if not study.keep_checkpoints:
+                _drop_checkpoints(run.folder)
+            write_outputs(plan)
+            bar.update(1)
+    finally:
+        bar.close()
+    return collect_results(plan)
+
+
+def write_outputs(plan: StudyPlan) -> list[Path]:
+    """runs.csv, summary.md and the plots from the finished runs so far."""
+    out = plan.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect_results(plan)
+    written = [out / "runs.csv", out / "summary.md"]
+    write_runs_csv(plan, results, written[0])
+    scratch = out / "summary.md.tmp"
+    scratch.write_text(summary_markdown(plan, results), encoding="utf-8")
+    scratch.replace(written[1])
+    if plot_bars(plan, results, out / "bars.png"):
+        written.append(out / "bars.png")
+    if plan.study.plot.scatter and plot_scatter(plan, results, out / "retention_vs_speedup.png"):
+        written.append(out / "retention_vs_speedup.png")
+    return written
