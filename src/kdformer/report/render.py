@@ -133,8 +133,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"Metric: **{report['main_metric']}** (x100) on {report['eval_examples']} evaluation examples; "
         f"retention and speed-up relative to **{report['reference']}**."
         + (
-            " % of gain: the share of its gain over the majority-class baseline (always "
-            "predicting the most frequent training label) that a model keeps."
+            f" % of gain: the share of the {report['reference']}'s gain over the majority-class "
+            "baseline (always predicting the most frequent training label) that a model keeps."
             if (report.get("baseline") or {}).get("metrics")
             else ""
         ),

@@ -9,13 +9,31 @@ from typing import Any
 
 from kdformer.studies.config import short_keys, value_text
 from kdformer.studies.plan import StudyPlan
-from kdformer.studies.tables import PointSummary, mean_std, summarise
+from kdformer.studies.tables import PointSummary, baselines, mean_std, summarise
 
 
 def _bar_values(p: PointSummary, y: str) -> list[float]:
     if y == "retention":
         return p.values("retention_pct")
     return [100 * r["metrics"][r["main_metric"]] for r in p.results]
+
+
+def _floor(plan: StudyPlan, points: list[PointSummary], y: str) -> float | None:
+    """The majority-class baseline of a task's panel, in the panel's units (retention % of the
+    teacher, or the metric x100); None when unknown."""
+    floors = baselines(plan)
+    values = []
+    for r in (r for p in points for r in p.results):
+        main, floor = r["main_metric"], floors.get(r["run_id"]) or {}
+        if main in floor and r["teacher_metrics"].get(main):
+            scale = 100 / r["teacher_metrics"][main] if y == "retention" else 100
+            values.append(floor[main] * scale)
+    return statistics.fmean(values) if values else None
+
+
+def _draw_floor(ax: Any, floor: float | None) -> None:
+    if floor is not None:
+        ax.axhline(floor, color="tab:red", linestyle=":", linewidth=1, label="majority class")
 
 
 def plot_bars(plan: StudyPlan, results: list[dict[str, Any]], path: Path) -> bool:
@@ -65,7 +83,10 @@ def plot_bars(plan: StudyPlan, results: list[dict[str, Any]], path: Path) -> boo
             if teacher:
                 ax.axhline(100 * statistics.fmean(teacher), color="grey", linestyle="--")
             ax.set_ylabel(f"{main} x100")
+        floor = _floor(plan, points, study.plot.y)
+        _draw_floor(ax, floor)
         heights_all = [v for p in points for v in _bar_values(p, study.plot.y)]
+        heights_all += [floor] if floor is not None else []
         if heights_all:
             low = min(heights_all)
             ax.set_ylim(max(0.0, low - 0.15 * (max(heights_all + [100]) - low) - 5), None)
@@ -73,7 +94,7 @@ def plot_bars(plan: StudyPlan, results: list[dict[str, Any]], path: Path) -> boo
         ax.set_xticklabels(xs, rotation=30, ha="right", fontsize=8)
         ax.set_xlabel(short.get(x_dim, x_dim) if x_dim else "")
         ax.set_title(f"{study.name}: {task}")
-        if x_dim or study.plot.y == "retention":
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -114,6 +135,7 @@ def plot_scatter(plan: StudyPlan, results: list[dict[str, Any]], path: Path) -> 
         ax.plot(
             [1], [100], marker="*", markersize=12, color="black", linestyle="none", label="teacher"
         )
+        _draw_floor(ax, _floor(plan, tasks[task], "retention"))
         ax.set_xlabel("speed-up vs teacher (latency ratio, x)")
         ax.set_ylabel("retention (% of teacher's main metric)")
         ax.set_title(f"{plan.study.name}: {task}")

@@ -15,13 +15,18 @@ from kdformer.studies.config import short_keys, value_text
 from kdformer.studies.plan import StudyPlan, read_json
 
 
+def baselines(plan: StudyPlan) -> dict[str, dict[str, float] | None]:
+    """run id -> majority-class baseline metrics on its evaluation set (kept with the teacher
+    measurements in teachers.json; None until measured, and for regression)."""
+    teachers = read_json(plan.output_dir / "teachers.json") or {}
+    return {r.run_id: (teachers.get(r.measure_key) or {}).get("baseline") for r in plan.runs}
+
+
 def gains(plan: StudyPlan, results: list[dict[str, Any]]) -> dict[str, float | None]:
-    """run id -> % of the teacher's gain over the majority-class baseline that the run keeps
-    (baselines live with the teacher measurements in teachers.json)."""
+    """run id -> % of the teacher's gain over the majority-class baseline that the run keeps."""
     from kdformer.report import gain_kept_pct
 
-    teachers = read_json(plan.output_dir / "teachers.json") or {}
-    floors = {r.run_id: (teachers.get(r.measure_key) or {}).get("baseline") for r in plan.runs}
+    floors = baselines(plan)
     found: dict[str, float | None] = {}
     for r in results:
         main, floor = r["main_metric"], floors.get(r["run_id"]) or {}
