@@ -679,8 +679,10 @@ def _f(value: Any, fmt: str = ".2f", suffix: str = "") -> str:
 def quality_table(result: dict[str, Any]) -> list[str]:
     report = result["report"]
     metrics = list(report["models"][0]["metrics"])
+    main = report["main_metric"]
     header = ["model", "layers", *metrics, *(f"% teacher {m}" for m in metrics),
-              "params M", "ms/batch", "speed-up", "train steps", "train s"]  # fmt: skip
+              f"% teacher gain ({main})", "params M", "ms/batch", "speed-up", "train steps",
+              "train s"]  # fmt: skip
     lines = [
         f"## {result['task'].upper()}",
         "",
@@ -702,6 +704,7 @@ def quality_table(result: dict[str, Any]) -> list[str]:
             str(row["shape"]["layers"]),
             *(_f(100 * row["metrics"][m]) for m in metrics),
             *(_f(keep[m], ".1f", "%") for m in metrics),
+            _f(row.get("gain_kept_pct"), ".1f", "%"),
             _f(row["parameters"] / 1e6, ".1f"),
             _f(row["latency_ms"], ".1f"),
             _f(row["speedup"], ".2f", "x"),
@@ -709,13 +712,23 @@ def quality_table(result: dict[str, Any]) -> list[str]:
             _f(train["seconds"], ".0f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    floor = (report.get("baseline") or {}).get("metrics")
+    if floor:
+        cells = [
+            "majority class",
+            "-",
+            *(_f(100 * floor[m]) if m in floor else "-" for m in metrics),
+        ]
+        lines.append("| " + " | ".join(cells + ["-"] * (len(header) - len(cells))) + " |")
     setup = report["latency_setup"]
     lines += [
         "",
         f"Latency: median of {setup['repeats']} forward passes of a {setup['batch_size']} x "
         f"{setup['seq_length']} batch on {setup['device']}, models timed round-robin. "
         "Both students: same init, seed, data order, steps and learning rate; the no-KD student "
-        "is trained on hard labels only (`knowledge: []`, `hard_label_weight: 1.0`).",
+        "is trained on hard labels only (`knowledge: []`, `hard_label_weight: 1.0`). % teacher "
+        "gain: the share of the teacher's improvement over the majority class (always "
+        "predicting the most frequent training label) that a model keeps.",
         "",
     ]
     return lines
