@@ -66,23 +66,31 @@ class _Measurer:
                 run.config.report,
                 run.config.distill.train.eval_batch_size,
             )[0].to_dict()
-            measured.update(task=run.task, teacher=run.teacher.key, main_metric=task.main_metric)
+            measured.update(
+                task=run.task,
+                teacher=run.teacher.key,
+                main_metric=task.main_metric,
+                baseline=self._majority(run),
+            )
             self.teachers[key] = measured
-            self.baseline(run)
             write_json(self.path, self.teachers)
         return self.teachers[key]
 
-    def baseline(self, run: PlannedRun) -> dict[str, float] | None:
+    def _majority(self, run: PlannedRun) -> dict[str, float] | None:
         """Metrics of always predicting the most frequent label of the teacher's training data,
-        on the run's evaluation set; kept with the teacher's measurement (filled in for teachers
-        measured before baselines existed)."""
+        on the run's evaluation set."""
         from kdformer.report import majority_baseline
 
+        task = self.plan.task(run.config)
+        train = self.plan.task(run.teacher.config or run.config).load("train")
+        return majority_baseline(task, train, task.load("eval"))
+
+    def baseline(self, run: PlannedRun) -> dict[str, float] | None:
+        """The run's majority-class baseline, kept with the teacher's measurement (filled in for
+        teachers measured before baselines existed)."""
         entry = self.teachers[run.measure_key]
         if "baseline" not in entry:
-            task = self.plan.task(run.config)
-            train = self.plan.task(run.teacher.config or run.config).load("train")
-            entry["baseline"] = majority_baseline(task, train, task.load("eval"))
+            entry["baseline"] = self._majority(run)
             write_json(self.path, self.teachers)
         return entry["baseline"]
 
