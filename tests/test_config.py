@@ -235,19 +235,26 @@ def section_classes(annotation) -> list[type[BaseModel]]:
     """Section models inside an annotation such as ``TrainConfig | None``."""
     if isinstance(annotation, type):
         return [annotation] if issubclass(annotation, Section) else []
+    if typing.get_origin(annotation) is typing.Annotated:
+        return section_classes(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return [c for arg in typing.get_args(annotation) for c in section_classes(arg)]
     return []
 
 
-def leaf_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+def leaf_keys(model: type[BaseModel], prefix: str = "", suffix: str = "") -> set[str]:
     keys: set[str] = set()
     for name, field in model.model_fields.items():
         sections = section_classes(field.annotation)
-        if sections:
-            keys |= leaf_keys(sections[0], f"{prefix}{name}.")
-        else:
+        if len(sections) > 1:  # the tagged union of task sections: each type's fields
             keys.add(f"{prefix}{name}")
+            for section in sections:
+                tag = section.model_fields["type"].default
+                keys |= leaf_keys(section, f"{prefix}{name}.", f" [{tag}]")
+        elif sections:
+            keys |= leaf_keys(sections[0], f"{prefix}{name}.", suffix)
+        else:
+            keys.add(f"{prefix}{name}{suffix}")
     return keys
 
 
@@ -257,7 +264,14 @@ def test_describe_fields_documents_every_leaf_field():
         for key, type_name, default, text in describe_fields(ExperimentConfig)
     }
     leaves = leaf_keys(ExperimentConfig)
-    assert {"distill.train.learning_rate", "task.max_length", "distill.knowledge"} <= leaves
+    assert {
+        "distill.train.learning_rate",
+        "task.max_length [classification]",
+        "task.doc_stride [qa]",
+        "task.label_all_tokens [ner]",
+        "general.task.mlm",
+        "distill.knowledge",
+    } <= leaves
     assert leaves <= set(rows)
     undocumented = sorted(key for key in rows if not rows[key][2].strip())
     assert undocumented == []

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import transformers
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModel
 from typer.testing import CliRunner
 
 from kdformer.cli import app
@@ -55,7 +55,7 @@ def test_parse_budget_rejects(text):
 )
 def test_counts_equal_instantiated_models(shape):
     base = transformers.BertConfig()  # BERT-base vocabulary, as without --like
-    model = AutoModelForSequenceClassification.from_config(shape_config(base, *shape))
+    model = AutoModel.from_config(shape_config(base, *shape))
     assert count_shape_parameters(base, *shape) == count_parameters(model)
 
 
@@ -67,7 +67,7 @@ def test_candidates_counts_equal_instantiated_models(make_config, tmp_path):
     assert rows
     for row in rows:
         config = shape_config(teacher, row.layers, row.hidden, row.heads, row.intermediate)
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModel.from_config(config)
         assert row.parameters == count_parameters(model), row
 
 
@@ -139,7 +139,7 @@ def test_explore_keeps_the_closest_candidates():
 def test_cli_params_without_latency():
     result = runner.invoke(app, ["students", "--params", "4.4M", "--no-latency"])
     assert result.exit_code == 0, result.output
-    assert "embeddings included" in result.output
+    assert "embeddings and pooler included" in result.output
     assert "tiny" in result.output  # BERT-tiny, 2 x 128, is 4.4M with its classifier
     assert "student.num_layers=" in result.output
 

@@ -8,10 +8,12 @@ import torch
 from kdformer.features import FeatureNeeds, capture_modules, extract_features, prepare_model
 from kdformer.knowledge import HiddenConfig, LogitsConfig
 from kdformer.objective import DistillationObjective
+from kdformer.tasks import ClassificationTask
 from kdformer.teacher import LiveTeacher
 from kdformer.training import DistillationModel
 
 LAYER0 = "bert.encoder.layer.0"
+LOGITS = FeatureNeeds(outputs=frozenset({"logits"}))
 
 
 def hooks_of(model: torch.nn.Module, name: str = LAYER0) -> set[int]:
@@ -24,45 +26,34 @@ def warm_up(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
     model(**batch, output_hidden_states=True)
 
 
-def test_logits_only_by_default(teacher_model, batch):
-    features = extract_features(teacher_model, batch, FeatureNeeds())
-    assert features.logits.shape == (2, 2)
-    assert features.hidden_states is None and features.attentions is None
-    assert features.modules == {}
+def test_only_the_outputs_asked_for(teacher_model, batch):
+    features = extract_features(teacher_model, batch, LOGITS)
+    assert features.logits.shape == (2, 2) and set(features.outputs) == {"logits"}
+    assert features.hidden_states is None and features.modules == {}
+    assert extract_features(teacher_model, batch, FeatureNeeds()).outputs == {}
+
+
+def test_an_output_the_model_lacks_names_the_model_class(teacher_model, batch):
+    with pytest.raises(ValueError, match=r"start_logits.*model class"):
+        extract_features(teacher_model, batch, FeatureNeeds(outputs=frozenset({"start_logits"})))
 
 
 def test_hidden_states_are_layers_plus_one(teacher_model, batch):
     features = extract_features(teacher_model, batch, FeatureNeeds(hidden_states=True))
     assert len(features.hidden_states) == 4 + 1
     assert all(h.shape == (2, 6, 32) for h in features.hidden_states)
-    assert features.attentions is None
 
 
 def test_ignores_inputs_the_model_does_not_take(teacher_model, batch):
     with_extra = {**batch, "idx": torch.tensor([0, 1]), "text": torch.zeros(2)}
-    plain = extract_features(teacher_model, batch, FeatureNeeds())
-    assert torch.equal(
-        extract_features(teacher_model, with_extra, FeatureNeeds()).logits, plain.logits
-    )
+    plain = extract_features(teacher_model, batch, LOGITS)
+    assert torch.equal(extract_features(teacher_model, with_extra, LOGITS).logits, plain.logits)
 
 
-def test_attention_maps_need_prepare_model(teacher_model, batch):
-    needs = FeatureNeeds(attentions=True)
-    assert teacher_model.config._attn_implementation == "sdpa"
-    with pytest.raises(RuntimeError, match="prepare_model"):
-        extract_features(teacher_model, batch, needs)
-
+def test_prepare_model_keeps_fused_attention(teacher_model):
+    """No knowledge type needs the model's attention maps, so the fused kernel stays on."""
+    needs = FeatureNeeds(hidden_states=True, layer_modules=frozenset({("query", 1), ("key", 1)}))
     prepare_model(teacher_model, needs)
-    features = extract_features(teacher_model, batch, needs)
-    assert len(features.attentions) == 4
-    probs = features.attentions[0]
-    assert probs.shape == (2, 4, 6, 6)
-    assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 6), atol=1e-5)
-    assert torch.all(probs[1, :, :, 4:] == 0)  # padded keys get no attention
-
-
-def test_prepare_model_keeps_fused_attention_when_maps_not_needed(teacher_model):
-    prepare_model(teacher_model, FeatureNeeds(hidden_states=True))
     assert teacher_model.config._attn_implementation == "sdpa"
 
 
@@ -102,8 +93,8 @@ def test_unknown_module_name_raises_key_error(teacher_model, batch):
 
 def test_feature_needs_union():
     a = FeatureNeeds(hidden_states=True, modules=frozenset({"x"}))
-    b = FeatureNeeds(attentions=True, modules=frozenset({"y"}))
-    assert a | b == FeatureNeeds(True, True, frozenset({"x", "y"}))
+    b = FeatureNeeds(outputs=frozenset({"logits"}), modules=frozenset({"y"}))
+    assert a | b == FeatureNeeds(frozenset({"logits"}), True, frozenset({"x", "y"}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,17 +104,17 @@ def test_feature_needs_union():
 
 def test_live_teacher_is_frozen_and_gives_no_grad_features(teacher_model, batch):
     teacher_model.train()
-    teacher = LiveTeacher(teacher_model, FeatureNeeds(hidden_states=True, attentions=True))
+    needs = FeatureNeeds(outputs=frozenset({"logits"}), hidden_states=True)
+    teacher = LiveTeacher(teacher_model, needs)
     assert not teacher_model.training
     assert all(not p.requires_grad for p in teacher_model.parameters())
     features = teacher(batch)
     assert not features.logits.requires_grad
     assert all(not h.requires_grad for h in features.hidden_states)
-    assert len(features.attentions) == 4  # LiveTeacher switched to eager attention itself
 
 
 def test_live_teacher_is_deterministic(teacher_model, batch):
-    teacher = LiveTeacher(teacher_model, FeatureNeeds())
+    teacher = LiveTeacher(teacher_model, LOGITS)
     teacher_model.train()  # e.g. a caller flipped it back: dropout must still be off
     assert torch.equal(teacher(batch).logits, teacher(batch).logits)
 
@@ -132,7 +123,11 @@ def distillation_model(make_bert) -> tuple[DistillationModel, torch.nn.Module, t
     teacher = make_bert(seed=0, layers=4, hidden=32)
     student = make_bert(seed=1, layers=2, hidden=16, heads=2, intermediate=32).train()
     objective = DistillationObjective(
-        [LogitsConfig(), HiddenConfig()], teacher.config, student.config, hard_label_weight=0.5
+        [LogitsConfig(), HiddenConfig()],
+        teacher.config,
+        student.config,
+        ClassificationTask.outputs,
+        hard_label_weight=0.5,
     )
     live = LiveTeacher(teacher, objective.needs)
     return DistillationModel(student, objective, live), student, teacher

@@ -42,6 +42,7 @@ from kdformer.knowledge.hidden import cls_pkd
 from kdformer.knowledge.layers import scaled_dot
 from kdformer.knowledge.relations import relation_kl, relation_log_probs
 from kdformer.objective import DistillationObjective
+from kdformer.tasks import ClassificationTask
 from kdformer.teacher import LiveTeacher
 from kdformer.training import DistillationModel, DistillationTrainer
 
@@ -63,8 +64,17 @@ def kl(p: list[float], q: list[float]) -> float:
     return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True) if a > 0)
 
 
+OUTPUTS = ClassificationTask.outputs
+
+
 def layer_features(modules: dict, hidden: tuple | None = None) -> Features:
-    return Features(logits=torch.zeros(1, 2), hidden_states=hidden, layer_modules=modules)
+    return Features(
+        outputs={"logits": torch.zeros(1, 2)}, hidden_states=hidden, layer_modules=modules
+    )
+
+
+def masked(mask) -> dict:
+    return {"attention_mask": mask}
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,7 +90,7 @@ def test_embedding_mse_by_hand_on_real_tokens():
     mask = torch.tensor([[1, 1, 0]])
     s = layer_features({}, (student, torch.full((1, 3, 2), 9.0)))
     t = layer_features({}, (teacher, torch.zeros(1, 3, 2)))
-    assert close(term(s, t, mask), (1 + 1 + 4 + 0) / 4)  # embeddings only: layer 1 ignored
+    assert close(term(s, t, masked(mask)), (1 + 1 + 4 + 0) / 4)  # embeddings only: layer 1 ignored
 
 
 def test_embedding_projection_when_widths_differ():
@@ -91,7 +101,7 @@ def test_embedding_projection_when_widths_differ():
         term.projections[0].bias.fill_(1.0)
     s = layer_features({}, (torch.randn(1, 3, 16),))
     t = layer_features({}, (torch.zeros(1, 3, 32),))
-    assert close(term(s, t, None), 1.0)
+    assert close(term(s, t, {}), 1.0)
     assert (
         len(EmbeddingKnowledge(EmbeddingConfig(projection="linear"), shape(), shape()).projections)
         == 1
@@ -126,7 +136,7 @@ def test_hidden_pkd_term_averages_matched_layers_with_projection():
     student = [torch.zeros(1, 2, 2)] * 3
     student[1] = torch.tensor([[[1.0, 0.0], [5.0, 5.0]]])  # equal direction: 0
     student[2] = torch.tensor([[[0.0, 3.0], [5.0, 5.0]]])  # orthogonal: 2
-    loss = term(layer_features({}, tuple(student)), layer_features({}, tuple(teacher)), None)
+    loss = term(layer_features({}, tuple(student)), layer_features({}, tuple(teacher)), {})
     assert close(loss, (0.0 + 2.0) / 2)
 
 
@@ -151,13 +161,38 @@ def test_attention_score_mse_by_hand_masks_padding():
 def test_scaled_dot_rebuilds_the_models_own_attention(make_bert, batch):
     """softmax(Q K^T / sqrt(d) + mask) from the hooked projections equals the eager maps."""
     model = make_bert(layers=2, hidden=32, heads=4)
-    needs = FeatureNeeds(attentions=True, layer_modules=frozenset({("query", 2), ("key", 2)}))
+    needs = FeatureNeeds(layer_modules=frozenset({("query", 2), ("key", 2)}))
     prepare_model(model, needs)
     features = extract_features(model, batch, needs)
     scores = scaled_dot(features.layer_modules[("query", 2)], features.layer_modules[("key", 2)], 4)
     keys = batch["attention_mask"][:, None, None, :].bool()
     probs = torch.softmax(scores.masked_fill(~keys, float("-inf")), -1)
-    assert torch.allclose(probs, features.attentions[1], atol=1e-5)
+    model.set_attn_implementation("eager")
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    maps = model(**inputs, output_attentions=True).attentions
+    assert torch.allclose(probs, maps[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["kl", "mse"])
+def test_attention_of_a_student_equal_to_its_teacher_is_zero_in_train_mode(
+    make_config, batch, loss
+):
+    """Attention dropout never enters: the maps come from the hooked Q/K, not from the
+    (dropped-out) maps a model in train mode returns, so an identical student scores 0."""
+    config = make_config(layers=2, hidden=32, heads=4)
+    config.attention_probs_dropout_prob = 0.5
+    config.hidden_dropout_prob = 0.0
+    torch.manual_seed(0)
+    teacher = transformers.BertForSequenceClassification(config)
+    student = transformers.BertForSequenceClassification(config)
+    student.load_state_dict(teacher.state_dict())
+    student.train()
+    objective = DistillationObjective(
+        [AttentionConfig(loss=loss)], teacher.config, student.config, OUTPUTS
+    )
+    model = DistillationModel(student, objective, LiveTeacher(teacher, objective.needs))
+    model(**batch)
+    assert float(model.last_terms["attention"]) == pytest.approx(0.0, abs=1e-6)
 
 
 def qk_features(layers: int, width: int, seq: int = 3, seed: int = 0) -> Features:
@@ -176,14 +211,14 @@ def test_attention_mse_term_regroups_teacher_heads():
     )
     assert term.needs_for("student").layer_modules == {("query", 1), ("key", 1)}
     assert term.needs_for("teacher").layer_modules == {("query", 2), ("key", 2)}
-    assert not term.needs.attentions  # fused attention can stay on
+    assert not term.needs.hidden_states  # only the hooked projections
     student, teacher = qk_features(1, 8), qk_features(2, 8, seed=1)
     s = scaled_dot(student.layer_modules[("query", 1)], student.layer_modules[("key", 1)], 2)
     t = scaled_dot(teacher.layer_modules[("query", 2)], teacher.layer_modules[("key", 2)], 4)
     regrouped = t.reshape(2, 2, 2, 3, 3).mean(2)
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     expected = attention_score_mse(s, regrouped, mask.float())
-    assert torch.allclose(term(student, teacher, mask), expected)
+    assert torch.allclose(term(student, teacher, masked(mask)), expected)
 
 
 def test_attention_mse_heads_rules_as_kl():
@@ -200,7 +235,7 @@ def test_attention_mse_heads_rules_as_kl():
     expected = attention_score_mse(
         s.mean(1, keepdim=True), t.mean(1, keepdim=True), torch.ones(2, 3)
     )
-    assert torch.allclose(term(student, teacher, None), expected)
+    assert torch.allclose(term(student, teacher, {}), expected)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +278,7 @@ def test_value_relation_by_hand_and_head_regrouping():
     s_log = relation_log_probs(student.layer_modules[("value", 1)], 2, mask)
     t = relation_log_probs(teacher.layer_modules[("value", 2)], 4, mask).exp()
     expected = relation_kl(s_log, t.reshape(2, 2, 2, 3, 3).mean(2), mask)
-    assert torch.allclose(term(student, teacher, mask), expected)
+    assert torch.allclose(term(student, teacher, masked(mask)), expected)
     with pytest.raises(ConfigError, match="4 heads"):
         ValueRelationKnowledge(ValueRelationConfig(), shape(2, 12, heads=4), shape(1, 12, heads=3))
     ValueRelationKnowledge(
@@ -266,7 +301,7 @@ def test_qkv_relations_by_hand_sums_chosen_relations():
         )
         for kind in ("query", "value")
     )
-    assert torch.allclose(term(student, teacher, None), expected)
+    assert torch.allclose(term(student, teacher, {}), expected)
 
 
 @pytest.mark.parametrize("teacher_width, student_width, bad", [(32, 20, "20"), (36, 16, "36")])
@@ -301,12 +336,11 @@ def test_qkv_relations_do_not_depend_on_the_models_head_split(make_bert, batch):
     student_4.load_state_dict(student_2.state_dict())
 
     def loss(student, knowledge):
-        objective = DistillationObjective([knowledge], teacher.config, student.config)
+        objective = DistillationObjective([knowledge], teacher.config, student.config, OUTPUTS)
         return objective(
             extract_features(student, batch, objective.needs_for("student")),
             LiveTeacher(teacher, objective.needs_for("teacher"))(batch),
-            None,
-            batch["attention_mask"],
+            {"attention_mask": batch["attention_mask"]},
         ).loss
 
     qkv = QKVRelationsConfig(layers=[(1, 2)], relation_heads=4)
@@ -328,7 +362,7 @@ def test_intermediate_mse_by_hand_and_projection():
     assert list(term.parameters()) == []
     s = layer_features({("intermediate", 1): torch.tensor([[[1.0, 2.0, 0.0], [8.0, 8.0, 8.0]]])})
     t = layer_features({("intermediate", 2): torch.zeros(1, 2, 3)})
-    assert close(term(s, t, torch.tensor([[1, 0]])), (1 + 4 + 0) / 3)
+    assert close(term(s, t, masked(torch.tensor([[1, 0]]))), (1 + 4 + 0) / 3)
     wide = IntermediateKnowledge(
         IntermediateConfig(), shape(4, intermediate=64), shape(2, intermediate=32)
     )
@@ -407,9 +441,9 @@ def test_model_without_the_modules_fails_at_prepare_naming_class_and_pattern(bat
 
 def test_default_terms_request_no_hooks(make_config):
     objective = DistillationObjective(
-        [LogitsConfig(), HiddenConfig()], make_config(), make_config()
+        [LogitsConfig(), HiddenConfig()], make_config(), make_config(), OUTPUTS
     )
-    assert objective.needs == FeatureNeeds(hidden_states=True)
+    assert objective.needs == FeatureNeeds(outputs=frozenset({"logits"}), hidden_states=True)
 
 
 def test_objective_needs_per_side(make_config):
@@ -417,6 +451,7 @@ def test_objective_needs_per_side(make_config):
         [IntermediateConfig(), QKVRelationsConfig(relations=["kk"])],
         make_config(layers=4),
         make_config(layers=2),
+        OUTPUTS,
     )
     assert objective.needs_for("student").layer_modules == {
         ("intermediate", 1), ("intermediate", 2), ("key", 2)
@@ -436,11 +471,13 @@ def test_objective_needs_per_side(make_config):
 
 def test_temperature_schedule_values_and_validation():
     config = LogitsConfig(temperature=4.0, temperature_end=1.0, temperature_schedule="linear")
-    term = LogitsKnowledge(config, shape(), shape())
+    term = LogitsKnowledge(config, shape(), shape(), OUTPUTS)
     for progress, expected in [(0.0, 4.0), (0.5, 2.5), (1.0, 1.0)]:
         term.progress = progress
         assert term.temperature == pytest.approx(expected)
-    assert LogitsKnowledge(LogitsConfig(temperature=3.0), shape(), shape()).temperature == 3.0
+    assert (
+        LogitsKnowledge(LogitsConfig(temperature=3.0), shape(), shape(), OUTPUTS).temperature == 3.0
+    )
     with pytest.raises(ValidationError, match="needs temperature_end"):
         LogitsConfig(temperature_schedule="linear")
     with pytest.raises(ValidationError, match="only used with temperature_schedule: linear"):
@@ -452,15 +489,15 @@ def test_temperature_schedule_values_and_validation():
 
 def test_hard_label_weight_schedule_in_the_objective(make_config):
     objective = DistillationObjective(
-        [LogitsConfig()], make_config(), make_config(), hard_label_weight=0.0,
+        [LogitsConfig()], make_config(), make_config(), OUTPUTS, hard_label_weight=0.0,
         hard_label_weight_end=1.0,
     )  # fmt: skip
-    logits = Features(logits=torch.tensor([[0.0, 0.0]]))
-    labels = torch.tensor([1])
-    out = objective(logits, logits, labels)
+    logits = Features(outputs={"logits": torch.tensor([[0.0, 0.0]])})
+    batch = {"labels": torch.tensor([1])}
+    out = objective(logits, logits, batch)
     assert close(out.loss, 0.0) and close(out.terms["hard_label"], math.log(2))  # still logged
     objective.set_progress(0.5)
-    assert close(objective(logits, logits, labels).loss, 0.5 * math.log(2))
+    assert close(objective(logits, logits, batch).loss, 0.5 * math.log(2))
     objective.set_progress(7)  # clipped
     assert objective.progress == 1.0 and objective.current_hard_label_weight == 1.0
 
@@ -481,8 +518,9 @@ def test_schedules_follow_training_progress_through_the_callback(make_bert, tmp_
     student = make_bert(seed=1, layers=1, hidden=16, heads=2, intermediate=32)
     logits = LogitsConfig(temperature=4.0, temperature_end=2.0, temperature_schedule="linear")
     objective = RecordingObjective(
-        [logits], teacher.config, student.config, hard_label_weight=1.0, hard_label_weight_end=0.0
-    )
+        [logits], teacher.config, student.config, OUTPUTS, hard_label_weight=1.0,
+        hard_label_weight_end=0.0,
+    )  # fmt: skip
     objective.seen = []
     model = DistillationModel(student, objective, LiveTeacher(teacher, objective.needs))
     g = torch.Generator().manual_seed(0)
@@ -535,7 +573,7 @@ def test_every_knowledge_type_at_once_trains_with_finite_gradients(make_bert, ba
     teacher = make_bert(seed=0, layers=4, hidden=32, heads=4, intermediate=64)
     student = make_bert(seed=1, layers=2, hidden=16, heads=2, intermediate=32).train()
     objective = DistillationObjective(
-        EVERY_TYPE, teacher.config, student.config, hard_label_weight=0.5
+        EVERY_TYPE, teacher.config, student.config, OUTPUTS, hard_label_weight=0.5
     )
     model = DistillationModel(student, objective, LiveTeacher(teacher, objective.needs))
     out = model(**batch)
@@ -555,7 +593,7 @@ def test_every_knowledge_type_at_once_trains_with_finite_gradients(make_bert, ba
 def test_every_knowledge_type_under_bf16_autocast_gives_float32_losses(make_bert, batch):
     teacher = make_bert(seed=0, layers=4, hidden=32, heads=4, intermediate=64)
     student = make_bert(seed=1, layers=2, hidden=16, heads=2, intermediate=32).train()
-    objective = DistillationObjective(EVERY_TYPE, teacher.config, student.config, 0.5)
+    objective = DistillationObjective(EVERY_TYPE, teacher.config, student.config, OUTPUTS, 0.5)
     model = DistillationModel(student, objective, LiveTeacher(teacher, objective.needs))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**batch)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kdformer.configbase import ConfigError
-from kdformer.features import Features
+from kdformer.features import Features, OutputSpec
 from kdformer.knowledge import (
     AttentionConfig,
     AttentionKnowledge,
@@ -20,10 +20,22 @@ from kdformer.knowledge import (
 )
 from kdformer.knowledge.attention import attention_kl, regroup_heads
 from kdformer.knowledge.hidden import masked_cosine, masked_mse
-from kdformer.knowledge.logits import kl_with_temperature, logits_mse
-from kdformer.objective import DistillationObjective, hard_label_loss, term_names
+from kdformer.knowledge.layers import masked_log_softmax, scaled_dot
+from kdformer.knowledge.logits import hard_label_loss, kl_with_temperature, logits_mse
+from kdformer.objective import DistillationObjective, term_names
 
 LN3 = math.log(3)
+PER_EXAMPLE = OutputSpec("logits", label_key="labels")
+OUTPUTS = (PER_EXAMPLE,)
+
+
+def logits(values: torch.Tensor, **extra) -> Features:
+    """Features holding only ``logits`` (and whatever ``extra`` sets)."""
+    return Features(outputs={"logits": values}, **extra)
+
+
+def hard(values: torch.Tensor, labels: torch.Tensor, spec: OutputSpec = PER_EXAMPLE):
+    return hard_label_loss(spec, values, labels, {spec.label_key: labels})
 
 
 def shape(layers=4, hidden=32, heads=4, labels=2) -> ModelShape:
@@ -158,18 +170,31 @@ def test_regroup_heads_averages_adjacent_heads():
 
 def test_hard_label_cross_entropy_by_hand():
     logits = torch.tensor([[0.0, LN3], [0.0, LN3]])  # softmax = [1/4, 3/4]
-    loss = hard_label_loss(logits, torch.tensor([1, 0]))
+    loss = hard(logits, torch.tensor([1, 0]))
     assert close(loss, (math.log(4 / 3) + math.log(4)) / 2)
 
 
 def test_hard_label_ignores_minus_100():
     logits = torch.tensor([[0.0, LN3], [5.0, -5.0]])
-    assert close(hard_label_loss(logits, torch.tensor([1, -100])), math.log(4 / 3))
+    assert close(hard(logits, torch.tensor([1, -100])), math.log(4 / 3))
+    # A batch without any gold label (augmented examples only) adds nothing, not NaN.
+    assert close(hard(logits, torch.tensor([-100, -100])), 0.0)
 
 
 def test_hard_label_mse_for_single_output_head():
     logits = torch.tensor([[1.0], [3.0]])
-    assert close(hard_label_loss(logits, torch.tensor([0.0, 1.0])), (1 + 4) / 2)
+    assert close(hard(logits, torch.tensor([0.0, 1.0])), (1 + 4) / 2)
+    # NaN marks an example without a gold value (an augmented one): it is left out.
+    assert close(hard(logits, torch.tensor([0.0, float("nan")])), 1.0)
+
+
+def test_hard_label_over_positions_excludes_padding():
+    # QA start logits over 3 positions, the last one padding: softmax over the first two only.
+    spec = OutputSpec("start_logits", label_key="start_positions", over="positions")
+    values = torch.tensor([[0.0, LN3, 100.0]])
+    batch = {"start_positions": torch.tensor([1]), "attention_mask": torch.tensor([[1, 1, 0]])}
+    loss = hard_label_loss(spec, values, batch["start_positions"], batch)
+    assert close(loss, math.log(4 / 3))
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,36 +203,77 @@ def test_hard_label_mse_for_single_output_head():
 
 
 def test_logits_knowledge_uses_kl_with_temperature():
-    term = LogitsKnowledge(LogitsConfig(temperature=2.0), shape(), shape())
-    s, t = Features(logits=torch.tensor([[0.0, 0.0]])), Features(logits=torch.tensor([[0.0, LN3]]))
+    term = LogitsKnowledge(LogitsConfig(temperature=2.0), shape(), shape(), OUTPUTS)
+    s, t = logits(torch.tensor([[0.0, 0.0]])), logits(torch.tensor([[0.0, LN3]]))
     p1 = 1 / (1 + math.sqrt(3))
     expected = 4 * (p1 * math.log(2 * p1) + (1 - p1) * math.log(2 * (1 - p1)))
-    assert close(term(s, t, None), expected)
+    assert close(term(s, t, {}), expected)
 
 
 def test_logits_knowledge_uses_mse_for_one_label_heads():
-    term = LogitsKnowledge(LogitsConfig(loss="kl"), shape(labels=1), shape(labels=1))
-    s, t = Features(logits=torch.tensor([[1.0], [2.0]])), Features(logits=torch.zeros(2, 1))
-    assert close(term(s, t, None), (1 + 4) / 2)  # a KL over one class would be 0
+    term = LogitsKnowledge(LogitsConfig(loss="kl"), shape(labels=1), shape(labels=1), OUTPUTS)
+    s, t = logits(torch.tensor([[1.0], [2.0]])), logits(torch.zeros(2, 1))
+    assert close(term(s, t, {}), (1 + 4) / 2)  # a KL over one class would be 0
 
 
 def test_logits_knowledge_rejects_shape_mismatch():
-    term = LogitsKnowledge(LogitsConfig(), shape(), shape())
+    term = LogitsKnowledge(LogitsConfig(), shape(), shape(), OUTPUTS)
     with pytest.raises(ValueError, match="logits"):
-        term(Features(logits=torch.zeros(2, 2)), Features(logits=torch.zeros(2, 3)), None)
+        term(logits(torch.zeros(2, 2)), logits(torch.zeros(2, 3)), {})
+
+
+def test_logits_knowledge_needs_outputs():
+    with pytest.raises(ConfigError, match="no MLM head"):
+        LogitsKnowledge(LogitsConfig(), shape(), shape(), ())
 
 
 def test_logits_knowledge_per_token_ignores_padding():
-    term = LogitsKnowledge(LogitsConfig(loss="mse"), shape(), shape())
+    spec = OutputSpec("logits", label_key="labels", rows="token")
+    term = LogitsKnowledge(LogitsConfig(loss="mse"), shape(), shape(), (spec,))
     student = torch.tensor([[[1.0, 1.0], [9.0, 9.0]]])
-    mask = torch.tensor([[1, 0]])
-    assert close(term(Features(student), Features(torch.zeros(1, 2, 2)), mask), 1.0)
+    batch = {"attention_mask": torch.tensor([[1, 0]])}
+    assert close(term(logits(student), logits(torch.zeros(1, 2, 2)), batch), 1.0)
+
+
+def test_logits_knowledge_labelled_tokens_only():
+    # NER: only tokens with a gold label (a word's first piece) are distilled.
+    spec = OutputSpec("logits", label_key="labels", rows="labelled")
+    term = LogitsKnowledge(LogitsConfig(temperature=1.0), shape(), shape(), (spec,))
+    student = torch.tensor([[[0.0, 0.0], [7.0, -7.0], [0.0, 0.0]]])
+    teacher = torch.tensor([[[0.0, LN3], [0.0, 0.0], [0.0, LN3]]])
+    batch = {"attention_mask": torch.ones(1, 3), "labels": torch.tensor([[1, -100, 0]])}
+    expected = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)  # KL of rows 0 and 2, averaged
+    assert close(term(logits(student), logits(teacher), batch), expected)
+
+
+def test_logits_knowledge_over_positions_start_and_end():
+    # QA: KL between distributions over positions, padding excluded; start and end averaged.
+    specs = (
+        OutputSpec("start_logits", label_key="start_positions", over="positions"),
+        OutputSpec("end_logits", label_key="end_positions", over="positions"),
+    )
+    term = LogitsKnowledge(LogitsConfig(temperature=1.0), shape(), shape(), specs)
+    mask = {"attention_mask": torch.tensor([[1, 1, 0]])}
+    student = Features(
+        outputs={
+            "start_logits": torch.tensor([[0.0, 0.0, 9.0]]),
+            "end_logits": torch.tensor([[0.0, LN3, -9.0]]),
+        }
+    )
+    teacher = Features(
+        outputs={
+            "start_logits": torch.tensor([[0.0, LN3, -3.0]]),
+            "end_logits": torch.tensor([[0.0, LN3, 5.0]]),
+        }
+    )
+    start = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    assert close(term(student, teacher, mask), (start + 0.0) / 2)
 
 
 def hidden_features(layers: int, width: int, seed: int = 0) -> Features:
     g = torch.Generator().manual_seed(seed)
     states = tuple(torch.randn(2, 3, width, generator=g) for _ in range(layers + 1))
-    return Features(logits=torch.zeros(2, 2), hidden_states=states)
+    return logits(torch.zeros(2, 2), hidden_states=states)
 
 
 def count_linears(term: HiddenKnowledge) -> int:
@@ -237,22 +303,36 @@ def test_hidden_knowledge_equal_widths_matches_uniform_layers_by_hand():
     student, teacher = hidden_features(2, 8, seed=1), hidden_features(4, 8, seed=2)
     hs, ht = student.hidden_states, teacher.hidden_states
     expected = (((hs[1] - ht[2]) ** 2).mean() + ((hs[2] - ht[4]) ** 2).mean()) / 2
-    assert torch.allclose(term(student, teacher, None), expected)
+    assert torch.allclose(term(student, teacher, {}), expected)
 
 
 def test_hidden_knowledge_gradients_reach_projections():
     term = HiddenKnowledge(HiddenConfig(include_embeddings=True), shape(4, 32), shape(2, 16))
     assert count_linears(term) == 3  # embeddings + 2 layers
-    loss = term(hidden_features(2, 16), hidden_features(4, 32, seed=1), torch.ones(2, 3))
+    batch = {"attention_mask": torch.ones(2, 3)}
+    loss = term(hidden_features(2, 16), hidden_features(4, 32, seed=1), batch)
     loss.backward()
     for projection in term.projections:
         assert projection.weight.grad is not None and projection.weight.grad.abs().sum() > 0
 
 
-def attention_features(layers: int, heads: int, seed: int = 0) -> Features:
+def attention_features(layers: int, width: int, seed: int = 0) -> Features:
+    """Captured query/key projections of every layer (batch 2, 3 tokens)."""
     g = torch.Generator().manual_seed(seed)
-    maps = tuple(torch.softmax(torch.randn(2, heads, 3, 3, generator=g), -1) for _ in range(layers))
-    return Features(logits=torch.zeros(2, 2), attentions=maps)
+    modules = {
+        (kind, layer): torch.randn(2, 3, width, generator=g)
+        for layer in range(1, layers + 1)
+        for kind in ("query", "key")
+    }
+    return logits(torch.zeros(2, 2), layer_modules=modules)
+
+
+def attention_probs(features: Features, layer: int, heads: int, mask: torch.Tensor) -> torch.Tensor:
+    """The attention distributions a model with these projections computes (no dropout)."""
+    scores = scaled_dot(
+        features.layer_modules[("query", layer)], features.layer_modules[("key", layer)], heads
+    )
+    return masked_log_softmax(scores, mask).exp()
 
 
 def test_attention_knowledge_rejects_heads_that_do_not_divide():
@@ -262,24 +342,26 @@ def test_attention_knowledge_rejects_heads_that_do_not_divide():
 
 def test_attention_knowledge_regroups_12_teacher_heads_onto_4():
     term = AttentionKnowledge(AttentionConfig(), shape(2, 48, heads=12), shape(1, 48, heads=4))
-    student, teacher = attention_features(1, 4), attention_features(2, 12, seed=1)
-    mask = torch.ones(2, 3)
-    regrouped = teacher.attentions[1].reshape(2, 4, 3, 3, 3).mean(2)  # teacher layer 2 <-> 1
-    expected = attention_kl(student.attentions[0], regrouped, mask)
-    assert torch.allclose(term(student, teacher, mask), expected)
+    student, teacher = attention_features(1, 48), attention_features(2, 48, seed=1)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    probs = attention_probs(teacher, 2, 12, mask)  # teacher layer 2 <-> student layer 1
+    regrouped = probs.reshape(2, 4, 3, 3, 3).mean(2)
+    expected = attention_kl(attention_probs(student, 1, 4, mask), regrouped, mask)
+    assert torch.allclose(term(student, teacher, {"attention_mask": mask}), expected, atol=1e-6)
 
 
 def test_attention_knowledge_average_heads_allows_any_head_counts():
     term = AttentionKnowledge(
         AttentionConfig(heads="average"), shape(2, 60, heads=12), shape(1, 60, heads=5)
     )
-    student, teacher = attention_features(1, 5), attention_features(2, 12, seed=1)
+    student, teacher = attention_features(1, 60), attention_features(2, 60, seed=1)
+    mask = torch.ones(2, 3)
     expected = attention_kl(
-        student.attentions[0].mean(1, keepdim=True),
-        teacher.attentions[1].mean(1, keepdim=True),
-        torch.ones(2, 3),
+        attention_probs(student, 1, 5, mask).mean(1, keepdim=True),
+        attention_probs(teacher, 2, 12, mask).mean(1, keepdim=True),
+        mask,
     )
-    assert torch.allclose(term(student, teacher, None), expected)
+    assert torch.allclose(term(student, teacher, {}), expected, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,15 +381,17 @@ def test_objective_total_is_weighted_sum(make_config):
         HiddenConfig(weight=0.5, loss="cosine"),
     ]
     teacher_cfg, student_cfg = make_config(layers=4), make_config(layers=2)
-    objective = DistillationObjective(knowledge, teacher_cfg, student_cfg, hard_label_weight=0.7)
-    assert objective.needs.hidden_states and not objective.needs.attentions
+    objective = DistillationObjective(
+        knowledge, teacher_cfg, student_cfg, OUTPUTS, hard_label_weight=0.7
+    )
+    assert objective.needs.hidden_states and not objective.needs.layer_modules
 
     student = hidden_features(2, 32, seed=1)
     teacher = hidden_features(4, 32, seed=2)
-    student.logits = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
-    teacher.logits = torch.tensor([[0.0, LN3], [0.0, LN3]])
-    labels = torch.tensor([1, 0])
-    out = objective(student, teacher, labels, torch.ones(2, 3))
+    student.outputs["logits"] = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    teacher.outputs["logits"] = torch.tensor([[0.0, LN3], [0.0, LN3]])
+    batch = {"labels": torch.tensor([1, 0]), "attention_mask": torch.ones(2, 3)}
+    out = objective(student, teacher, batch)
 
     assert set(out.terms) == {"logits", "hidden_1", "hidden_2", "hard_label"}
     assert close(out.terms["logits"], 0.25 * math.log(0.5) + 0.75 * math.log(1.5))
@@ -323,10 +407,15 @@ def test_objective_total_is_weighted_sum(make_config):
 
 
 def test_objective_without_labels_has_no_hard_term(make_config):
-    objective = DistillationObjective([LogitsConfig()], make_config(), make_config(), 0.5)
-    logits = Features(logits=torch.tensor([[0.0, 1.0]]))
-    out = objective(logits, logits, None)
+    objective = DistillationObjective([LogitsConfig()], make_config(), make_config(), OUTPUTS, 0.5)
+    same = logits(torch.tensor([[0.0, 1.0]]))
+    out = objective(same, same, {})
     assert set(out.terms) == {"logits"} and close(out.loss, 0.0)
+
+
+def test_empty_objective_is_refused(make_config):
+    with pytest.raises(ConfigError, match="empty"):
+        DistillationObjective([], make_config(), make_config(), OUTPUTS, hard_label_weight=0.0)
 
 
 def test_objective_needs_attention_and_owns_projections(make_config):
@@ -334,7 +423,10 @@ def test_objective_needs_attention_and_owns_projections(make_config):
         [AttentionConfig(), HiddenConfig()],
         make_config(layers=4, hidden=32),
         make_config(layers=2, hidden=16, heads=2),
+        OUTPUTS,
     )
-    assert objective.needs.attentions and objective.needs.hidden_states
+    assert ("query", 2) in objective.needs_for("student").layer_modules
+    assert ("key", 4) in objective.needs_for("teacher").layer_modules
+    assert objective.needs.hidden_states
     names = {name for name, _ in objective.named_parameters()}
     assert "terms.hidden.projections.0.weight" in names

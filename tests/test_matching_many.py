@@ -20,6 +20,7 @@ from kdformer.knowledge import (
 from kdformer.knowledge.layers import CENTRE_PRIOR, TeacherLayerMixer
 from kdformer.matching import LayerGroup, layer_groups, layer_pairs
 from kdformer.objective import DistillationObjective
+from kdformer.tasks import ClassificationTask
 from kdformer.teacher import LiveTeacher
 from kdformer.training import DistillationModel
 
@@ -132,7 +133,9 @@ def pair(make_bert):
 def run(pair, batch, knowledge, seed=0):
     teacher, student = pair
     torch.manual_seed(seed)  # same projection initialisation for configs that build the same ones
-    objective = DistillationObjective([knowledge], teacher.config, student.config)
+    objective = DistillationObjective(
+        [knowledge], teacher.config, student.config, ClassificationTask.outputs
+    )
     model = DistillationModel(student, objective, LiveTeacher(teacher, objective.needs))
     return model, model(**{k: v for k, v in batch.items() if k != "labels"})["loss"]
 

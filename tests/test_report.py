@@ -1,19 +1,15 @@
-"""Report figures against hand computation: the majority-class baseline and the gain kept over it."""
+"""Report figures against hand computation: the trivial baselines, the gain kept over them, and
+retention marked meaningless for a teacher that learnt nothing."""
 
 from __future__ import annotations
 
 import datasets
 import pytest
 
-from kdformer.config import ReportConfig, TaskConfig
-from kdformer.report import (
-    ModelMeasurement,
-    build_report,
-    gain_kept_pct,
-    majority_baseline,
-    to_markdown,
-)
-from kdformer.tasks import build_task
+from kdformer.config import ReportConfig
+from kdformer.report import ModelMeasurement, build_report, gain_kept_pct, to_markdown
+from kdformer.report.render import teacher_gain_is_clear
+from kdformer.tasks import ClassificationTaskConfig, build_task
 
 
 def labels(values: list[int]) -> datasets.Dataset:
@@ -21,20 +17,37 @@ def labels(values: list[int]) -> datasets.Dataset:
 
 
 def test_majority_baseline_predicts_the_most_frequent_training_label():
-    task = build_task(TaskConfig(name="mrpc"))
+    task = build_task(ClassificationTaskConfig(name="mrpc"))
     # Training split: label 1 three times out of four. Eval: 1, 0, 0, 1, 1 -> predicting 1
     # everywhere is right 3/5 times; precision 3/5, recall 1 -> F1 = 2 * 0.6 / 1.6 = 0.75.
-    floor = majority_baseline(task, labels([1, 1, 0, 1]), labels([1, 0, 0, 1, 1]))
+    floor = task.baseline(labels([1, 1, 0, 1]), labels([1, 0, 0, 1, 1]))
     assert floor == pytest.approx({"accuracy": 0.6, "f1": 0.75})
     # The majority of the *training* labels, even when the eval split leans the other way.
-    floor = majority_baseline(task, labels([0, 0, 1]), labels([1, 1, 1, 0]))
+    floor = task.baseline(labels([0, 0, 1]), labels([1, 1, 1, 0]))
     assert floor["accuracy"] == pytest.approx(0.25) and floor["f1"] == 0.0
+    # Augmented examples (label -100, no gold label) do not count.
+    floor = task.baseline(labels([0, -100, -100, -100, 1, 1]), labels([1, 0]))
+    assert floor["accuracy"] == pytest.approx(0.5) and floor["f1"] == pytest.approx(2 / 3)
 
 
-def test_majority_baseline_is_undefined_for_regression():
-    task = build_task(TaskConfig(name="stsb"))
-    data = datasets.Dataset.from_dict({"text": ["x", "y"], "label": [0.5, 2.0]})
-    assert majority_baseline(task, data, data) is None
+def test_mcc_of_a_constant_predictor_is_zero():
+    """GLUE's scorer and scikit-learn give 0 for a degenerate confusion matrix; torchmetrics
+    1.9 alone reports 2.56 here."""
+    task = build_task(ClassificationTaskConfig(name="cola"))
+    floor = task.baseline(labels([1, 1, 0]), labels([1, 0, 1, 1]))
+    assert floor["mcc"] == 0.0 and floor["accuracy"] == pytest.approx(0.75)
+    from sklearn.metrics import matthews_corrcoef
+
+    constant = task.compute_metrics([[0.0, 1.0]] * 4, [1, 0, 1, 1])
+    assert constant["mcc"] == matthews_corrcoef([1, 0, 1, 1], [1, 1, 1, 1]) == 0.0
+    varied = task.compute_metrics([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], [1, 0, 1, 1])
+    assert varied["mcc"] == pytest.approx(matthews_corrcoef([1, 0, 1, 1], [1, 0, 0, 1]))
+
+
+def test_regression_baseline_is_a_constant_with_no_correlation():
+    task = build_task(ClassificationTaskConfig(name="stsb"))
+    data = datasets.Dataset.from_dict({"text": ["x", "y", "z"], "label": [0.5, 2.0, 1.0]})
+    assert task.baseline(data, data) == {"pearson": 0.0, "spearman": 0.0}
 
 
 def test_gain_kept_against_hand_computation():
@@ -52,13 +65,41 @@ def measurement(name: str, accuracy: float, latency: float) -> ModelMeasurement:
 
 def test_report_gives_baseline_row_and_gain_kept():
     models = [measurement("teacher", 0.80, 10.0), measurement("student", 0.70, 5.0)]
-    report = build_report("sst2", "accuracy", 4, models, ReportConfig(), baseline={"accuracy": 0.5})
+    report = build_report(
+        "sst2", "accuracy", 4, models, ReportConfig(), baseline={"accuracy": 0.5},
+        baseline_name="majority class",
+    )  # fmt: skip
     teacher, student = report["models"]
     assert student["retention_pct"] == pytest.approx(87.5)
     assert student["gain_kept_pct"] == pytest.approx(100 * 0.2 / 0.3)
     assert teacher["gain_kept_pct"] == pytest.approx(100.0)
     assert report["baseline"] == {"name": "majority class", "metrics": {"accuracy": 0.5}}
+    assert report["retention_meaningful"] and report["warning"] is None
     text = to_markdown(report)
     assert "| majority class | - | 50.00 |" in text and "66.7%" in text and "% of gain" in text
+    assert "(!)" not in text
     plain = build_report("sst2", "accuracy", 4, models, ReportConfig())
     assert plain["baseline"] is None and "% of gain" not in to_markdown(plain)
+
+
+def test_teacher_gain_rule_by_hand():
+    # 10% of the headroom: over a 50.9% baseline the teacher needs 50.9 + 0.1 * 49.1 = 55.81%.
+    assert teacher_gain_is_clear(0.5582, 0.509, 0.1)
+    assert not teacher_gain_is_clear(0.5580, 0.509, 0.1)
+    assert not teacher_gain_is_clear(0.509, 0.509, 0.0), "at the baseline is never clear"
+    assert teacher_gain_is_clear(0.02, 0.0, 0.01)  # NER: all-O scores F1 0
+
+
+def test_a_teacher_at_the_baseline_makes_retention_meaningless():
+    """The demo recipe on a task MiniLM-L6 could not learn: teacher exactly at the majority
+    class, student 'retaining' 326%. The report says retention means nothing."""
+    models = [measurement("teacher", 0.155, 10.0), measurement("student", 0.505, 5.0)]
+    report = build_report(
+        "wnli", "accuracy", 4, models, ReportConfig(), baseline={"accuracy": 0.155},
+        baseline_name="majority class",
+    )  # fmt: skip
+    assert not report["retention_meaningful"]
+    assert "retention is meaningless" in report["warning"]
+    assert report["models"][1]["retention_pct"] == pytest.approx(100 * 0.505 / 0.155)
+    text = to_markdown(report)
+    assert "325.8% (!)" in text and "Warning: retention is meaningless" in text

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import transformers
 
-from kdformer.config import TaskConfig
-from kdformer.tasks import TASK_NAMES, DataError, build_task
+from kdformer.tasks import TASK_NAMES, ClassificationTaskConfig, DataError, build_task
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GLUE = SHARED_DATA / "glue"
@@ -23,7 +22,7 @@ needs_glue = pytest.mark.skipif(
 
 
 def glue_task(name: str, data_dir: Path, **fields) -> object:
-    return build_task(TaskConfig(name=name, data_dir=data_dir, **fields))
+    return build_task(ClassificationTaskConfig(name=name, data_dir=data_dir, **fields))
 
 
 def one_hot_logits(preds: list[int], num_labels: int = 2) -> np.ndarray:
@@ -125,7 +124,7 @@ def test_stsb_is_regression_with_float_labels(glue_dir: Path):
     assert (task.is_regression, task.num_labels, task.label_names) == (True, 1, None)
     assert train["label"] == pytest.approx([5.0, 0.25])
     assert train["text_pair"][0] == "An air plane is taking off."
-    assert task.model_label_kwargs() == {"num_labels": 1, "problem_type": "regression"}
+    assert task.model_kwargs() == {"num_labels": 1, "problem_type": "regression"}
 
 
 def test_mnli_matched_mismatched_and_string_labels(glue_dir: Path):
@@ -148,7 +147,7 @@ def test_max_train_samples_is_a_seeded_random_subset(tmp_path: Path):
     write(tmp_path / "SST-2" / "train.tsv", "sentence\tlabel\n" + rows)
 
     def sample(seed: int) -> list[str]:
-        config = TaskConfig(name="sst2", data_dir=tmp_path, max_train_samples=20)
+        config = ClassificationTaskConfig(name="sst2", data_dir=tmp_path, max_train_samples=20)
         return build_task(config, seed=seed).load("train")["text"]
 
     first = sample(1)
@@ -197,7 +196,7 @@ def test_hub_source_renames_columns(monkeypatch: pytest.MonkeyPatch):
         return datasets.Dataset.from_dict(rows, features=features)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    dev = build_task(TaskConfig(name="mnli-mm")).load("eval")
+    dev = build_task(ClassificationTaskConfig(name="mnli-mm")).load("eval")
     assert calls == [("nyu-mll/glue", "mnli", "validation_mismatched")]
     assert dev[:] == {"text": ["p"], "text_pair": ["h"], "label": [2]}
 
@@ -208,13 +207,14 @@ def test_hub_failure_says_how_to_work_offline(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(DataError, match=r"no network.*task\.data_dir"):
-        build_task(TaskConfig(name="rte")).load("train")
+        build_task(ClassificationTaskConfig(name="rte")).load("train")
 
 
 def test_unknown_task_lists_valid_names():
     with pytest.raises(DataError, match=r"did you mean 'sst2'.*mnli-mm.*classification"):
-        build_task(TaskConfig(name="sst-2"))
-    assert "classification" in TASK_NAMES and "mnli-mm" in TASK_NAMES and len(TASK_NAMES) == 11
+        build_task(ClassificationTaskConfig(name="sst-2"))
+    assert "classification" in TASK_NAMES and "mnli-mm" in TASK_NAMES
+    assert {"conll2003", "squad", "text"} <= set(TASK_NAMES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_classification_from_csv(tmp_path: Path):
         'review,title,sentiment\n"good, really",t1,pos\nbad,t2,neg\nmeh,t3,neutral\n',
     )
     dev = write(tmp_path / "dev.csv", "review,title,sentiment\nfine,t4,pos\n")
-    config = TaskConfig(
+    config = ClassificationTaskConfig(
         name="classification",
         train_file=train,
         eval_file=dev,
@@ -244,7 +244,7 @@ def test_classification_from_csv(tmp_path: Path):
     assert data["label"] == [2, 0, 1]
     assert task.load("eval")["label"] == [2]
     assert task.main_metric == "accuracy"
-    kwargs = task.model_label_kwargs()
+    kwargs = task.model_kwargs()
     assert kwargs["id2label"] == {0: "neg", 1: "neutral", 2: "pos"}
     assert kwargs["label2id"]["pos"] == 2 and kwargs["num_labels"] == 3
 
@@ -253,7 +253,9 @@ def test_classification_from_jsonl_with_int_labels(tmp_path: Path):
     records = [{"text": "a", "label": 10}, {"text": "b", "label": 2}, {"text": "c", "label": 10}]
     train = write(tmp_path / "train.jsonl", "\n".join(json.dumps(r) for r in records) + "\n")
     dev = write(tmp_path / "dev.jsonl", json.dumps({"text": "d", "label": 2}) + "\n")
-    task = build_task(TaskConfig(name="classification", train_file=train, eval_file=dev))
+    task = build_task(
+        ClassificationTaskConfig(name="classification", train_file=train, eval_file=dev)
+    )
     assert task.label_names == ["2", "10"]  # numeric order, stored as strings
     assert task.load("train")["label"] == [1, 0, 1]
     assert task.load("eval")["label"] == [0]
@@ -261,7 +263,9 @@ def test_classification_from_jsonl_with_int_labels(tmp_path: Path):
 
 def test_classification_regression_from_tsv(tmp_path: Path):
     train = write(tmp_path / "train.tsv", "text\tlabel\nx\t0.5\ny\t2\n")
-    config = TaskConfig(name="classification", train_file=train, eval_file=train, regression=True)
+    config = ClassificationTaskConfig(
+        name="classification", train_file=train, eval_file=train, regression=True
+    )
     task = build_task(config)
     assert (task.num_labels, task.label_names, task.main_metric) == (1, None, "pearson")
     assert task.load("eval")["label"] == pytest.approx([0.5, 2.0])
@@ -270,24 +274,28 @@ def test_classification_regression_from_tsv(tmp_path: Path):
 def test_classification_errors(tmp_path: Path):
     train = write(tmp_path / "train.csv", "sentence,label\nok,a\nno,b\n")
     with pytest.raises(DataError, match=r"columns found: \['sentence', 'label'\]"):
-        build_task(TaskConfig(name="classification", train_file=train)).load("train")
+        build_task(ClassificationTaskConfig(name="classification", train_file=train)).load("train")
 
     missing = tmp_path / "missing.csv"
     with pytest.raises(DataError, match=str(missing)):
-        build_task(TaskConfig(name="classification", train_file=missing)).load("train")
+        build_task(ClassificationTaskConfig(name="classification", train_file=missing)).load(
+            "train"
+        )
 
     train = write(tmp_path / "train2.csv", "text,label\nok,a\nno,b\n")
     dev = write(tmp_path / "dev2.csv", "text,label\nhm,c\nyes,a\n")
-    task = build_task(TaskConfig(name="classification", train_file=train, eval_file=dev))
+    task = build_task(
+        ClassificationTaskConfig(name="classification", train_file=train, eval_file=dev)
+    )
     with pytest.raises(DataError, match=r"\['c'\]"):
         task.load("eval")
 
     empty = write(tmp_path / "empty.csv", "")
     with pytest.raises(DataError, match="empty"):
-        build_task(TaskConfig(name="classification", train_file=empty)).load("train")
+        build_task(ClassificationTaskConfig(name="classification", train_file=empty)).load("train")
 
     with pytest.raises(DataError, match="eval_file"):
-        build_task(TaskConfig(name="classification", train_file=train)).load("eval")
+        build_task(ClassificationTaskConfig(name="classification", train_file=train)).load("eval")
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,7 +334,7 @@ def test_stsb_pearson_and_spearman(tmp_path: Path):
 
 def test_own_classification_reports_macro_f1(tmp_path: Path):
     train = write(tmp_path / "t.csv", "text,label\na,x\nb,y\n")
-    task = build_task(TaskConfig(name="classification", train_file=train))
+    task = build_task(ClassificationTaskConfig(name="classification", train_file=train))
     metrics = task.compute_metrics(one_hot_logits([0, 0, 1]), np.array([0, 1, 1]))
     # class 0: P 1/2 R 1 F1 2/3; class 1: P 1 R 1/2 F1 2/3
     assert metrics == pytest.approx({"accuracy": 2 / 3, "f1_macro": 2 / 3})
@@ -340,7 +348,7 @@ def test_own_classification_reports_macro_f1(tmp_path: Path):
 def test_check_model_num_labels(tmp_path: Path):
     task = glue_task("sst2", tmp_path)
     task.check_model(transformers.BertConfig(num_labels=2))  # default LABEL_i names are fine
-    assert task.label_ids_for_model(transformers.BertConfig(num_labels=2)) is None
+    assert task.label_order(transformers.BertConfig(num_labels=2)) is None
     with pytest.raises(DataError, match=r"3 output\(s\).*needs 2.*finetune"):
         task.check_model(transformers.BertConfig(num_labels=3))
 
@@ -351,10 +359,10 @@ def test_check_model_named_labels(tmp_path: Path):
         num_labels=3, id2label={0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"}
     )
     task.check_model(reordered)  # names match up to case
-    assert task.label_ids_for_model(reordered) == [2, 1, 0]
+    assert task.label_order(reordered) == [2, 1, 0]
 
     wrong = transformers.BertConfig(num_labels=3, id2label={0: "joy", 1: "anger", 2: "fear"})
-    with pytest.raises(DataError, match=r"joy.*entailment.*finetune"):
+    with pytest.raises(DataError, match=r"entailment.*joy.*finetune"):
         task.check_model(wrong)
 
 

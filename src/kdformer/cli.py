@@ -6,6 +6,7 @@ Every training command takes a YAML config plus ``key.sub=value`` overrides, e.g
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -20,15 +21,15 @@ from kdformer.config import (
     ConfigError,
     ExperimentConfig,
     ReportConfig,
-    TaskConfig,
     describe_fields,
     dump_config,
     load_config,
 )
 
 SECTIONS_HELP = (
-    "Config sections: output_dir, seed, task, teacher, finetune, student, distill, report. "
-    "Every field with its meaning: `kdformer config fields`."
+    "Config sections: output_dir, seed, task (type classification, ner, qa or text), teacher, "
+    "finetune, general, student, distill, report. Every field with its meaning: "
+    "`kdformer config fields`."
 )
 
 app = typer.Typer(
@@ -55,6 +56,12 @@ OverwriteOpt = typer.Option(
 ResumeOpt = typer.Option(
     False, "--resume", help="Continue from the latest checkpoint of an interrupted run."
 )
+WeakTeacherOpt = typer.Option(
+    False,
+    "--allow-weak-teacher",
+    help="Distil even when the teacher does not beat the task's trivial baseline clearly "
+    "(report.min_teacher_gain); the report marks retention as meaningless.",
+)
 
 
 def _quiet_libraries(verbose: bool) -> None:
@@ -69,8 +76,11 @@ def _quiet_libraries(verbose: bool) -> None:
         datasets.disable_progress_bars()
 
 
-def _load(config: Path, overrides: list[str] | None) -> ExperimentConfig:
-    return load_config(config, overrides or [])
+def _load(
+    config: Path, overrides: list[str] | None, allow_weak_teacher: bool = False
+) -> ExperimentConfig:
+    extra = ["distill.allow_weak_teacher=true"] if allow_weak_teacher else []
+    return load_config(config, [*(overrides or []), *extra])
 
 
 def _fail(exc: Exception) -> None:
@@ -84,10 +94,11 @@ def user_errors() -> Iterator[None]:
     from pydantic import ValidationError
 
     from kdformer.tasks import DataError
+    from kdformer.training import TrainingDiverged
 
     try:
         yield
-    except (ConfigError, DataError, ValidationError) as exc:
+    except (ConfigError, DataError, ValidationError, TrainingDiverged) as exc:
         _fail(exc)
 
 
@@ -121,12 +132,15 @@ def distill(
     overrides: list[str] | None = OverridesArg,
     overwrite: bool = OverwriteOpt,
     resume: bool = ResumeOpt,
+    allow_weak_teacher: bool = WeakTeacherOpt,
 ) -> None:
-    """Distill the task-trained teacher into a student, into <output_dir>/student."""
+    """Distill the teacher into a student, into <output_dir>/student: on a task (the teacher
+    trained for it), or on raw text (task: {type: text}) for a general student."""
     from kdformer import pipeline
 
     with user_errors():
-        pipeline.distill(_load(config, overrides), overwrite=overwrite, resume=resume)
+        cfg = _load(config, overrides, allow_weak_teacher)
+        pipeline.distill(cfg, overwrite=overwrite, resume=resume)
 
 
 @app.command(epilog=SECTIONS_HELP)
@@ -134,10 +148,13 @@ def run(
     config: Path = ConfigArg,
     overrides: list[str] | None = OverridesArg,
     stages: str = typer.Option(
-        "", help="Comma-separated subset of finetune,distill,evaluate (default: all configured)."
+        "",
+        help="Comma-separated subset of finetune,general,distill,evaluate (default: all "
+        "configured).",
     ),
     overwrite: bool = OverwriteOpt,
     resume: bool = ResumeOpt,
+    allow_weak_teacher: bool = WeakTeacherOpt,
 ) -> None:
     """Run the pipeline from one YAML file: finetune (if configured) -> distill -> evaluate."""
     from kdformer import pipeline
@@ -147,7 +164,8 @@ def run(
     if bad:
         _fail(ConfigError(f"unknown stage(s) {bad}; valid: {', '.join(pipeline.STAGES)}"))
     with user_errors():
-        pipeline.run(_load(config, overrides), chosen or None, overwrite=overwrite, resume=resume)  # type: ignore[arg-type]
+        cfg = _load(config, overrides, allow_weak_teacher)
+        pipeline.run(cfg, chosen or None, overwrite=overwrite, resume=resume)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -185,14 +203,24 @@ def study(
 @app.command()
 def evaluate(
     model_dir: str = typer.Argument(..., help="Model folder (or hub name) to evaluate."),
-    task: str = typer.Option("sst2", help="Task name (a GLUE task or 'classification')."),
-    data_dir: Path | None = typer.Option(None, help="GLUE data root, e.g. ../shared/data/glue."),
-    eval_file: Path | None = typer.Option(None, help="'classification': evaluation file."),
-    text_column: str = typer.Option("text", help="'classification': text column."),
+    task_overrides: list[str] | None = typer.Argument(
+        None, help="Task settings as task.key=value, e.g. task.eval_split=test."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="Take the task (and report) sections from this experiment config."
+    ),
+    task: str | None = typer.Option(
+        None,
+        help="Task name: a GLUE task, 'classification' (own files), conll2003, squad, text "
+        "(default sst2 without --config).",
+    ),
+    data_dir: Path | None = typer.Option(None, help="Data root, e.g. ../shared/data/glue."),
+    eval_file: Path | None = typer.Option(None, help="Evaluation file (own files)."),
+    text_column: str | None = typer.Option(None, help="'classification': text column."),
     text_pair_column: str | None = typer.Option(None, help="'classification': second text column."),
-    label_column: str = typer.Option("label", help="'classification': label column."),
+    label_column: str | None = typer.Option(None, help="'classification': label column."),
     max_eval_samples: int | None = typer.Option(None, help="Evaluate on the first N examples."),
-    max_length: int = typer.Option(128, help="Tokens per example."),
+    max_length: int | None = typer.Option(None, help="Tokens per model input."),
     reference: str | None = typer.Option(
         None, help="A reference model (e.g. the teacher) measured alongside; retention is vs it."
     ),
@@ -210,27 +238,38 @@ def evaluate(
     from kdformer.report.render import print_report
 
     with user_errors():
-        task_cfg = TaskConfig(
-            name=task,
-            data_dir=data_dir,
-            eval_file=eval_file,
-            train_file=None,
-            text_column=text_column,
-            text_pair_column=text_pair_column,
-            label_column=label_column,
-            max_eval_samples=max_eval_samples,
-            max_length=max_length,
+        base = load_config(config) if config is not None else None
+        section = base.task.model_dump(mode="json", exclude_unset=True) if base else {}
+        if task is not None or base is None:
+            section = {"name": task or "sst2"}
+        options = {
+            "data_dir": data_dir,
+            "eval_file": eval_file,
+            "text_column": text_column,
+            "text_pair_column": text_pair_column,
+            "label_column": label_column,
+            "max_eval_samples": max_eval_samples,
+            "max_length": max_length,
+        }
+        section.update(
+            {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
         )
-        report_cfg = ReportConfig(
-            latency_batch_size=latency_batch_size,
-            latency_seq_length=latency_seq_length,
-            latency_repeats=repeats,
-            device=device,
+        bad = [o for o in task_overrides or [] if not o.startswith("task.")]
+        if bad:
+            raise ConfigError(f"evaluate takes only task.* settings as overrides, not {bad}")
+        experiment = load_config(None, [f"task={json.dumps(section)}", *(task_overrides or [])])
+        report_cfg = (base.report if base else ReportConfig()).model_copy(
+            update={
+                "latency_batch_size": latency_batch_size,
+                "latency_seq_length": latency_seq_length,
+                "latency_repeats": repeats,
+                "device": device,
+            }
         )
         models = ([("reference", reference)] if reference else []) + [("model", model_dir)]
         report = pipeline.measure_models(
             models,
-            task_cfg,
+            experiment.task,
             report_cfg,
             eval_batch_size=batch_size,
             trust_remote_code=trust_remote_code,
@@ -296,8 +335,8 @@ def students(
     tokens = f"{vocab:,}" if isinstance(vocab, int) else "?"
     console.print(
         f"Budget {target.budget / 1e6:.2f}M parameters ±{tolerance * 100:g}% ({source}, {tokens} "
-        f"tokens). Counted as AutoModelForSequenceClassification with 2 labels, embeddings "
-        f"included. Head size {target.head_size}, ffn (intermediate) = 4 x hidden, layers "
+        f"tokens). Counted as the encoder (AutoModel: embeddings and pooler included, no task "
+        f"head). Head size {target.head_size}, ffn (intermediate) = 4 x hidden, layers "
         f"1-{target.max_layers}.",
         soft_wrap=True,
     )

@@ -17,48 +17,24 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from kdformer.configbase import ConfigError, Section
-from kdformer.knowledge import KnowledgeConfig, LogitsConfig
+from kdformer.knowledge import HiddenConfig, KnowledgeConfig, LogitsConfig, QKVRelationsConfig
+from kdformer.tasks import (
+    TASK_CONFIGS,
+    ClassificationTaskConfig,
+    TaskConfig,
+    TextTaskConfig,
+    task_type,
+)
 
-__all__ = ["ConfigError", "Section", "ExperimentConfig", "load_config", "dump_config"]
-
-
-class TaskConfig(Section):
-    """Which task and data to train and evaluate on."""
-
-    name: str = Field(
-        "sst2",
-        description="Task name: a GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, "
-        "rte, wnli) or 'classification' for your own CSV/TSV/JSON-lines files.",
-    )
-    data_dir: Path | None = Field(
-        None,
-        description="GLUE root holding <TASK>/{train,dev}.tsv as the official download script "
-        "writes it (e.g. ../shared/data/glue). Unset: load `hub_dataset` from the Hugging Face hub.",
-    )
-    hub_dataset: str = Field(
-        "nyu-mll/glue", description="Hub data set used when data_dir is unset."
-    )
-    train_file: Path | None = Field(
-        None, description="'classification' task: training file (.csv, .tsv, .jsonl/.json)."
-    )
-    eval_file: Path | None = Field(
-        None, description="'classification' task: evaluation file (.csv, .tsv, .jsonl/.json)."
-    )
-    text_column: str = Field("text", description="'classification' task: column with the text.")
-    text_pair_column: str | None = Field(
-        None, description="'classification' task: column with the second text of a pair, if any."
-    )
-    label_column: str = Field("label", description="'classification' task: column with the label.")
-    regression: bool = Field(
-        False, description="'classification' task: labels are real numbers (one output)."
-    )
-    max_length: int = Field(128, gt=0, description="Tokens per example after truncation.")
-    max_train_samples: int | None = Field(
-        None, gt=0, description="Use a random subset of this many training examples (seeded)."
-    )
-    max_eval_samples: int | None = Field(
-        None, gt=0, description="Use only the first this-many evaluation examples."
-    )
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "GeneralConfig",
+    "Section",
+    "TaskConfig",
+    "dump_config",
+    "load_config",
+]
 
 
 class ModelConfig(Section):
@@ -172,6 +148,33 @@ class DistillConfig(Section):
         "over training (optimiser step / total steps).",
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
+    allow_weak_teacher: bool = Field(
+        False,
+        description="Distil even when the teacher does not beat the task's trivial baseline by "
+        "report.min_teacher_gain (the report then marks retention as meaningless). CLI: "
+        "--allow-weak-teacher.",
+    )
+
+
+class GeneralConfig(Section):
+    """Stage one of two-stage distillation: task-agnostic distillation on raw text from the
+    teacher *before* task fine-tuning, whose student then starts the task stage."""
+
+    task: TextTaskConfig = Field(..., description="The raw text (a `type: text` task section).")
+    knowledge: list[KnowledgeConfig] = Field(
+        default_factory=lambda: [HiddenConfig(), QKVRelationsConfig()],
+        description="Loss terms of the general stage (with an MLM teacher add {type: logits}).",
+    )
+    hard_label_weight: float = Field(
+        1.0, ge=0, description="Weight of the MLM loss when the teacher has an MLM head."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
+    compare_one_stage: bool = Field(
+        True,
+        description="Also distil a student from teacher-layer initialisation on the task alone, "
+        "with as many training tokens as both stages together, and report it beside the "
+        "two-stage student.",
+    )
 
 
 class ReportConfig(Section):
@@ -182,6 +185,16 @@ class ReportConfig(Section):
     latency_repeats: int = Field(20, gt=0, description="Timed forward passes (median reported).")
     latency_warmup: int = Field(3, ge=0, description="Untimed warm-up passes.")
     device: str = Field("auto", description="Where to evaluate and time: auto, cpu, cuda, cuda:1.")
+    min_teacher_gain: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="The share of the headroom between the task's trivial baseline and a "
+        "perfect score that the teacher must close for retention to mean anything (0.1: a "
+        "teacher at 50.9% accuracy over a 50.9% majority class must reach 55.8%). Below it, "
+        "distillation stops before training (unless distill.allow_weak_teacher) and reports "
+        "mark retention as meaningless.",
+    )
 
 
 class ExperimentConfig(Section):
@@ -189,7 +202,11 @@ class ExperimentConfig(Section):
 
     output_dir: Path = Field(Path("runs/experiment"), description="Where everything is written.")
     seed: int = Field(42, description="Random seed for data sampling, initialisation and training.")
-    task: TaskConfig = Field(default_factory=TaskConfig, description="Task and data.")
+    task: TaskConfig = Field(
+        default_factory=ClassificationTaskConfig,
+        description="Task and data: a section of one task type (classification, ner, qa, text; "
+        "see `kdformer config fields task`).",
+    )
     teacher: ModelConfig = Field(
         default_factory=lambda: ModelConfig(name="minilm-l6"), description="The teacher."
     )
@@ -197,6 +214,11 @@ class ExperimentConfig(Section):
         None,
         description="Fine-tune the teacher on the task first (into <output_dir>/teacher). Unset: "
         "the teacher is already trained for the task.",
+    )
+    general: GeneralConfig | None = Field(
+        None,
+        description="Two-stage distillation: first distil a general student on raw text (from "
+        "the teacher before fine-tuning), then distil the task into it. Unset: one stage.",
     )
     student: StudentConfig = Field(default_factory=StudentConfig, description="Student shape/init.")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation.")
@@ -215,24 +237,40 @@ class ExperimentConfig(Section):
 # --------------------------------------------------------------------------------------------
 
 
-def _section_class(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside an annotation such as ``TrainConfig | None``."""
+def _section_class(annotation: Any, data: Any = None) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``TrainConfig | None``; for a tagged
+    union (the task section) the member ``data`` selects, by its ``type`` or ``name``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType, list, typing.Annotated):
-        for arg in typing.get_args(annotation):
-            found = _section_class(arg)
-            if found is not None:
-                return found
+        members = [_section_class(arg) for arg in typing.get_args(annotation)]
+        members = [m for m in members if m is not None]
+        tagged = [m for m in members if m in TASK_CONFIGS.values()]
+        if tagged and isinstance(data, dict):
+            return TASK_CONFIGS.get(task_type(data), tagged[0])
+        return members[0] if members else None
     return None
 
 
 def _knowledge_class(type_name: str) -> type[BaseModel] | None:
+    """The config class of a union tag: a knowledge type or a task type."""
     from kdformer.knowledge import KNOWLEDGE
 
     entry = KNOWLEDGE.get(type_name)
-    return entry.config_class if entry else None
+    if entry is not None:
+        return entry.config_class
+    return TASK_CONFIGS.get(type_name)
+
+
+def _other_task_owner(key: str, current: type[BaseModel] | None) -> str | None:
+    """The task type whose section has ``key``, when ``current`` (a task section) lacks it."""
+    if current not in TASK_CONFIGS.values():
+        return None
+    for kind, cls in TASK_CONFIGS.items():
+        if cls is not current and key in cls.model_fields:
+            return kind
+    return None
 
 
 def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -245,7 +283,7 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
             continue
         if part in model.model_fields:
             model = _section_class(model.model_fields[part].annotation)
-        else:  # a discriminated-union tag such as 'logits'
+        else:  # a discriminated-union tag such as 'logits' or 'ner'
             model = _knowledge_class(str(part))
     return model
 
@@ -269,7 +307,15 @@ def format_validation_error(error: ValidationError, root: type[BaseModel], sourc
         dotted = ".".join(str(p) for p in loc if not (isinstance(p, str) and _is_tag(root, loc, p)))
         if item["type"] == "extra_forbidden":
             owner = _model_at(root, loc[:-1])
-            lines.append(f"  - unknown key '{dotted}'{suggest_key(owner, str(loc[-1]))}")
+            other = _other_task_owner(str(loc[-1]), owner)
+            if other is not None:
+                this = owner.model_fields["type"].default
+                lines.append(
+                    f"  - '{dotted}' is a field of task type '{other}', not of '{this}': remove "
+                    f"it, or set task.type: {other}"
+                )
+            else:
+                lines.append(f"  - unknown key '{dotted}'{suggest_key(owner, str(loc[-1]))}")
         else:
             lines.append(f"  - {dotted or '(top level)'}: {item['msg']}")
     return "\n".join(lines)
@@ -328,6 +374,12 @@ def apply_overrides(
                 continue
             if model is not None and part not in model.model_fields:
                 dotted = ".".join(parts[: depth + 1])
+                other = _other_task_owner(part, model)
+                if other is not None:
+                    raise ConfigError(
+                        f"override '{text}': '{dotted}' is a field of task type '{other}', not "
+                        f"of '{model.model_fields['type'].default}'; set task.type={other} first"
+                    )
                 raise ConfigError(
                     f"override '{text}': unknown key '{dotted}'{suggest_key(model, part)}"
                 )
@@ -338,7 +390,7 @@ def apply_overrides(
             if not isinstance(node.get(part), (dict, list)):
                 node[part] = _default_data(field)
             node = node[part]
-            model = _section_class(field.annotation) if field is not None else None
+            model = _section_class(field.annotation, node) if field is not None else None
     return data
 
 
@@ -396,6 +448,16 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
     rows: list[tuple[str, str, str, str]] = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
+        if _is_task_union(field.annotation):  # a tagged union: one block of rows per task type
+            rows.append(
+                (key, " | ".join(TASK_CONFIGS), "type classification", field.description or "")
+            )
+            for kind, cls in TASK_CONFIGS.items():
+                rows.extend(
+                    (f"{k} [{kind}]", t, d, text)
+                    for k, t, d, text in describe_fields(cls, prefix=f"{key}.")
+                )
+            continue
         sub = _section_class(field.annotation)
         type_name = _type_name(field.annotation)
         if field.default_factory is not None:
@@ -414,6 +476,14 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
         if sub is not None and name != "knowledge":
             rows.extend(describe_fields(sub, prefix=f"{key}."))
     return rows
+
+
+def _is_task_union(annotation: Any) -> bool:
+    """Whether an annotation is the tagged union of task sections."""
+    if typing.get_origin(annotation) not in (Union, types.UnionType, typing.Annotated):
+        return False
+    members = {_section_class(arg) for arg in typing.get_args(annotation)}
+    return len(members & set(TASK_CONFIGS.values())) > 1
 
 
 def _type_name(annotation: Any) -> str:

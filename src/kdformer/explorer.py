@@ -4,8 +4,8 @@ Shapes are ``layers x hidden x heads x intermediate`` with the head size fixed (
 teacher's with ``like``), ``heads = hidden / head size`` and ``intermediate = 4 x hidden``;
 layers go from 1 to the teacher's depth (12 without a teacher) and hidden sizes up to the
 teacher's width (without a teacher: as wide as the budget allows). Parameters are counted
-exactly as :func:`kdformer.models.count_parameters` counts an
-``AutoModelForSequenceClassification`` with 2 labels, embeddings and pooler included, by building
+exactly as :func:`kdformer.models.count_parameters` counts the encoder (``AutoModel``:
+embeddings and pooler included, no task head, which adds only hidden x labels), by building
 the config on the ``meta`` device (no memory, no weights). The vocabulary and position range are
 the teacher's, or BERT-base's (30,522 tokens, 512 positions) without one: at small widths the
 embeddings are much of the budget. Latency is the median forward pass of randomly initialised
@@ -112,15 +112,13 @@ def shape_config(config: Any, layers: int, hidden: int, heads: int, intermediate
 def count_shape_parameters(
     config: Any, layers: int, hidden: int, heads: int, intermediate: int
 ) -> int:
-    """Exact parameters of an AutoModelForSequenceClassification (2 labels) of this shape."""
-    from transformers import AutoModelForSequenceClassification
+    """Exact parameters of the encoder (``AutoModel``, no task head) of this shape."""
+    from transformers import AutoModel
 
     from kdformer.models import count_parameters
 
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(
-            shape_config(config, layers, hidden, heads, intermediate)
-        )
+        model = AutoModel.from_config(shape_config(config, layers, hidden, heads, intermediate))
     return count_parameters(model)
 
 
@@ -269,13 +267,13 @@ def no_fit_reason(target: Target, tolerance: float) -> str:
 
 
 def _build(config: Any, candidate: Candidate) -> torch.nn.Module:
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel
 
     shaped = shape_config(
         config, candidate.layers, candidate.hidden, candidate.heads, candidate.intermediate
     )
     torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_config(shaped).eval()
+    return AutoModel.from_config(shaped).eval()
 
 
 def time_candidates(

@@ -1,8 +1,11 @@
 """Taking features out of Hugging Face models without editing their code.
 
 A loss term declares what it needs (:class:`FeatureNeeds`); :func:`extract_features` runs one
-forward pass that returns exactly that: logits always, hidden states and attention maps through
-the model's own ``output_*`` flags, anything else through forward hooks on named modules.
+forward pass that returns exactly that: the task's outputs (logits, start/end logits) by name,
+hidden states through the model's own ``output_hidden_states`` flag, anything else through
+forward hooks on named modules. Attention distributions are rebuilt from the hooked query and
+key projections rather than taken from ``output_attentions``: those maps come after attention
+dropout (wrong targets for a student in train mode) and need the slow eager kernel.
 
 Per-layer modules (a layer's query/key/value projections, its feed-forward ``intermediate``
 block) are asked for *symbolically*, as ``(kind, layer)`` with ``layer`` 1-based like
@@ -17,6 +20,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -39,11 +43,29 @@ Longformer, BigBird (and models sharing their layout) name them
 
 
 @dataclass(frozen=True)
+class OutputSpec:
+    """One model output a task distils and trains on, and how its rows are compared.
+
+    ``over``: ``classes`` is a distribution over the last dimension (class logits, per example
+    or per token); ``positions`` a distribution over the sequence (extractive QA's start and
+    end logits, one per example, padding excluded). ``rows`` (for ``classes``): ``example``
+    (one row per example), ``token`` (every real token) or ``labelled`` (tokens whose gold
+    label in ``label_key`` is not -100, e.g. the first word piece of each word).
+    ``label_key``: the batch key holding this output's gold labels (None: no hard labels)."""
+
+    name: str
+    label_key: str | None = None
+    over: Literal["classes", "positions"] = "classes"
+    rows: Literal["example", "token", "labelled"] = "example"
+
+
+@dataclass(frozen=True)
 class FeatureNeeds:
     """What a forward pass must expose for a set of loss terms."""
 
+    outputs: frozenset[str] = frozenset()
+    """Names of task outputs to keep (``logits``, ``start_logits``, ...)."""
     hidden_states: bool = False
-    attentions: bool = False
     modules: frozenset[str] = frozenset()
     layer_modules: frozenset[LayerModule] = frozenset()
     """Symbolic per-layer modules, (kind, 1-based layer); resolved against each model by
@@ -52,8 +74,8 @@ class FeatureNeeds:
 
     def __or__(self, other: FeatureNeeds) -> FeatureNeeds:
         return FeatureNeeds(
+            outputs=self.outputs | other.outputs,
             hidden_states=self.hidden_states or other.hidden_states,
-            attentions=self.attentions or other.attentions,
             modules=self.modules | other.modules,
             layer_modules=self.layer_modules | other.layer_modules,
         )
@@ -63,17 +85,21 @@ class FeatureNeeds:
 class Features:
     """One model's view of a batch.
 
+    ``outputs`` maps a task output name (``logits``, ``start_logits``, ...) to its tensor;
     ``hidden_states[0]`` is the embedding output and ``hidden_states[i]`` the output of layer i
-    (1-based); ``attentions[i - 1]`` is layer i's attention probabilities (batch, heads, q, k).
-    ``modules`` maps a module path to that module's output; ``layer_modules`` maps a symbolic
-    request such as ``("query", 2)`` (1-based layer) to that module's output.
+    (1-based). ``modules`` maps a module path to that module's output; ``layer_modules`` maps a
+    symbolic request such as ``("query", 2)`` (1-based layer) to that module's output.
     """
 
-    logits: torch.Tensor
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
     modules: dict[str, torch.Tensor] = field(default_factory=dict)
     layer_modules: dict[LayerModule, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The ``logits`` output (classification, token classification, masked LM)."""
+        return self.outputs["logits"]
 
 
 def _layer_module_index(model: nn.Module, kinds: Iterable[str]) -> dict[str, dict[int, str]]:
@@ -135,9 +161,8 @@ def resolve_layer_modules(
 
 
 def prepare_model(model: nn.Module, needs: FeatureNeeds) -> None:
-    """Switch to eager attention only when attention maps are needed (fused kernels hide them)."""
-    if needs.attentions and hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation("eager")
+    """Check, before training, that the model has every module the needs name (the fused
+    attention kernel stays on: no knowledge type needs attention maps from the model)."""
     if needs.layer_modules:  # fail now, before training, if the model lacks the modules
         resolve_layer_modules(model, needs.layer_modules)
 
@@ -183,21 +208,16 @@ def extract_features(
     kwargs = {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
     layer_names = resolve_layer_modules(model, needs.layer_modules) if needs.layer_modules else {}
     with capture_modules(model, needs.modules | frozenset(layer_names.values())) as captured:
-        out = model(
-            **kwargs,
-            output_hidden_states=needs.hidden_states,
-            output_attentions=needs.attentions,
-            return_dict=True,
-        )
-    if needs.attentions and not out.attentions:
-        raise RuntimeError(
-            f"{type(model).__name__} returned no attention maps; call prepare_model() first "
-            "(attention maps need the eager attention implementation)"
+        out = model(**kwargs, output_hidden_states=needs.hidden_states, return_dict=True)
+    missing = sorted(name for name in needs.outputs if out.get(name) is None)
+    if missing:
+        raise ValueError(
+            f"{type(model).__name__} returned no output(s) {missing} (it returned "
+            f"{list(out.keys())}): load it with the task's model class"
         )
     return Features(
-        logits=out.logits,
+        outputs={name: out[name] for name in needs.outputs},
         hidden_states=out.hidden_states if needs.hidden_states else None,
-        attentions=out.attentions if needs.attentions else None,
         modules={name: captured[name] for name in needs.modules},
         layer_modules={request: captured[name] for request, name in layer_names.items()},
     )

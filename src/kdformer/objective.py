@@ -2,50 +2,44 @@
 
 Usable from a plain PyTorch loop::
 
-    objective = DistillationObjective(cfg.knowledge, teacher.config, student.config, 0.5)
+    objective = DistillationObjective(cfg.knowledge, teacher.config, student.config,
+                                      outputs=task.outputs, hard_label_weight=0.5)
     teacher_signal = LiveTeacher(teacher, objective.needs_for("teacher"))  # frozen, no_grad
-    prepare_model(student, objective.needs_for("student"))  # eager attention if maps are needed
+    prepare_model(student, objective.needs_for("student"))  # checks the hooked modules exist
     for step, batch in enumerate(loader):
         objective.set_progress(step / total_steps)     # only matters for scheduled terms
         student_features = extract_features(student, batch, objective.needs_for("student"))
-        out = objective(student_features, teacher_signal(batch), batch["labels"],
-                        batch["attention_mask"])
+        out = objective(student_features, teacher_signal(batch), batch)
         out.loss.backward()   # out.terms holds every term by name, for logging
 
-``objective.needs`` (both sides' needs together) also works for either model: per-layer module
-requests for layers a model does not have are skipped. Put ``objective.parameters()`` in the
-optimiser too: projections and many-to-one layer weights train with the student.
+``outputs`` says which model outputs the task distils and where their gold labels are
+(:class:`kdformer.features.OutputSpec`; every task lists its own as ``task.outputs``). The batch
+carries the attention mask and the gold labels. ``objective.needs`` (both sides' needs
+together) also works for either model: per-layer module requests for layers a model does not
+have are skipped. Put ``objective.parameters()`` in the optimiser too: projections and
+many-to-one layer weights train with the student.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from kdformer.features import FeatureNeeds, Features
+from kdformer.configbase import ConfigError
+from kdformer.features import FeatureNeeds, Features, OutputSpec
 from kdformer.knowledge import ModelShape, build_term
 from kdformer.knowledge.base import KnowledgeTermConfig, scheduled
+from kdformer.knowledge.logits import hard_label_loss
 
 
 @dataclass
 class ObjectiveOutput:
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]  # unweighted value of each term, detached
-
-
-def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on gold labels, or MSE for single-output (regression) heads.
-    Label -100 marks positions to ignore (token tasks)."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
-    )
 
 
 def term_names(configs: Sequence[KnowledgeTermConfig]) -> list[str]:
@@ -56,7 +50,7 @@ def term_names(configs: Sequence[KnowledgeTermConfig]) -> list[str]:
 
 class DistillationObjective(nn.Module):
     """Holds the knowledge terms (and their trainable projections and layer mixers) and
-    combines them.
+    combines them with the hard-label loss of every task output that has gold labels.
 
     ``hard_label_weight_end``, when set, moves the hard-label weight linearly from
     ``hard_label_weight`` (progress 0) to it (progress 1); :meth:`set_progress` sets the training
@@ -67,18 +61,29 @@ class DistillationObjective(nn.Module):
         knowledge: Sequence[KnowledgeTermConfig],
         teacher_config: Any,
         student_config: Any,
+        outputs: Sequence[OutputSpec],
         hard_label_weight: float = 0.0,
         hard_label_weight_end: float | None = None,
     ):
         super().__init__()
         teacher, student = ModelShape.of(teacher_config), ModelShape.of(student_config)
+        self.outputs = tuple(outputs)
         self.names = term_names(knowledge)
         self.terms = nn.ModuleDict(
-            {name: build_term(cfg, teacher, student) for name, cfg in zip(self.names, knowledge)}
+            {
+                name: build_term(cfg, teacher, student, self.outputs)
+                for name, cfg in zip(self.names, knowledge)
+            }
         )
         self.hard_label_weight = hard_label_weight
         self.hard_label_weight_end = hard_label_weight_end
         self.progress = 0.0
+        if not len(self.terms) and not self.uses_hard_labels:
+            raise ConfigError(
+                "the distillation objective is empty: no knowledge terms and no hard-label loss "
+                "(hard_label_weight is 0, or the task has no gold labels). Add a knowledge type "
+                "to distill.knowledge (see `kdformer knowledge`) or set distill.hard_label_weight"
+            )
 
     def set_progress(self, fraction: float) -> None:
         """Training progress, 0 at the start and 1 at the end (clipped), for scheduled values.
@@ -92,9 +97,17 @@ class DistillationObjective(nn.Module):
         """The hard-label weight at the current progress."""
         return scheduled(self.hard_label_weight, self.hard_label_weight_end, self.progress)
 
+    @property
+    def uses_hard_labels(self) -> bool:
+        """Whether gold labels enter the loss at any point of training."""
+        weight = max(self.hard_label_weight, self.hard_label_weight_end or 0)
+        return weight > 0 and any(o.label_key for o in self.outputs)
+
     def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
         """What one model's forward pass must expose (per-layer modules differ by side)."""
         needs = FeatureNeeds()
+        if side == "student" and self.uses_hard_labels:
+            needs = FeatureNeeds(outputs=frozenset(o.name for o in self.outputs if o.label_key))
         for term in self.terms.values():
             needs = needs | term.needs_for(side)
         return needs
@@ -104,23 +117,39 @@ class DistillationObjective(nn.Module):
         """Both sides' needs together; safe to pass for either model."""
         return self.needs_for("student") | self.needs_for("teacher")
 
+    def hard_loss(
+        self, student: Features, batch: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """Mean supervised loss over the outputs whose gold labels the batch carries."""
+        losses = [
+            hard_label_loss(spec, student.outputs[spec.name], batch[spec.label_key], batch)
+            for spec in self.outputs
+            if spec.label_key and spec.label_key in batch
+        ]
+        return torch.stack(losses).mean() if losses else None
+
     def forward(
         self,
         student: Features,
         teacher: Features | None,
-        labels: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
+        batch: Mapping[str, torch.Tensor],
     ) -> ObjectiveOutput:
         if teacher is None and len(self.terms):
             raise ValueError("teacher features are needed: the objective has knowledge terms")
-        total = student.logits.new_zeros(())
+        weighted: list[torch.Tensor] = []
         values: dict[str, torch.Tensor] = {}
         for name, term in self.terms.items():
-            value = term(student, teacher, attention_mask)
+            value = term(student, teacher, batch)
             values[name] = value.detach()
-            total = total + term.config.weight * value
-        if labels is not None and max(self.hard_label_weight, self.hard_label_weight_end or 0) > 0:
-            value = hard_label_loss(student.logits, labels)
-            values["hard_label"] = value.detach()
-            total = total + self.current_hard_label_weight * value
-        return ObjectiveOutput(loss=total, terms=values)
+            weighted.append(term.config.weight * value)
+        if self.uses_hard_labels:
+            value = self.hard_loss(student, batch)
+            if value is not None:
+                values["hard_label"] = value.detach()
+                weighted.append(self.current_hard_label_weight * value)
+        if not weighted:
+            raise ValueError(
+                f"nothing to compute: no knowledge terms, and the batch holds none of the gold "
+                f"labels {[o.label_key for o in self.outputs if o.label_key]}"
+            )
+        return ObjectiveOutput(loss=torch.stack(weighted).sum(), terms=values)

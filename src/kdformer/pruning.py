@@ -119,12 +119,16 @@ def _first(output: Any) -> torch.Tensor:
 
 
 def compute_importance(
-    model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], max_batches: int = 8
+    model: nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    max_batches: int = 8,
+    label_keys: tuple[str, ...] = ("labels",),
 ) -> Importance:
     """Head, FFN-neuron and hidden-dimension importance of a task model from its loss gradients.
 
-    ``batches``: collated dicts of tensors with ``labels``; the first ``max_batches`` are used.
-    The model's weights and mode are left as they were (no parameter gradients are accumulated).
+    ``batches``: collated dicts of tensors with the task's gold labels under ``label_keys``
+    (the model computes its own task loss from them); the first ``max_batches`` are used. The
+    model's weights and mode are left as they were (no parameter gradients are accumulated).
     """
     embeddings, layers, _ = encoder_layers(model)
     config = model.config
@@ -176,13 +180,16 @@ def compute_importance(
     used = 0
     try:
         for batch in itertools.islice(batches, max_batches):
-            if "labels" not in batch:
+            missing = [key for key in label_keys if key not in batch]
+            if missing or not label_keys:
                 raise ConfigError(
-                    "init: pruned scores importance with the task loss: batches need 'labels'"
+                    "init: pruned scores importance with the task loss: batches need the gold "
+                    f"labels {list(label_keys) or '(none: this task has no labels)'}"
                 )
             inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+            labels = {k: batch[k].to(device) for k in label_keys}
             states.clear()
-            loss = model(**inputs, labels=batch["labels"].to(device)).loss
+            loss = model(**inputs, **labels).loss
             grads = torch.autograd.grad(
                 loss, [*head_masks, *neuron_masks, *states], allow_unused=True
             )
@@ -321,25 +328,15 @@ def copy_pruned_weights(
 
 
 def importance_batches(
-    dataset: Any,
-    collator: Any,
-    batch_size: int,
-    seed: int = 42,
-    label_order: list[int] | None = None,
+    dataset: Any, collator: Any, batch_size: int, seed: int = 42
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Seeded, shuffled batches of a tokenised training set for :func:`compute_importance`.
-
-    ``label_order[task_id]`` = the teacher's output index (``Task.label_ids_for_model``), so the
-    task loss is computed against the teacher's own label order.
-    """
+    """Seeded, shuffled batches of a tokenised training set for :func:`compute_importance`
+    (the teacher's head is already in the task's label order, see ``Task.align_model``)."""
     from torch.utils.data import DataLoader
 
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collator
     )
-    order = torch.as_tensor(label_order) if label_order is not None else None
     for batch in loader:
-        if order is not None and not batch["labels"].is_floating_point():
-            batch["labels"] = order[batch["labels"]]
         yield dict(batch)

@@ -173,12 +173,13 @@ def build_student(
     model_class: Any,
     seed: int = 42,
     data: Iterable[Mapping[str, torch.Tensor]] | None = None,
+    label_keys: tuple[str, ...] = ("labels",),
 ) -> Any:
     """Build and initialise the student for ``teacher`` (a loaded, task-trained transformers model).
 
-    ``data``: tokenised, collated batches with ``labels`` (dicts of tensors), needed only by
-    ``init: pruned``, which scores importance with the teacher's task loss on the first
-    ``cfg.pruning_batches`` of them.
+    ``data``: tokenised, collated batches with the task's gold labels under ``label_keys``
+    (dicts of tensors), needed only by ``init: pruned``, which scores importance with the
+    teacher's task loss on the first ``cfg.pruning_batches`` of them.
     """
     if cfg.init == "pruned" and data is None:
         raise ConfigError(
@@ -220,6 +221,6 @@ def build_student(
             from kdformer.pruning import compute_importance, copy_pruned_weights, plan_pruning
 
             assert data is not None
-            importance = compute_importance(teacher, data, cfg.pruning_batches)
+            importance = compute_importance(teacher, data, cfg.pruning_batches, label_keys)
             copy_pruned_weights(student, teacher, plan_pruning(importance, config, layers))
     return student

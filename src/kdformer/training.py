@@ -1,13 +1,17 @@
 """A thin layer over ``transformers.Trainer``.
 
-Mixed precision, gradient accumulation, checkpoints and resume, periodic evaluation, TensorBoard
-and multi-GPU (``accelerate launch`` / ``torchrun``) all come from the library; kdformer adds
-only the distillation loss and per-term logging.
+Mixed precision, gradient accumulation, checkpoints and resume, TensorBoard and multi-GPU
+(``accelerate launch`` / ``torchrun``) all come from the library; kdformer adds the
+distillation loss with per-term logging, evaluation through the task's own scorer (so token
+and span tasks are scored on words and answers, not on padded logits), and a guard that stops
+a diverged run before it writes a non-finite checkpoint.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +20,13 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from kdformer.config import ConfigError, TrainConfig
-from kdformer.features import extract_features, prepare_model
+from kdformer.features import MODEL_INPUTS, extract_features, prepare_model
 from kdformer.objective import DistillationObjective
 from kdformer.teacher import TeacherSignal
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became non-finite; nothing non-finite was saved."""
 
 
 class DistillationModel(nn.Module):
@@ -36,25 +44,14 @@ class DistillationModel(nn.Module):
         self.last_terms: dict[str, torch.Tensor] = {}
         prepare_model(student, objective.needs_for("student"))
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **extra: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        inputs = {"input_ids": input_ids, **extra}
-        if attention_mask is not None:
-            inputs["attention_mask"] = attention_mask
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
+    def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
         student = extract_features(self.student, inputs, self.objective.needs_for("student"))
         # With no knowledge terms (a hard-label-only baseline) the teacher has nothing to give.
         teacher = self._teacher[0](inputs) if len(self.objective.terms) else None
-        out = self.objective(student, teacher, labels, attention_mask)
+        out = self.objective(student, teacher, batch)
         self.last_terms = out.terms
-        return {"loss": out.loss, "logits": student.logits}
+        return {"loss": out.loss, **student.outputs}
 
 
 class ProgressCallback(TrainerCallback):
@@ -80,8 +77,142 @@ class ProgressCallback(TrainerCallback):
         self._update(state)
 
 
-class DistillationTrainer(Trainer):
-    """``Trainer`` whose loss is the distillation objective; logs every term as ``loss/<name>``."""
+def non_finite_parameters(model: nn.Module, limit: int = 5) -> list[str]:
+    """Names of (at most ``limit``) parameters holding NaN or infinite values."""
+    bad = []
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            bad.append(name)
+            if len(bad) >= limit:
+                break
+    return bad
+
+
+class FiniteWeightsCallback(TrainerCallback):
+    """Checks the weights before every checkpoint save and at the end of training, so a
+    diverged run never writes a non-finite checkpoint (the save comes after ``on_step_end``)."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is not None and (control.should_save or state.global_step >= state.max_steps):
+            bad = non_finite_parameters(model)
+            if bad:
+                raise TrainingDiverged(
+                    f"the weights became non-finite at step {state.global_step} (e.g. {bad})"
+                )
+
+
+@dataclass
+class KDTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with warm-up as a fraction of the training steps. transformers 5
+    reads a ``warmup_steps`` value below 1 as a fraction but 1.0 as one step, so kdformer's
+    ``warmup_ratio: 1.0`` would have warmed up for a single step."""
+
+    warmup_fraction: float = field(default=0.0, metadata={"help": "Warm-up steps / all steps."})
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        return math.ceil(num_training_steps * self.warmup_fraction)
+
+
+class TaskTrainer(Trainer):
+    """``Trainer`` that evaluates through the task's scorer and stops on non-finite losses.
+
+    ``task``, ``eval_examples`` and ``eval_features``: what :meth:`evaluate` scores (the raw
+    evaluation examples and their tokenised features)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        task: Any = None,
+        eval_examples: Any = None,
+        eval_features: Any = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.eval_examples = eval_examples
+        self.eval_features = eval_features
+        self.add_callback(FiniteWeightsCallback())
+
+    def model_to_score(self) -> nn.Module:
+        model = self.accelerator.unwrap_model(self.model)
+        return model.student if isinstance(model, DistillationModel) else model
+
+    def check_loss(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """Stop on a non-finite loss (fp16 excepted: its gradient scaler skips such steps)."""
+        if self.args.fp16 or bool(torch.isfinite(loss.detach()).all()):
+            return
+        detail = ", ".join(f"{name}={float(v):.4g}" for name, v in terms.items())
+        raise TrainingDiverged(
+            f"the loss became {float(loss.detach()):.4g} at step {self.state.global_step + 1}"
+            + (f" ({detail})" if detail else "")
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if isinstance(self.accelerator.unwrap_model(model), DistillationModel):
+            outputs = model(**inputs)
+            loss = outputs["loss"]
+        else:
+            loss, outputs = super().compute_loss(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
+        if model.training:
+            self.check_loss(loss, getattr(self.accelerator.unwrap_model(model), "last_terms", {}))
+        return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """The task's metrics on the evaluation examples, logged as ``eval_<metric>``."""
+        from kdformer.report.measure import evaluate_model
+
+        model = self.model_to_score()
+        was_training = model.training
+        values = evaluate_model(
+            model,
+            self.task,
+            self.eval_examples,
+            self.processing_class,
+            self.args.eval_batch_size,
+            self.args.device,
+            features=self.eval_features,
+        )
+        model.train(was_training)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in values.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(
+            self.args, self.state, self.control, metrics
+        )
+        return metrics
+
+    def held_out_objective(self) -> dict[str, float]:
+        """The distillation objective's terms on the evaluation data (for tasks whose models
+        make no predictions to score, e.g. a bare encoder distilled on raw text)."""
+        model = self.accelerator.unwrap_model(self.model)
+        assert isinstance(model, DistillationModel)
+        features = self.task.tokenize(self.eval_examples, self.processing_class, "eval")
+        loader = torch.utils.data.DataLoader(
+            self.task.model_features(features),
+            batch_size=self.args.eval_batch_size,
+            collate_fn=self.task.collator(self.processing_class, "eval"),
+        )
+        was_training = model.training
+        model.eval()
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        with torch.inference_mode():
+            for batch in loader:
+                batch = {k: v.to(self.args.device) for k, v in batch.items()}
+                out = model(**batch)
+                size = int(batch["input_ids"].shape[0])
+                sums["loss"] += float(out["loss"]) * size
+                for name, value in model.last_terms.items():
+                    sums[f"loss/{name}"] += float(value) * size
+                count += size
+        model.train(was_training)
+        return {name: total / max(1, count) for name, total in sums.items()}
+
+
+class DistillationTrainer(TaskTrainer):
+    """``TaskTrainer`` whose loss is the distillation objective; logs every term as
+    ``loss/<name>``."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -92,12 +223,12 @@ class DistillationTrainer(Trainer):
             self.add_callback(ProgressCallback(objective))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if model.training:
             for name, value in self.accelerator.unwrap_model(model).last_terms.items():
                 self._term_sums[name] += float(value)
             self._term_count += 1
-        return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
+        return result
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._term_count:
@@ -109,15 +240,19 @@ class DistillationTrainer(Trainer):
 
 
 def training_arguments(
-    train: TrainConfig, checkpoint_dir: Path, seed: int, evaluate_during_training: bool
-) -> TrainingArguments:
+    train: TrainConfig,
+    checkpoint_dir: Path,
+    seed: int,
+    evaluate_during_training: bool,
+    label_names: list[str] | None = None,
+) -> KDTrainingArguments:
     """Map kdformer's ``TrainConfig`` onto ``TrainingArguments``."""
     if train.mixed_precision == "fp16" and (train.use_cpu or not torch.cuda.is_available()):
         raise ConfigError(
             "mixed_precision: fp16 needs a CUDA GPU and none is in use; use bf16 or no"
         )
     steps_eval = evaluate_during_training and train.eval_steps is not None
-    return TrainingArguments(
+    return KDTrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=train.epochs,
         max_steps=train.max_steps or -1,
@@ -126,7 +261,7 @@ def training_arguments(
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         learning_rate=train.learning_rate,
         weight_decay=train.weight_decay,
-        warmup_steps=train.warmup_ratio,
+        warmup_fraction=train.warmup_ratio,
         lr_scheduler_type=train.lr_scheduler,
         max_grad_norm=train.max_grad_norm,
         fp16=train.mixed_precision == "fp16",
@@ -144,7 +279,7 @@ def training_arguments(
         data_seed=seed,
         use_cpu=train.use_cpu,
         remove_unused_columns=False,
-        label_names=["labels"],
+        label_names=list(label_names or []),
         disable_tqdm=False,
     )
 

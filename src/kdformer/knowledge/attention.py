@@ -1,6 +1,11 @@
 """Attention-map knowledge: each matched student layer's attention learns the teacher's: KL
-between distributions per query row and head (MiniLM), or MSE between pre-softmax scores
-(TinyBERT)."""
+between attention distributions per query row and head (MiniLM), or MSE between pre-softmax
+scores (TinyBERT).
+
+Both are rebuilt from the query and key projections captured by forward hooks, never taken
+from ``output_attentions``: the maps a model returns come after attention dropout, so a student
+in train mode would be compared through a random mask (a student equal to its teacher scored a
+KL of about 2.3), and they need the slow eager attention kernel."""
 
 from __future__ import annotations
 
@@ -14,13 +19,25 @@ from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledg
 from kdformer.knowledge.layers import (
     LayerMatchedConfig,
     TeacherLayerMixer,
+    average_heads_log,
     check_head_grouping,
+    distribution_kl,
     layer_module,
     layer_module_needs,
+    masked_log_softmax,
+    regroup_heads,
     scaled_dot,
 )
 
 EPS = 1e-12
+
+__all__ = [
+    "AttentionConfig",
+    "AttentionKnowledge",
+    "attention_kl",
+    "attention_score_mse",
+    "regroup_heads",
+]
 
 
 def attention_kl(
@@ -35,14 +52,6 @@ def attention_kl(
     rows = (teacher_probs * (log_t - log_s)).sum(-1)  # (batch, heads, q)
     weights = query_mask.unsqueeze(1)
     return (rows * weights).sum() / (weights.sum().clamp_min(1) * rows.shape[1])
-
-
-def regroup_heads(probs: torch.Tensor, heads: int) -> torch.Tensor:
-    """Average groups of adjacent heads: (b, H, q, k) -> (b, heads, q, k); H must divide by heads.
-    A mean of distributions is still a distribution, so KL stays well defined (the same averaging
-    applies to pre-softmax scores)."""
-    b, h, q, k = probs.shape
-    return probs.reshape(b, heads, h // heads, q, k).mean(2)
 
 
 def attention_score_mse(
@@ -82,20 +91,24 @@ class AttentionConfig(LayerMatchedConfig):
 class AttentionKnowledge(KnowledgeTerm):
     """Attention: each matched student layer's attention learns the teacher layer's, per head.
 
-    kl: the attention probabilities (``output_attentions``, so both models run eager attention);
-    KL(teacher || student) per head and real query row (MiniLM). mse: pre-softmax scores
-    Q_h K_h^T / sqrt(d_head) rebuilt from the query/key projections captured by forward hooks
-    (fused attention stays on); MSE with padded keys set to 0, over real query rows (TinyBERT).
-    Widths do not matter (maps are seq x seq). Head counts: equal, or the teacher has k times the
-    student's and each group of k adjacent teacher heads is averaged; heads: average compares
-    head-averaged maps for any counts; anything else is a ConfigError when the term is built.
-    many_to_one mixes the teacher layers' maps with learned weights (a mix of distributions is
-    a distribution). Layer 0 (embeddings) has no attention and is skipped in explicit pairs."""
+    Rebuilt from each matched layer's query/key projection outputs (forward hooks; the fused
+    attention kernel stays on and attention dropout never enters): pre-softmax scores
+    Q_h K_h^T / sqrt(d_head). kl: softmax over real keys, KL(teacher || student) per head and
+    real query row (MiniLM). mse: MSE between the scores with padded keys set to 0, over real
+    query rows (TinyBERT). Widths do not matter (maps are seq x seq). Head counts: equal, or the
+    teacher has k times the student's and each group of k adjacent teacher heads is averaged;
+    heads: average compares head-averaged maps for any counts; anything else is a ConfigError
+    when the term is built. many_to_one mixes the teacher layers' maps with learned weights (a
+    mix of distributions is a distribution). Layer 0 (embeddings) has no attention and is
+    skipped in explicit pairs. The maps equal the model's own attention for models whose
+    attention is softmax(QK^T/sqrt(d)) plus the padding mask (BERT, RoBERTa, ELECTRA)."""
 
     config: AttentionConfig
 
-    def __init__(self, config: AttentionConfig, teacher: ModelShape, student: ModelShape):
-        super().__init__(config, teacher, student)
+    def __init__(
+        self, config: AttentionConfig, teacher: ModelShape, student: ModelShape, outputs=()
+    ):
+        super().__init__(config, teacher, student, outputs)
         self.groups = [
             g
             for g in config.groups(teacher, student)
@@ -111,43 +124,33 @@ class AttentionKnowledge(KnowledgeTerm):
         return self.needs_for("student") | self.needs_for("teacher")
 
     def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
-        if self.config.loss == "kl":
-            return FeatureNeeds(attentions=True)
         return layer_module_needs(self.groups, side, ["query", "key"])
-
-    def _heads(self, student_maps: torch.Tensor, teacher_maps: torch.Tensor):
-        """Both maps with comparable heads: averaged, or the teacher's regrouped."""
-        if self.config.heads == "average":
-            return student_maps.mean(1, keepdim=True), teacher_maps.mean(1, keepdim=True)
-        if teacher_maps.shape[1] != student_maps.shape[1]:
-            teacher_maps = regroup_heads(teacher_maps, student_maps.shape[1])
-        return student_maps, teacher_maps
 
     def _scores(self, features: Features, layer: int, heads: int, side: str) -> torch.Tensor:
         query = layer_module(features, ("query", layer), side)
         key = layer_module(features, ("key", layer), side)
         return scaled_dot(query, key, heads)
 
-    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
-        losses = []
-        if self.config.loss == "kl":
-            assert student.attentions is not None and teacher.attentions is not None
-            mask = token_mask(attention_mask, student.attentions[0][:, 0])
-            for i, group in enumerate(self.groups):
-                s_probs = student.attentions[group.student - 1]
-                targets = [self._heads(s_probs, teacher.attentions[t - 1]) for t in group.teachers]
-                s_probs = targets[0][0]
-                t_probs = self.mixer.mix(i, [t for _, t in targets])
-                losses.append(attention_kl(s_probs, t_probs, mask))
-            return torch.stack(losses).mean()
+    def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         sh, th = self.student_shape.num_heads, self.teacher_shape.num_heads
+        average = self.config.heads == "average"
+        heads = 1 if average else sh
+        losses = []
         for i, group in enumerate(self.groups):
             s_scores = self._scores(student, group.student, sh, "student")
-            targets = [
-                self._heads(s_scores, self._scores(teacher, t, th, "teacher"))
-                for t in group.teachers
-            ]
-            mask = token_mask(attention_mask, s_scores[:, 0])
-            t_scores = self.mixer.mix(i, [t for _, t in targets])
-            losses.append(attention_score_mse(targets[0][0], t_scores, mask))
+            mask = token_mask(batch, s_scores[:, 0])
+            t_scores = [self._scores(teacher, t, th, "teacher") for t in group.teachers]
+            if self.config.loss == "kl":
+                s_log = masked_log_softmax(s_scores, mask)
+                if average:
+                    s_log = average_heads_log(s_log)
+                targets = [
+                    regroup_heads(masked_log_softmax(t, mask).exp(), heads) for t in t_scores
+                ]
+                losses.append(distribution_kl(s_log, self.mixer.mix(i, targets), mask))
+            else:
+                if average:
+                    s_scores = s_scores.mean(1, keepdim=True)
+                targets = [regroup_heads(t, heads) for t in t_scores]
+                losses.append(attention_score_mse(s_scores, self.mixer.mix(i, targets), mask))
         return torch.stack(losses).mean()

@@ -8,6 +8,7 @@ student and are dropped when the student is saved.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from kdformer.configbase import ConfigError, Section
-from kdformer.features import FeatureNeeds, Features
+from kdformer.features import FeatureNeeds, Features, OutputSpec
 
 
 class KnowledgeTermConfig(Section):
@@ -49,13 +50,23 @@ class ModelShape:
 
 class KnowledgeTerm(nn.Module):
     """One loss term. Subclasses validate their config against the shapes in ``__init__``
-    (so mistakes surface before training) and compute the loss in ``forward``."""
+    (so mistakes surface before training) and compute the loss in ``forward`` from both
+    models' features and the batch (attention mask, gold labels that mark positions).
 
-    def __init__(self, config: KnowledgeTermConfig, teacher: ModelShape, student: ModelShape):
+    ``outputs``: the task outputs the models produce (what output-level terms compare)."""
+
+    def __init__(
+        self,
+        config: KnowledgeTermConfig,
+        teacher: ModelShape,
+        student: ModelShape,
+        outputs: Sequence[OutputSpec] = (),
+    ):
         super().__init__()
         self.config = config
         self.teacher_shape = teacher
         self.student_shape = student
+        self.outputs = tuple(outputs)
         self.progress = 0.0  # training progress 0..1, set by DistillationObjective.set_progress
 
     @property
@@ -69,7 +80,7 @@ class KnowledgeTerm(nn.Module):
         return self.needs
 
     def forward(
-        self, student: Features, teacher: Features, attention_mask: torch.Tensor | None
+        self, student: Features, teacher: Features, batch: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -96,13 +107,16 @@ def register_knowledge(config_class: type[KnowledgeTermConfig]):
 
 
 def build_term(
-    config: KnowledgeTermConfig, teacher: ModelShape, student: ModelShape
+    config: KnowledgeTermConfig,
+    teacher: ModelShape,
+    student: ModelShape,
+    outputs: Sequence[OutputSpec] = (),
 ) -> KnowledgeTerm:
     """Instantiate the registered term for ``config``."""
     name = getattr(config, "type", None)
     if name not in KNOWLEDGE:
         raise ConfigError(f"unknown knowledge type '{name}'; valid: {', '.join(sorted(KNOWLEDGE))}")
-    return KNOWLEDGE[name].term_class(config, teacher, student)
+    return KNOWLEDGE[name].term_class(config, teacher, student, outputs)
 
 
 def scheduled(start: float, end: float | None, progress: float) -> float:
@@ -114,8 +128,9 @@ def scheduled(start: float, end: float | None, progress: float) -> float:
     return start + (end - start) * progress
 
 
-def token_mask(attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """(batch, seq) float mask of real tokens; all ones when no mask is given."""
+def token_mask(batch: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) float mask of the batch's real tokens; all ones when it has no mask."""
+    attention_mask = batch.get("attention_mask")
     if attention_mask is None:
         return torch.ones(like.shape[:2], dtype=like.dtype, device=like.device)
     return attention_mask.to(like.dtype)

@@ -41,8 +41,10 @@ class EmbeddingKnowledge(KnowledgeTerm):
 
     config: EmbeddingConfig
 
-    def __init__(self, config: EmbeddingConfig, teacher: ModelShape, student: ModelShape):
-        super().__init__(config, teacher, student)
+    def __init__(
+        self, config: EmbeddingConfig, teacher: ModelShape, student: ModelShape, outputs=()
+    ):
+        super().__init__(config, teacher, student, outputs)
         mode = "per_layer" if config.projection == "linear" else config.projection
         self.projections = Projections(
             mode, 1, student.hidden_size, teacher.hidden_size, "embedding"
@@ -52,8 +54,8 @@ class EmbeddingKnowledge(KnowledgeTerm):
     def needs(self) -> FeatureNeeds:
         return FeatureNeeds(hidden_states=True)
 
-    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
+    def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         assert student.hidden_states is not None and teacher.hidden_states is not None
         embeddings = student.hidden_states[0]
-        mask = token_mask(attention_mask, embeddings)
+        mask = token_mask(batch, embeddings)
         return masked_mse(self.projections.project(0, embeddings), teacher.hidden_states[0], mask)

@@ -73,8 +73,8 @@ class HiddenKnowledge(KnowledgeTerm):
 
     config: HiddenConfig
 
-    def __init__(self, config: HiddenConfig, teacher: ModelShape, student: ModelShape):
-        super().__init__(config, teacher, student)
+    def __init__(self, config: HiddenConfig, teacher: ModelShape, student: ModelShape, outputs=()):
+        super().__init__(config, teacher, student, outputs)
         groups = config.groups(teacher, student)
         if config.include_embeddings and not any(g.student == 0 for g in groups):
             groups = [LayerGroup(0, (0,), 0), *groups]
@@ -93,9 +93,9 @@ class HiddenKnowledge(KnowledgeTerm):
     def project(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
         return self.projections.project(index, hidden)
 
-    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
+    def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         assert student.hidden_states is not None and teacher.hidden_states is not None
-        mask = token_mask(attention_mask, student.hidden_states[0])
+        mask = token_mask(batch, student.hidden_states[0])
         compare = {"mse": masked_mse, "cosine": masked_cosine, "pkd": cls_pkd}[self.config.loss]
         losses = []
         for i, group in enumerate(self.groups):

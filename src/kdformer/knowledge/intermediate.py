@@ -44,8 +44,10 @@ class IntermediateKnowledge(KnowledgeTerm):
 
     config: IntermediateConfig
 
-    def __init__(self, config: IntermediateConfig, teacher: ModelShape, student: ModelShape):
-        super().__init__(config, teacher, student)
+    def __init__(
+        self, config: IntermediateConfig, teacher: ModelShape, student: ModelShape, outputs=()
+    ):
+        super().__init__(config, teacher, student, outputs)
         self.groups = encoder_groups(
             config.groups(teacher, student), "intermediate", "feed-forward block"
         )
@@ -65,11 +67,11 @@ class IntermediateKnowledge(KnowledgeTerm):
     def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
         return layer_module_needs(self.groups, side, ["intermediate"])
 
-    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
+    def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         losses = []
         for i, group in enumerate(self.groups):
             activations = layer_module(student, ("intermediate", group.student), "student")
-            mask = token_mask(attention_mask, activations)
+            mask = token_mask(batch, activations)
             target = self.mixer.mix(
                 i, [layer_module(teacher, ("intermediate", t), "teacher") for t in group.teachers]
             )

@@ -136,6 +136,41 @@ def scaled_dot(x: torch.Tensor, y: torch.Tensor, heads: int) -> torch.Tensor:
         return xh @ yh.transpose(-1, -2) / math.sqrt(xh.shape[-1])
 
 
+def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log softmax over keys of (batch, heads, q, k) scores in float32; keys where the
+    (batch, k) ``mask`` is 0 (padding) get probability 0."""
+    keys = mask[:, None, None, :].bool()
+    scores = scores.float().masked_fill(~keys, torch.finfo(torch.float32).min)
+    return torch.log_softmax(scores, dim=-1)
+
+
+def regroup_heads(probs: torch.Tensor, heads: int) -> torch.Tensor:
+    """Average groups of adjacent heads: (b, H, q, k) -> (b, heads, q, k); H must divide by heads.
+    A mean of distributions is still a distribution, so KL stays well defined (the same averaging
+    applies to pre-softmax scores)."""
+    b, h, q, k = probs.shape
+    return probs.reshape(b, heads, h // heads, q, k).mean(2)
+
+
+def average_heads_log(log_probs: torch.Tensor) -> torch.Tensor:
+    """log of the mean over heads of (b, H, q, k) distributions given in log space, exactly:
+    (b, 1, q, k)."""
+    return torch.logsumexp(log_probs, dim=1, keepdim=True) - math.log(log_probs.shape[1])
+
+
+def distribution_kl(
+    student_log_probs: torch.Tensor, teacher_probs: torch.Tensor, query_mask: torch.Tensor
+) -> torch.Tensor:
+    """KL(teacher || student) per (head, query) row of (batch, heads, q, k) distributions,
+    averaged over heads and real query rows. The student side is in log space (exact); the
+    teacher side is probabilities, so teacher heads or layers can be mixed first. Keys the
+    teacher gives probability 0 (padding) contribute nothing."""
+    log_t = teacher_probs.clamp_min(1e-12).log()
+    rows = (teacher_probs * (log_t - student_log_probs)).sum(-1)  # (batch, heads, q)
+    weights = query_mask.unsqueeze(1)
+    return (rows * weights).sum() / (weights.sum().clamp_min(1) * rows.shape[1])
+
+
 def layer_module(features: Features, request: LayerModule, side: str) -> torch.Tensor:
     """The captured output of a per-layer module, with a clear error when it was not captured."""
     try:

@@ -1,17 +1,21 @@
-"""Soft-logit knowledge (Hinton et al., 2015; DistilBERT): match the teacher's output distribution."""
+"""Soft-logit knowledge (Hinton et al., 2015; DistilBERT): match the teacher's output
+distribution, for whatever outputs the task distils (per example, per token, start/end)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from kdformer.features import Features
+from kdformer.configbase import ConfigError
+from kdformer.features import FeatureNeeds, Features, OutputSpec
 from kdformer.knowledge.base import (
     KnowledgeTerm,
     KnowledgeTermConfig,
+    ModelShape,
     register_knowledge,
     scheduled,
 )
@@ -20,9 +24,11 @@ from kdformer.knowledge.base import (
 def kl_with_temperature(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """KL(teacher_T || student_T) * T^2, averaged over examples (rows of the last dimension).
+    """KL(teacher_T || student_T) * T^2, averaged over rows (the last dimension is the
+    distribution).
 
     The T^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al.).
+    Entries at ``finfo.min`` (masked positions) get probability 0 on both sides and add nothing.
     """
     t = temperature
     teacher_log_probs = F.log_softmax(teacher_logits.float() / t, dim=-1)  # fp32 under autocast
@@ -34,6 +40,64 @@ def kl_with_temperature(
 def logits_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Mean squared error between raw logits (also the only sensible choice for regression)."""
     return F.mse_loss(student_logits.float(), teacher_logits.float())
+
+
+def row_mask(
+    spec: OutputSpec, batch: Mapping[str, torch.Tensor], like: torch.Tensor
+) -> torch.Tensor | None:
+    """(batch, seq) bool mask of the token rows ``spec`` compares, or None for per-example rows.
+
+    ``token``: real tokens (attention mask). ``labelled``: tokens whose gold label is not -100
+    (falls back to real tokens when the batch carries no labels, e.g. in a plain loop)."""
+    if spec.over == "classes" and spec.rows == "example":
+        return None
+    attention = batch.get("attention_mask")
+    real = (
+        attention.bool()
+        if attention is not None
+        else torch.ones(like.shape[:2], dtype=torch.bool, device=like.device)
+    )
+    if spec.over == "classes" and spec.rows == "labelled":
+        labels = batch.get(spec.label_key) if spec.label_key else None
+        if labels is not None:
+            return labels != -100
+    return real
+
+
+def comparable_rows(
+    spec: OutputSpec, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """The rows of one output that are compared, each a distribution over its last dimension:
+    ``classes``: (rows, classes), only the masked token rows for token outputs; ``positions``:
+    (batch, seq) with padded positions set to ``finfo.min`` (probability 0 after softmax)."""
+    mask = row_mask(spec, batch, logits)
+    if spec.over == "positions":
+        return logits.float().masked_fill(~mask, torch.finfo(torch.float32).min)
+    return logits if mask is None else logits[mask]
+
+
+def hard_label_loss(
+    spec: OutputSpec, logits: torch.Tensor, labels: torch.Tensor, batch: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """The ordinary supervised loss of one output on gold labels.
+
+    ``classes``: cross-entropy ignoring label -100 (token tasks mark unlabelled pieces so;
+    augmented examples have no gold label), or MSE for a single-output (regression) head,
+    ignoring NaN labels. ``positions``: cross-entropy over the real positions (padding
+    excluded) against the gold position. Zero when the batch holds no usable label."""
+    if spec.over == "positions":
+        rows = comparable_rows(spec, logits, batch)
+        return F.cross_entropy(rows, labels.long())
+    if logits.shape[-1] == 1:
+        values, targets = logits.reshape(-1).float(), labels.reshape(-1).float()
+        keep = ~torch.isnan(targets)
+        if not keep.any():
+            return values.sum() * 0.0
+        return F.mse_loss(values[keep], targets[keep])
+    flat = labels.reshape(-1).long()
+    if not (flat != -100).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=-100)
 
 
 class LogitsConfig(KnowledgeTermConfig):
@@ -71,15 +135,37 @@ class LogitsConfig(KnowledgeTermConfig):
 
 @register_knowledge(LogitsConfig)
 class LogitsKnowledge(KnowledgeTerm):
-    """Soft logits: KL at temperature T (times T^2) or MSE between the output logits.
+    """Soft logits: KL at temperature T (times T^2) or MSE between the task's output logits.
 
-    Takes the task head's logits from both models (Hinton et al.; DistilBERT), so widths and head
-    counts do not matter; the label sets must be equal. T can follow a linear schedule over
-    training (temperature -> temperature_end). Single-output (regression) heads always use MSE,
-    since a KL over one class is identically zero. Per-token logits (batch, seq, classes) are
-    compared on real tokens only."""
+    Takes every output the task distils from both models (Hinton et al.; DistilBERT), so
+    widths and head counts do not matter; the label sets must be equal. Per example
+    (classification), per token (NER: only the labelled tokens, i.e. the first word piece of
+    each word, the positions that make predictions; masked LM: the masked tokens), or over
+    positions (extractive QA: the start and end distributions over the real tokens); the
+    outputs' losses are averaged. T can follow a linear schedule over training (temperature ->
+    temperature_end). Single-output (regression) heads always use MSE, since a KL over one
+    class is identically zero."""
 
     config: LogitsConfig
+
+    def __init__(
+        self,
+        config: LogitsConfig,
+        teacher: ModelShape,
+        student: ModelShape,
+        outputs: Sequence[OutputSpec] = (),
+    ):
+        super().__init__(config, teacher, student, outputs)
+        if not outputs:
+            raise ConfigError(
+                "logits knowledge needs model outputs to compare, and this task distils none "
+                "(raw text with a teacher that has no MLM head). Use hidden, attention or "
+                "qkv_relations knowledge, or a teacher with an MLM head"
+            )
+
+    @property
+    def needs(self) -> FeatureNeeds:
+        return FeatureNeeds(outputs=frozenset(o.name for o in self.outputs))
 
     @property
     def temperature(self) -> float:
@@ -87,13 +173,25 @@ class LogitsKnowledge(KnowledgeTerm):
         end = self.config.temperature_end if self.config.temperature_schedule == "linear" else None
         return scheduled(self.config.temperature, end, self.progress)
 
-    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
-        s, t = student.logits, teacher.logits
-        if s.shape != t.shape:
-            raise ValueError(f"student logits {tuple(s.shape)} != teacher logits {tuple(t.shape)}")
-        if s.dim() == 3 and attention_mask is not None:
-            keep = attention_mask.bool()
-            s, t = s[keep], t[keep]
-        if self.config.loss == "mse" or s.shape[-1] == 1:
-            return logits_mse(s, t)
-        return kl_with_temperature(s, t, self.temperature)
+    def forward(
+        self, student: Features, teacher: Features, batch: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        losses = []
+        for spec in self.outputs:
+            s, t = student.outputs[spec.name], teacher.outputs[spec.name]
+            if s.shape != t.shape:
+                raise ValueError(
+                    f"student {spec.name} {tuple(s.shape)} != teacher {spec.name} {tuple(t.shape)}"
+                )
+            if spec.over == "positions" and self.config.loss == "mse":
+                mask = row_mask(spec, batch, s)
+                losses.append(logits_mse(s[mask], t[mask]))
+                continue
+            s, t = comparable_rows(spec, s, batch), comparable_rows(spec, t, batch)
+            if s.shape[0] == 0:  # no labelled token in this batch
+                losses.append(s.sum() * 0.0)
+            elif self.config.loss == "mse" or s.shape[-1] == 1:
+                losses.append(logits_mse(s, t))
+            else:
+                losses.append(kl_with_temperature(s, t, self.temperature))
+        return torch.stack(losses).mean()

@@ -16,44 +16,35 @@ from pydantic import Field, field_validator
 
 from kdformer.configbase import ConfigError
 from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.attention import regroup_heads
 from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
 from kdformer.knowledge.layers import (
     LAYERS_DESCRIPTION,
     LayerMatchedConfig,
     TeacherLayerMixer,
+    average_heads_log,
     check_head_grouping,
+    distribution_kl,
     encoder_groups,
     layer_module,
     layer_module_needs,
+    masked_log_softmax,
+    regroup_heads,
     scaled_dot,
 )
 from kdformer.matching import MatchStrategy
 
-EPS = 1e-12
 RELATION_MODULES = {"qq": "query", "kk": "key", "vv": "value"}
 
 
 def relation_log_probs(x: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor:
     """log softmax(X_h X_h^T / sqrt(d_h)) per head over real keys: (batch, seq, width) ->
     (batch, heads, seq, seq) float32; padded keys get probability 0."""
-    scores = scaled_dot(x, x, heads)
-    keys = mask[:, None, None, :].bool()
-    scores = scores.masked_fill(~keys, torch.finfo(scores.dtype).min)
-    return torch.log_softmax(scores, dim=-1)
+    return masked_log_softmax(scaled_dot(x, x, heads), mask)
 
 
-def relation_kl(
-    student_log_probs: torch.Tensor, teacher_probs: torch.Tensor, query_mask: torch.Tensor
-) -> torch.Tensor:
-    """KL(teacher || student) per (head, query) row of (batch, heads, q, k) relations, averaged
-    over heads and real query rows. The student side is in log space (exact); the teacher side
-    is probabilities, so teacher heads or layers can be mixed first. Keys the teacher gives
-    probability 0 (padding) contribute nothing."""
-    log_t = teacher_probs.clamp_min(EPS).log()
-    rows = (teacher_probs * (log_t - student_log_probs)).sum(-1)  # (batch, heads, q)
-    weights = query_mask.unsqueeze(1)
-    return (rows * weights).sum() / (weights.sum().clamp_min(1) * rows.shape[1])
+relation_kl = distribution_kl
+"""KL(teacher || student) of (batch, heads, q, k) relations: see
+:func:`kdformer.knowledge.layers.distribution_kl`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,8 +81,10 @@ class ValueRelationKnowledge(KnowledgeTerm):
 
     config: ValueRelationConfig
 
-    def __init__(self, config: ValueRelationConfig, teacher: ModelShape, student: ModelShape):
-        super().__init__(config, teacher, student)
+    def __init__(
+        self, config: ValueRelationConfig, teacher: ModelShape, student: ModelShape, outputs=()
+    ):
+        super().__init__(config, teacher, student, outputs)
         self.groups = encoder_groups(config.groups(teacher, student), "value_relation", "values")
         self.mixer = TeacherLayerMixer(self.groups)
         if config.heads == "match":
@@ -104,16 +97,16 @@ class ValueRelationKnowledge(KnowledgeTerm):
     def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
         return layer_module_needs(self.groups, side, ["value"])
 
-    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
+    def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         sh, th = self.student_shape.num_heads, self.teacher_shape.num_heads
         average = self.config.heads == "average"
         losses = []
         for i, group in enumerate(self.groups):
             values = layer_module(student, ("value", group.student), "student")
-            mask = token_mask(attention_mask, values)
+            mask = token_mask(batch, values)
             s_log = relation_log_probs(values, sh, mask)
             if average:  # log of the mean of the heads' distributions
-                s_log = torch.logsumexp(s_log, dim=1, keepdim=True) - math.log(sh)
+                s_log = average_heads_log(s_log)
             targets = []
             for t in group.teachers:
                 t_probs = relation_log_probs(
@@ -173,8 +166,10 @@ class QKVRelationsKnowledge(KnowledgeTerm):
 
     config: QKVRelationsConfig
 
-    def __init__(self, config: QKVRelationsConfig, teacher: ModelShape, student: ModelShape):
-        super().__init__(config, teacher, student)
+    def __init__(
+        self, config: QKVRelationsConfig, teacher: ModelShape, student: ModelShape, outputs=()
+    ):
+        super().__init__(config, teacher, student, outputs)
         self.groups = encoder_groups(
             config.groups(teacher, student), "qkv_relations", "query/key/value"
         )
@@ -201,7 +196,7 @@ class QKVRelationsKnowledge(KnowledgeTerm):
         kinds = [RELATION_MODULES[r] for r in self.config.relations]
         return layer_module_needs(self.groups, side, kinds)
 
-    def forward(self, student: Features, teacher: Features, attention_mask=None) -> torch.Tensor:
+    def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         heads = self.config.relation_heads
         losses = []
         for i, group in enumerate(self.groups):
@@ -209,7 +204,7 @@ class QKVRelationsKnowledge(KnowledgeTerm):
             for relation in self.config.relations:
                 kind = RELATION_MODULES[relation]
                 vectors = layer_module(student, (kind, group.student), "student")
-                mask = token_mask(attention_mask, vectors)
+                mask = token_mask(batch, vectors)
                 s_log = relation_log_probs(vectors, heads, mask)
                 targets = [
                     relation_log_probs(

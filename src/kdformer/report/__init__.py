@@ -2,12 +2,11 @@
 
 from kdformer.report.measure import (
     ModelMeasurement,
+    check_finite,
     evaluate_model,
-    majority_baseline,
     measure_latencies,
     measure_latency,
     measure_loaded,
-    predict,
     resolve_device,
     size_on_disk_mb,
 )
@@ -24,11 +23,10 @@ __all__ = [
     "build_report",
     "evaluate_model",
     "gain_kept_pct",
-    "majority_baseline",
     "measure_latencies",
     "measure_latency",
     "measure_loaded",
-    "predict",
+    "check_finite",
     "print_report",
     "resolve_device",
     "size_on_disk_mb",

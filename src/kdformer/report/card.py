@@ -9,7 +9,11 @@ from kdformer.report.render import to_markdown
 
 
 def write_model_card(
-    model_dir: str | Path, config_yaml: str, teacher_name: str, report: dict[str, Any] | None
+    model_dir: str | Path,
+    config_yaml: str,
+    teacher_name: str,
+    report: dict[str, Any] | None,
+    model_class: str = "AutoModel",
 ) -> Path:
     """README.md with Hub-style front matter, the report table and the config that made it."""
     body = [
@@ -27,8 +31,8 @@ def write_model_card(
         "Load it with plain `transformers`:",
         "",
         "```python",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        f'model = AutoModelForSequenceClassification.from_pretrained("{Path(model_dir).name}")',
+        f"from transformers import {model_class}, AutoTokenizer",
+        f'model = {model_class}.from_pretrained("{Path(model_dir).name}")',
         f'tokenizer = AutoTokenizer.from_pretrained("{Path(model_dir).name}")',
         "```",
         "",

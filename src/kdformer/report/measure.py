@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from kdformer.config import ReportConfig
+from kdformer.config import ConfigError, ReportConfig
+from kdformer.features import MODEL_INPUTS
 from kdformer.models import count_parameters
 from kdformer.tasks import Task
 
@@ -72,43 +72,35 @@ def resolve_device(device: str) -> torch.device:
 
 
 @torch.inference_mode()
-def predict(
-    model: torch.nn.Module,
-    dataset: Any,
-    collator: Any,
-    batch_size: int,
-    device: torch.device,
-    description: str = "predict",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels for a tokenised data set, batch by batch."""
-    model.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
-    all_logits, all_labels = [], []
-    for batch in tqdm(loader, desc=description, leave=False):
-        labels = batch.pop("labels")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        all_logits.append(model(**batch).logits.float().cpu().numpy())
-        all_labels.append(labels.numpy())
-    return np.concatenate(all_logits), np.concatenate(all_labels)
-
-
 def evaluate_model(
     model: torch.nn.Module,
     task: Task,
-    dataset: Any,
+    examples: Any,
     tokenizer: Any,
     batch_size: int,
-    device: torch.device,
+    device: torch.device | str,
     description: str = "evaluate",
+    features: Any = None,
 ) -> dict[str, float]:
-    """Task metrics of ``model`` on a tokenised data set, in the task's label order."""
-    logits, labels = predict(
-        model, dataset, task.collator(tokenizer), batch_size, device, description
+    """Task metrics of ``model`` on raw evaluation ``examples`` (tokenised with ``tokenizer``
+    unless their ``features`` are given): batches through the model, outputs into the task's
+    scorer, which maps them back to examples (windows to words, spans to answers) and scores."""
+    if features is None:
+        features = task.tokenize(examples, tokenizer, "eval")
+    scorer = task.scorer(features, examples)
+    device = torch.device(device)
+    model.eval().to(device)
+    loader = DataLoader(
+        task.model_features(features),
+        batch_size=batch_size,
+        collate_fn=task.collator(tokenizer, "eval"),
     )
-    order = task.label_ids_for_model(model.config)
-    if order is not None:
-        logits = logits[..., order]
-    return task.compute_metrics(logits, labels)
+    names = [o.name for o in task.outputs]
+    for batch in tqdm(loader, desc=description, leave=False):
+        inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+        out = model(**inputs)
+        scorer.add({name: out[name] for name in names}, batch)
+    return scorer.metrics()
 
 
 def _latency_inputs(
@@ -189,35 +181,39 @@ def size_on_disk_mb(path: str | Path | None) -> float | None:
     return sum(f.stat().st_size for f in files) / 2**20 if files else None
 
 
-def majority_baseline(task: Task, train_dataset: Any, eval_dataset: Any) -> dict[str, float] | None:
-    """Metrics of always predicting the training split's most frequent label: the floor any model
-    must beat. Retention hides it (on MRPC, predicting "paraphrase" everywhere scores 68% accuracy,
-    91% of a 75% teacher), so reports also give the share of the teacher's gain over it that a
-    student keeps. None for regression, where a constant prediction has no correlation."""
-    if task.is_regression or len(train_dataset) == 0 or len(eval_dataset) == 0:
-        return None
-    counts = np.bincount(np.asarray(train_dataset["label"]), minlength=task.num_labels)
-    logits = np.zeros((len(eval_dataset), task.num_labels), dtype=np.float32)
-    logits[:, int(counts.argmax())] = 1.0
-    return task.compute_metrics(logits, np.asarray(eval_dataset["label"]))
+def check_finite(model: torch.nn.Module, name: str) -> None:
+    """Refuse to score a model with NaN or infinite weights (a diverged run's)."""
+    from kdformer.training import non_finite_parameters
+
+    bad = non_finite_parameters(model)
+    if bad:
+        raise ConfigError(
+            f"model '{name}' has non-finite weights (e.g. {bad}); it cannot be scored. It comes "
+            "from a diverged training run: retrain it with a lower learning rate"
+        )
 
 
 def measure_loaded(
     named: list[tuple[str, torch.nn.Module, Any, str | Path | None]],
     task: Task,
-    eval_dataset: Any,
+    examples: Any,
     report: ReportConfig,
     eval_batch_size: int = 128,
+    known: dict[str, dict[str, float]] | None = None,
 ) -> list[ModelMeasurement]:
     """Metrics and cost of several (name, model, tokenizer, folder) side by side on
-    ``report.device``; ``eval_dataset`` is the task's raw eval split, tokenised per tokenizer."""
+    ``report.device``; ``examples`` is the task's raw eval split, tokenised per tokenizer.
+    ``known``: metrics already measured for some names (not evaluated again)."""
     device = resolve_device(report.device)
     metrics = []
     for name, model, tokenizer, _ in named:
-        dataset = task.tokenize(eval_dataset, tokenizer)
+        check_finite(model, name)
+        if known and name in known:
+            metrics.append(known[name])
+            continue
         metrics.append(
             evaluate_model(
-                model, task, dataset, tokenizer, eval_batch_size, device, f"evaluate {name}"
+                model, task, examples, tokenizer, eval_batch_size, device, f"evaluate {name}"
             )
         )
     speeds = measure_latencies(

@@ -16,6 +16,12 @@ from kdformer.config import ReportConfig
 from kdformer.report.measure import ModelMeasurement, resolve_device
 
 
+def teacher_gain_is_clear(value: float, floor: float, share: float) -> bool:
+    """Whether a reference model at ``value`` beats a trivial baseline at ``floor`` by at least
+    ``share`` of the headroom up to a perfect score of 1 (metrics on a 0..1 scale)."""
+    return value > floor and value - floor >= share * (1.0 - floor)
+
+
 def build_report(
     task: str,
     main_metric: str,
@@ -24,17 +30,40 @@ def build_report(
     report: ReportConfig,
     reference: str = "teacher",
     baseline: dict[str, float] | None = None,
+    baseline_name: str = "trivial baseline",
+    higher_is_better: bool = True,
 ) -> dict[str, Any]:
     """Report dict: per-model figures plus retention (% of reference metric), share of the
-    reference's gain over the majority-class ``baseline`` kept, speed-up and size ratios against
-    the ``reference`` model (the first one if no model has that name)."""
+    reference's gain over the task's trivial ``baseline`` kept, speed-up and size ratios against
+    the ``reference`` model (the first one if no model has that name).
+
+    Retention is marked meaningless (``retention_meaningful: false`` and a ``warning``) when
+    the reference does not beat the baseline by ``report.min_teacher_gain`` of the headroom:
+    a student of a teacher that learnt nothing can "retain" 300%."""
     ref = next((m for m in models if m.name == reference), models[0])
     floor = baseline.get(main_metric) if baseline else None
+    top = ref.metrics.get(main_metric)
+    meaningful, warning = True, None
+    if (
+        floor is not None
+        and top is not None
+        and not teacher_gain_is_clear(top, floor, report.min_teacher_gain)
+    ):
+        meaningful = False
+        warning = (
+            f"retention is meaningless: the {ref.name} ({100 * top:.2f} {main_metric}) does not "
+            f"beat the {baseline_name} baseline ({100 * floor:.2f}) by "
+            f"{report.min_teacher_gain:.0%} of the headroom to a perfect score"
+        )
     rows = []
     for m in models:
         ref_value, value = ref.metrics.get(main_metric), m.metrics.get(main_metric)
         row = m.to_dict()
-        row["retention_pct"] = 100 * value / ref_value if ref_value else None
+        row["retention_pct"] = (
+            100 * value / ref_value
+            if ref_value and value is not None and higher_is_better
+            else None
+        )
         row["gain_kept_pct"] = gain_kept_pct(value, ref_value, floor)
         row["speedup"] = ref.latency_ms / m.latency_ms if m.latency_ms else None
         row["param_ratio"] = m.parameters / ref.parameters
@@ -46,7 +75,9 @@ def build_report(
         "main_metric": main_metric,
         "eval_examples": eval_examples,
         "reference": ref.name,
-        "baseline": {"name": "majority class", "metrics": baseline} if baseline else None,
+        "baseline": {"name": baseline_name, "metrics": baseline} if baseline else None,
+        "retention_meaningful": meaningful,
+        "warning": warning,
         "latency_setup": {
             "batch_size": report.latency_batch_size,
             "seq_length": report.latency_seq_length,
@@ -99,6 +130,7 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "ex/s",
     ]
     body = []
+    flag = "" if report.get("retention_meaningful", True) else " (!)"
     for row in report["models"]:
         shape = row["shape"]
         body.append(
@@ -109,7 +141,7 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     _fmt(100 * row["metrics"][k], 2) if k in row["metrics"] else "-"
                     for k in metric_names
                 ],
-                _fmt(row["retention_pct"], 1, "%"),
+                _fmt(row["retention_pct"], 1, "%") + flag,
                 *([_fmt(row.get("gain_kept_pct"), 1, "%")] if baseline else []),
                 _fmt(row["parameters"] / 1e6, 1),
                 _fmt(row["size_mb"], 1),
@@ -120,7 +152,8 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         )
     if baseline:
         cells = [_fmt(100 * baseline[k], 2) if k in baseline else "-" for k in metric_names]
-        body.append(["majority class", "-", *cells, *["-"] * (len(header) - 2 - len(cells))])
+        name = (report.get("baseline") or {}).get("name", "trivial baseline")
+        body.append([name, "-", *cells, *["-"] * (len(header) - 2 - len(cells))])
     return header, body
 
 
@@ -133,12 +166,17 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"Metric: **{report['main_metric']}** (x100) on {report['eval_examples']} evaluation examples; "
         f"retention and speed-up relative to **{report['reference']}**."
         + (
-            f" % of gain: the share of the {report['reference']}'s gain over the majority-class "
-            "baseline (always predicting the most frequent training label) that a model keeps."
+            f" % of gain: the share of the {report['reference']}'s gain over the "
+            f"{report['baseline']['name']} baseline that a model keeps."
             if (report.get("baseline") or {}).get("metrics")
             else ""
         ),
         "",
+        *(
+            [f"**Warning: {report['warning']}.** Retention figures marked (!) say nothing.", ""]
+            if report.get("warning")
+            else []
+        ),
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(r) + " |" for r in body),
@@ -147,6 +185,19 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"of a {setup['batch_size']} x {setup['seq_length']} batch on {setup['device']} "
         f"({setup['torch_threads']} torch threads, torch {setup['torch']}).",
     ]
+    held_out = report.get("held_out")
+    if held_out:
+        terms = ", ".join(f"{k} {v:.4f}" for k, v in held_out.items())
+        lines += ["", f"Student's held-out distillation loss (evaluation text): {terms}."]
+    two_stage = report.get("two_stage")
+    if two_stage:
+        lines += [
+            "",
+            f"Two-stage: the general stage processed {two_stage['general_tokens']:,} tokens in "
+            f"{two_stage['general_steps']} steps and the task stage {two_stage['task_tokens']:,} "
+            f"in {two_stage['task_steps']}; the one-stage student trained "
+            f"{two_stage['one_stage_steps']} task steps, as many tokens as both stages together.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -157,7 +208,12 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         table.add_column(name, justify="left" if i < 2 else "right")
     for row in body:
         table.add_row(*row)
-    (console or Console(width=max(Console().width, 120))).print(table)
+    out = console or Console(width=max(Console().width, 120))
+    out.print(table)
+    if report.get("warning"):
+        out.print(
+            f"[bold yellow]warning:[/] {report['warning']}; retention marked (!) says nothing."
+        )
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:

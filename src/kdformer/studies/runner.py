@@ -77,13 +77,11 @@ class _Measurer:
         return self.teachers[key]
 
     def _majority(self, run: PlannedRun) -> dict[str, float] | None:
-        """Metrics of always predicting the most frequent label of the teacher's training data,
-        on the run's evaluation set."""
-        from kdformer.report import majority_baseline
-
+        """Metrics of the task's trivial predictor (classification: the most frequent label of
+        the teacher's training data) on the run's evaluation set."""
         task = self.plan.task(run.config)
         train = self.plan.task(run.teacher.config or run.config).load("train")
-        return majority_baseline(task, train, task.load("eval"))
+        return task.baseline(train, task.load("eval"))
 
     def baseline(self, run: PlannedRun) -> dict[str, float] | None:
         """The run's majority-class baseline, kept with the teacher's measurement (filled in for
@@ -123,7 +121,7 @@ class _Measurer:
         metrics = evaluate_model(
             student,
             task,
-            task.tokenize(eval_raw, tokenizer),
+            eval_raw,
             tokenizer,
             run.config.distill.train.eval_batch_size,
             device,
@@ -150,6 +148,8 @@ class _Measurer:
             measured,
             report_cfg,
             baseline=self.baseline(run),
+            baseline_name=task.baseline_name,
+            higher_is_better=task.higher_is_better,
         )
         report["latency_setup"]["timing"] = "teacher and student timed round-robin, same process"
         write_report(report, run.folder)
@@ -241,10 +241,18 @@ def run_study(
                 )
                 if not study.keep_checkpoints:
                     _drop_checkpoints(tuned.output_dir)
+            teacher_eval = {
+                "metrics": measurer.teacher(run)["metrics"],
+                "baseline": measurer.baseline(run),
+            }
             start = time.perf_counter()
             resume = latest_checkpoint(run.folder / "checkpoints" / "student") is not None
             pipeline.distill(
-                run.config, resume=resume, callbacks=callbacks, task=plan.task(run.config)
+                run.config,
+                resume=resume,
+                callbacks=callbacks,
+                task=plan.task(run.config),
+                teacher_eval=teacher_eval,
             )
             seconds = time.perf_counter() - start
             report = measurer.student(run)

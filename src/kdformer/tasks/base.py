@@ -1,31 +1,72 @@
-"""What every task offers the trainer: normalised data, tokenisation, metrics and label checks.
+"""The task contract: everything that differs between classification, NER, QA and raw text.
 
-A task turns its source (GLUE files, the hub, the user's own files) into one column layout,
-``text`` / optional ``text_pair`` / ``label``, so the distillation code never needs to know where
-the data came from.
+A task owns its config section, reading its data formats, tokenisation (with alignment for
+token and span tasks), its collator, its model class, which outputs are distilled and which
+batch keys hold gold labels, turning model outputs into predictions, its metrics and its
+trivial baseline. The trainer, objective, report, pruning and studies only talk to this
+interface; none of them names a task.
+
+Every task's data go through three forms:
+
+* **examples** (:meth:`Task.load`): the task's own normalised columns, one row per example
+  (a sentence, a document, a question with its context);
+* **features** (:meth:`Task.tokenize`): model inputs plus the label keys, possibly several
+  per example (long inputs are cut into overlapping windows), plus side columns
+  (:attr:`Task.side_columns`) that map features back to examples;
+* **scores** (:meth:`Task.scorer`): a :class:`Scorer` collects the model outputs of every
+  feature batch and turns them into the task's metrics on the examples.
 """
 
 from __future__ import annotations
 
 import abc
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+import torch
+from pydantic import Field
+
+from kdformer.configbase import ConfigError, Section
+from kdformer.features import OutputSpec
 
 if TYPE_CHECKING:
     import datasets
 
-    from kdformer.config import TaskConfig
-
 Split = Literal["train", "eval"]
+Purpose = Literal["train", "eval"]
 
 # transformers names unnamed outputs LABEL_0, LABEL_1, ...; such names say nothing about the task.
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")
 
 
 class DataError(ValueError):
-    """Bad data input; message names the problem (file path, columns found, ...) and the fix."""
+    """Bad data input; message names the problem (file path, line, columns found, ...) and the fix."""
+
+
+class TaskSection(Section):
+    """Fields every task config has; each task adds a ``type`` literal and its own fields."""
+
+    name: str = Field(..., description="Task name, used in reports and folder names.")
+    max_length: int = Field(
+        128, gt=0, description="Tokens per model input (window) after truncation."
+    )
+    max_train_samples: int | None = Field(
+        None, gt=0, description="Use a random subset of this many training examples (seeded)."
+    )
+    max_eval_samples: int | None = Field(
+        None, gt=0, description="Use only the first this-many evaluation examples."
+    )
+
+
+def resolve_path(value: Path | str | None, base: Path | None) -> Path | None:
+    """``value`` as a path; relative ones are taken under ``base`` when one is given."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() or base is None else base / path
 
 
 def normalise_label_name(name: str) -> str:
@@ -42,51 +83,98 @@ def named_model_labels(model_config: Any) -> list[str] | None:
     return names
 
 
+def output_layer(model: torch.nn.Module, size: int) -> torch.nn.Linear:
+    """The model's last linear layer with ``size`` outputs: the task head's output projection
+    (``classifier`` in BERT, ``classifier.out_proj`` in RoBERTa/ELECTRA, ``score`` elsewhere)."""
+    found = [
+        m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == size
+    ]
+    if not found:
+        raise ConfigError(
+            f"{type(model).__name__} has no linear output layer with {size} outputs to reorder"
+        )
+    return found[-1]
+
+
+class Scorer(abc.ABC):
+    """Collects a model's outputs batch by batch, then scores them on the examples."""
+
+    @abc.abstractmethod
+    def add(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
+        """One batch of model outputs (by name, on any device) and the batch it came from."""
+
+    @abc.abstractmethod
+    def metrics(self) -> dict[str, float]:
+        """The task's metrics over everything added, including the task's main metric."""
+
+
 class Task(abc.ABC):
-    """One supervised task: load its splits, tokenize them, score predictions."""
+    """One task: its data, tokenisation, model head, distilled outputs, predictions and metrics."""
 
-    name: str
-    num_labels: int  # 1 for regression
-    label_names: list[str] | None  # None for regression
-    is_regression: bool
-    main_metric: str  # key of compute_metrics' output used to compare teacher and student
-    model_class: type  # transformers Auto class that builds a model for this task
+    type: ClassVar[str]
+    """The config tag (``task.type``)."""
+    config_class: ClassVar[type[TaskSection]]
+    model_class: Any
+    """transformers Auto class that builds a model for this task."""
+    outputs: tuple[OutputSpec, ...] = ()
+    """Model outputs the objective distils (soft targets) and trains on (hard labels)."""
+    side_columns: tuple[str, ...] = ()
+    """Feature columns that are not model inputs (they map features back to examples)."""
+    main_metric: str
+    higher_is_better: bool = True
+    baseline_name: str = "trivial baseline"
+    """What :meth:`baseline` predicts, as reports name it."""
 
-    def __init__(self, config: TaskConfig, seed: int = 42):
+    def __init__(self, config: TaskSection, seed: int = 42):
         self.config = config
         self.seed = seed
         self.name = config.name.lower()
         self._splits: dict[str, datasets.Dataset] = {}
 
+    # ---- data -----------------------------------------------------------------------------
+
     def load(self, split: Split) -> datasets.Dataset:
-        """Columns ``text``, optional ``text_pair``, ``label``; sample limits already applied.
-        Read once per task object: validation, fine-tuning, distillation and evaluation of one
-        run share the same splits."""
+        """The split's examples, sample limits applied. Read once per task object: validation,
+        fine-tuning, distillation and evaluation of one run share the same splits."""
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
         if split not in self._splits:
-            self._splits[split] = self.read(split)
+            dataset = self.read(split)
+            if len(dataset) == 0:
+                raise DataError(f"The {split} split of task '{self.name}' has no examples.")
+            self._splits[split] = self.limit_samples(dataset, split)
         return self._splits[split]
 
     @abc.abstractmethod
     def read(self, split: Split) -> datasets.Dataset:
-        """Read a split from its source (what :meth:`load` caches)."""
+        """Read a split's examples from their source (what :meth:`load` caches)."""
+
+    def distillation_examples(self) -> datasets.Dataset:
+        """The examples the distillation stage trains on: the training split, unless the task
+        adds to it (classification's TinyBERT-style augmentation)."""
+        return self.load("train")
 
     @abc.abstractmethod
-    def tokenize(self, dataset: datasets.Dataset, tokenizer: Any) -> datasets.Dataset:
-        """Model inputs plus ``labels``, truncated to ``config.max_length`` and not padded."""
+    def tokenize(
+        self, dataset: datasets.Dataset, tokenizer: Any, purpose: Purpose = "train"
+    ) -> datasets.Dataset:
+        """Features: model inputs, the label keys and the side columns, not padded."""
 
-    @abc.abstractmethod
-    def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        """Scores of raw model outputs against gold labels, including ``main_metric``."""
+    def model_features(self, features: datasets.Dataset) -> datasets.Dataset:
+        """The features without side columns, as the collator and the model take them."""
+        drop = [c for c in self.side_columns if c in features.column_names]
+        return features.remove_columns(drop) if drop else features
 
-    def collator(self, tokenizer: Any) -> Any:
-        """Pads each batch to its own longest example, which is cheaper than padding everything."""
+    def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
+        """Pads each batch to its own longest feature, which is cheaper than padding everything."""
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer)
 
-    # ---------------------------------------------------------------------------------------
-    # Sample limits
-    # ---------------------------------------------------------------------------------------
+    @property
+    def label_keys(self) -> tuple[str, ...]:
+        """Batch keys that hold gold labels (the Trainer's ``label_names``)."""
+        return tuple(dict.fromkeys(o.label_key for o in self.outputs if o.label_key))
 
     def limit_samples(self, dataset: datasets.Dataset, split: Split) -> datasets.Dataset:
         """Apply max_train_samples (seeded random subset) or max_eval_samples (first N)."""
@@ -94,7 +182,7 @@ class Task(abc.ABC):
             limit = self.config.max_train_samples
             if limit is None or limit >= len(dataset):
                 return dataset
-            # A random subset, not the first N: GLUE files are often sorted by source or label.
+            # A random subset, not the first N: files are often sorted by source or label.
             rng = np.random.default_rng(self.seed)
             indices = np.sort(rng.choice(len(dataset), size=limit, replace=False))
             return dataset.select(indices.tolist())
@@ -103,12 +191,78 @@ class Task(abc.ABC):
             return dataset
         return dataset.select(range(limit))
 
-    # ---------------------------------------------------------------------------------------
-    # Labels and models
-    # ---------------------------------------------------------------------------------------
+    def describe_data(self) -> str:
+        """One line about the data read (sizes, splits, anything repaired), for the console."""
+        parts = [
+            f"{split} {len(self._splits[split])}"
+            for split in ("train", "eval")
+            if split in self._splits
+        ]
+        return f"{self.name}: " + ", ".join(parts) + " examples"
 
-    def model_label_kwargs(self) -> dict[str, Any]:
-        """``from_pretrained`` keyword arguments that give a new head this task's outputs."""
+    # ---- models ---------------------------------------------------------------------------
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """``from_pretrained`` keyword arguments that give a new model this task's head."""
+        return {}
+
+    def adapt_to_teacher(self, teacher_config: Any) -> None:  # noqa: B027  (an optional hook)
+        """Settle what depends on the teacher (raw text: whether it has an MLM head). Called
+        before the task's outputs are used with that teacher."""
+
+    def check_model(self, model_config: Any) -> None:  # noqa: B027  (an optional hook)
+        """Fail early when a model's head cannot produce this task's outputs."""
+
+    def align_model(self, model: torch.nn.Module) -> None:  # noqa: B027  (an optional hook)
+        """Make the model's outputs follow the task's label order (in place), so that gold
+        labels, soft labels, metrics and pruning data all use one order."""
+
+    def check_lengths(self, model_config: Any, model_name: str) -> None:
+        """Fail when ``max_length`` is over the model's position limit."""
+        from kdformer.models import position_limit
+
+        limit = position_limit(model_config)
+        if limit is not None and self.config.max_length > limit:
+            raise ConfigError(
+                f"task.max_length {self.config.max_length} is over the position limit of "
+                f"'{model_name}' ({limit} tokens): set task.max_length to at most {limit}"
+                + self.long_input_hint()
+            )
+
+    def long_input_hint(self) -> str:
+        """What the task does with inputs longer than ``max_length`` (for error messages)."""
+        return " (longer inputs are truncated)"
+
+    # ---- predictions and metrics -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def scorer(self, features: datasets.Dataset, examples: datasets.Dataset) -> Scorer:
+        """A fresh :class:`Scorer` for ``features`` (from :meth:`tokenize` with purpose eval) of
+        ``examples``."""
+
+    def baseline(
+        self, train: datasets.Dataset, examples: datasets.Dataset
+    ) -> dict[str, float] | None:
+        """Metrics of the task's trivial predictor on ``examples`` (learnt from ``train`` at
+        most by counting): the floor any model must beat. None when the task has none."""
+        return None
+
+
+class LabelledTask(Task):
+    """A task whose head predicts one of a fixed set of named labels (per example or per token).
+
+    The label set is the task's: the names of ``label_names`` in that order are label ids
+    0..n-1 in the data. A model whose head orders the same labels differently is reordered by
+    :meth:`align_model` when it is loaded, so one order holds everywhere."""
+
+    label_names: list[str] | None
+    is_regression: bool = False
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.is_regression else len(self.label_names or [])
+
+    def model_kwargs(self) -> dict[str, Any]:
         if self.is_regression:
             return {"num_labels": 1, "problem_type": "regression"}
         names = list(self.label_names or [])
@@ -118,42 +272,66 @@ class Task(abc.ABC):
             "label2id": {name: i for i, name in enumerate(names)},
         }
 
-    def check_model(self, model_config: Any) -> None:
-        """Fail early when a model's head cannot produce this task's outputs."""
-        fix = (
+    def _fix_hint(self) -> str:
+        return (
             "Fine-tune the teacher on this task first (set `finetune:` in the config) or pick a "
             f"model trained on {self.name}."
         )
+
+    def check_model(self, model_config: Any) -> None:
         model_labels = int(getattr(model_config, "num_labels", 0))
+        model_names = named_model_labels(model_config)
+        if model_names is not None and not self.is_regression:
+            known = {normalise_label_name(name) for name in model_names}
+            missing = [
+                name for name in self.label_names or [] if normalise_label_name(name) not in known
+            ]
+            if missing:
+                raise DataError(
+                    f"The data of task '{self.name}' have label(s) {missing} that the model's "
+                    f"head lacks (its labels: {model_names}). {self._fix_hint()}"
+                )
         if model_labels != self.num_labels:
+            extra = ""
+            if model_names is not None and model_labels > self.num_labels:
+                unused = [
+                    n
+                    for n in model_names
+                    if normalise_label_name(n)
+                    not in {normalise_label_name(x) for x in self.label_names or []}
+                ]
+                extra = (
+                    f" Its labels {unused} never occur in the data; if they are valid for this "
+                    f"task, list the model's labels in task.labels: {model_names}."
+                )
             raise DataError(
                 f"The model has {model_labels} output(s) but task '{self.name}' needs "
-                f"{self.num_labels}. {fix}"
-            )
-        model_names = named_model_labels(model_config)
-        if self.is_regression or model_names is None:
-            return
-        known = {normalise_label_name(name) for name in model_names}
-        missing = [
-            name for name in self.label_names or [] if normalise_label_name(name) not in known
-        ]
-        if missing:
-            raise DataError(
-                f"The model's labels {model_names} do not cover task '{self.name}' labels "
-                f"{self.label_names} (missing: {missing}). {fix}"
+                f"{self.num_labels}.{extra} {self._fix_hint()}"
             )
 
-    def label_ids_for_model(self, model_config: Any) -> list[int] | None:
-        """``result[task_id]`` = model output index, for models that order their labels differently.
-
-        None means task ids and model outputs already line up (or the model's labels are unnamed).
-        """
+    def label_order(self, model_config: Any) -> list[int] | None:
+        """``order[task_id]`` = the model's output index of that label, or None when they
+        already line up (or the model's labels are unnamed)."""
         model_names = named_model_labels(model_config)
         if self.is_regression or model_names is None or not self.label_names:
             return None
         position = {normalise_label_name(name): i for i, name in enumerate(model_names)}
-        mapping = [position.get(normalise_label_name(name)) for name in self.label_names]
-        if None in mapping:
-            return None  # check_model reports this case; nothing sensible to map here
-        ids = [int(i) for i in mapping if i is not None]
+        order = [position.get(normalise_label_name(name)) for name in self.label_names]
+        if None in order or len(order) != len(model_names):
+            return None  # check_model reports this case
+        ids = [int(i) for i in order if i is not None]
         return None if ids == list(range(len(ids))) else ids
+
+    def align_model(self, model: torch.nn.Module) -> None:
+        order = self.label_order(model.config)
+        if order is not None:
+            head = output_layer(model, len(order))
+            index = torch.as_tensor(order, device=head.weight.device)
+            with torch.no_grad():
+                head.weight.copy_(head.weight.index_select(0, index))
+                if head.bias is not None:
+                    head.bias.copy_(head.bias.index_select(0, index))
+        if not self.is_regression and self.label_names:
+            kwargs = self.model_kwargs()
+            model.config.id2label = kwargs["id2label"]
+            model.config.label2id = kwargs["label2id"]

@@ -1,0 +1,536 @@
+"""Token classification (named-entity recognition): CoNLL-2003, LitBank, GONERD-style JSON
+lines, any CoNLL-style column file, or the hub's ``conll2003``.
+
+Examples are word sequences with one IOB2 tag per word (sentences, or whole documents with
+``unit: document``). Tokenisation labels the first word piece of each word (``label_all_tokens``
+also labels the others, B- turned into I-); an input longer than ``max_length`` is cut into
+windows that overlap by ``stride`` tokens, and each word is predicted from the one window where
+its first piece has the most context on both sides, so every word gets exactly one prediction.
+Metrics are entity-level precision, recall and F1 from ``seqeval`` (CoNLL scoring, or strict
+IOB2 matching), overall and per entity type; the trivial baseline tags every word ``O``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import torch
+from pydantic import Field, model_validator
+from transformers import AutoModelForTokenClassification
+
+from kdformer.features import OutputSpec
+from kdformer.tasks.base import DataError, LabelledTask, Purpose, Scorer, Split, TaskSection
+from kdformer.tasks.ner_formats import (
+    Document,
+    detect_scheme,
+    iob1_to_iob2,
+    ordered_tags,
+    read_columns,
+    read_jsonl,
+)
+
+logger = logging.getLogger(__name__)
+
+NER_NAMES = ("conll2003", "litbank", "gonerd", "ner")
+#: CoNLL-2003 file names per split, in the order they are looked for.
+CONLL_FILES = {
+    "train": ("train.txt", "train.conll", "eng.train"),
+    "valid": ("valid.txt", "dev.txt", "valid.conll", "dev.conll", "eng.testa"),
+    "test": ("test.txt", "test.conll", "eng.testb"),
+}
+
+
+class NerTaskConfig(TaskSection):
+    """Token classification (NER): CoNLL-2003, LitBank, JSON lines, column files or the hub."""
+
+    type: Literal["ner"] = Field("ner", description="Task type (token classification, NER).")
+    name: str = Field("conll2003", description="Task name, used in reports and folder names.")
+    format: Literal["auto", "conll", "column", "litbank", "jsonl", "hub"] = Field(
+        "auto",
+        description="auto: by file type (.jsonl/.json: jsonl, .tsv: litbank, anything else: "
+        "conll), hub when no file is given; conll: CoNLL-2003 (token first, tag last, "
+        "-DOCSTART- lines); column: CoNLL-style columns chosen by token_column / tag_column; "
+        "litbank: LitBank entity TSV (one document per file, tag layer `layer`); jsonl: "
+        "objects with tokens and ner_tags; hub: `hub_dataset` from the Hugging Face hub.",
+    )
+    data_dir: Path | None = Field(
+        None,
+        description="A folder holding the data: CoNLL-2003's train.txt / valid.txt / test.txt, "
+        "or LitBank-style .tsv documents (split by document, see eval_fraction).",
+    )
+    train_file: Path | None = Field(
+        None, description="Training data: a file, a folder or a glob (overrides data_dir)."
+    )
+    eval_file: Path | None = Field(
+        None, description="Evaluation data: a file, a folder or a glob (overrides data_dir)."
+    )
+    eval_split: Literal["valid", "test"] = Field(
+        "valid",
+        description="With data_dir in the CoNLL-2003 layout: evaluate on valid.txt or test.txt.",
+    )
+    eval_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="When one collection of documents serves both splits (a LitBank folder, or "
+        "train_file alone): the share of documents held out for evaluation, chosen "
+        "deterministically by a hash of each document's name.",
+    )
+    hub_dataset: str = Field(
+        "conll2003", description="Hub data set for format hub (tokens + ner_tags columns)."
+    )
+    token_column: int = Field(0, description="conll/column/litbank: column index of the token.")
+    tag_column: int = Field(
+        -1, description="conll/column: column index of the tag (-1: the last column)."
+    )
+    layer: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="litbank: which nested entity layer is the tag (1: the first, outermost).",
+    )
+    scheme: Literal["auto", "iob1", "iob2"] = Field(
+        "auto",
+        description="Tag encoding of the files: iob1 (an entity starts with I-, as in the "
+        "original CoNLL-2003) is rewritten as IOB2; auto detects it.",
+    )
+    unit: Literal["sentence", "document"] = Field(
+        "sentence",
+        description="Example unit: each sentence, or each document as one sequence (long "
+        "inputs are split into overlapping windows).",
+    )
+    labels: list[str] | None = Field(
+        None,
+        description="The tag set in id order. Unset: O, then the training data's tags by type. "
+        "Needed for JSON lines with integer ner_tags.",
+    )
+    label_all_tokens: bool = Field(
+        False,
+        description="Label every word piece (B- becomes I- after the first) instead of only a "
+        "word's first piece. Predictions always come from the first piece.",
+    )
+    stride: int = Field(
+        32, ge=0, description="Tokens shared by consecutive windows of a long input."
+    )
+    strict: bool = Field(
+        False,
+        description="Score entities with seqeval's strict IOB2 mode (an I- without its B- is "
+        "no entity) instead of CoNLL's lenient rule.",
+    )
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> NerTaskConfig:
+        if self.stride >= self.max_length // 2:
+            raise ValueError(
+                f"task.stride ({self.stride}) must be less than half of task.max_length "
+                f"({self.max_length}); e.g. stride {max(0, self.max_length // 4)}"
+            )
+        return self
+
+
+def _expand(value: Path) -> list[Path]:
+    """A file, every data file of a folder, or the matches of a glob, sorted."""
+    if value.is_dir():
+        files = [
+            p
+            for p in sorted(value.iterdir())
+            if p.is_file() and p.suffix.lower() in {".txt", ".tsv", ".conll", ".jsonl", ".json"}
+        ]
+        if not files:
+            raise DataError(f"{value} holds no .txt, .tsv, .conll or .jsonl files.")
+        return files
+    if value.is_file():
+        return [value]
+    matches = [Path(p) for p in sorted(glob.glob(str(value)))]
+    if not matches:
+        raise DataError(f"No data at {value}: it is not a file, a folder or a matching glob.")
+    return matches
+
+
+def _held_out(doc_id: str, fraction: float) -> bool:
+    """Deterministic document split: the document's hash bucket is below the fraction."""
+    bucket = int(hashlib.sha1(doc_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return bucket < fraction
+
+
+class NerScorer(Scorer):
+    """Collects the predicted tag of every word's first piece, keeping for each word the window
+    where that piece has the most context on both sides; scores words with seqeval."""
+
+    def __init__(self, task: TokenClassificationTask, features: datasets.Dataset, examples: Any):
+        self.task = task
+        self.examples = examples
+        self.example_index = features["example_index"]
+        self.word_index = features["word_index"]
+        self.best: list[dict[int, tuple[int, int]]] = [{} for _ in range(len(examples))]
+        self.seen = 0
+
+    def add(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
+        predicted = outputs["logits"].argmax(-1).cpu().numpy()
+        for row in range(predicted.shape[0]):
+            feature = self.seen + row
+            words = self.word_index[feature]
+            body = [p for p, w in enumerate(words) if w != -2]
+            first, last = (body[0], body[-1]) if body else (0, 0)
+            best = self.best[self.example_index[feature]]
+            for position, word in enumerate(words):
+                if word < 0:
+                    continue
+                context = min(position - first, last - position)
+                if word not in best or context > best[word][0]:
+                    best[word] = (context, int(predicted[row, position]))
+        self.seen += predicted.shape[0]
+
+    def predictions(self) -> tuple[list[list[str]], list[list[str]], int]:
+        """Gold and predicted tag sequences, and the number of words no window covered (words
+        the tokenizer turns into no piece at all; predicted O)."""
+        names = self.task.label_names or []
+        gold, pred, uncovered = [], [], 0
+        for index, example in enumerate(self.examples):
+            tags = [names[t] for t in example["tags"]]
+            best = self.best[index]
+            uncovered += sum(1 for w in range(len(tags)) if w not in best)
+            gold.append(tags)
+            pred.append([names[best[w][1]] if w in best else "O" for w in range(len(tags))])
+        return gold, pred, uncovered
+
+    def metrics(self) -> dict[str, float]:
+        gold, pred, uncovered = self.predictions()
+        if uncovered:
+            logger.warning("%d word(s) produced no word piece and were predicted O", uncovered)
+        return self.task.score(gold, pred)
+
+
+class TokenClassificationTask(LabelledTask):
+    """Named-entity recognition (token classification) with sliding windows over long inputs."""
+
+    type = "ner"
+    config_class = NerTaskConfig
+    model_class = AutoModelForTokenClassification
+    outputs = (OutputSpec("logits", label_key="labels", over="classes", rows="labelled"),)
+    side_columns = ("example_index", "word_index")
+    main_metric = "f1"
+    baseline_name = "all O"
+    config: NerTaskConfig
+
+    def __init__(self, config: NerTaskConfig, seed: int = 42):
+        super().__init__(config, seed)
+        self._documents: dict[str, list[Document]] = {}
+        self._raw_splits: dict[str, tuple[list[str], list[list[str]], list[list[str]]]] = {}
+        self._label_names: list[str] | None = list(config.labels) if config.labels else None
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def _format(self, path: Path | None) -> str:
+        if self.config.format != "auto":
+            return self.config.format
+        if path is None:
+            return "hub"
+        suffix = path.suffix.lower()
+        return {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "litbank"}.get(suffix, "conll")
+
+    def _read_files(self, paths: list[Path]) -> list[Document]:
+        documents: list[Document] = []
+        for path in paths:
+            kind = self._format(path)
+            if kind == "jsonl":
+                documents += read_jsonl(path, self.config.labels)
+            elif kind == "litbank":
+                documents += read_columns(
+                    path, self.config.token_column, self.config.layer, "\t", docstart=False
+                )
+            elif kind in ("conll", "column"):
+                documents += read_columns(path, self.config.token_column, self.config.tag_column)
+            else:
+                raise DataError(f"task.format {kind} does not read files; unset task.format")
+        return documents
+
+    def _conll_file(self, split: str) -> Path | None:
+        folder = self.config.data_dir
+        assert folder is not None
+        for name in CONLL_FILES[split]:
+            if (folder / name).is_file():
+                return folder / name
+        return None
+
+    def _sources(self, split: Split) -> tuple[list[Path], bool | None]:
+        """The files of a split, and whether documents must still be split by hash (True: keep
+        held-out documents, False: keep the others, None: use all)."""
+        cfg = self.config
+        explicit = cfg.train_file if split == "train" else cfg.eval_file
+        if explicit is not None:
+            return _expand(Path(explicit)), None
+        other = cfg.eval_file if split == "train" else cfg.train_file
+        if cfg.data_dir is None and other is not None:
+            # One collection for both splits: hold documents out by hash.
+            return _expand(Path(other)), split == "eval"
+        if cfg.data_dir is None:
+            raise DataError("task.data_dir, task.train_file or task.eval_file must be set")
+        folder = Path(cfg.data_dir)
+        if not folder.is_dir():
+            raise DataError(f"task.data_dir {folder} is not a folder.")
+        wanted = "train" if split == "train" else cfg.eval_split
+        if any(self._conll_file(s) for s in CONLL_FILES):
+            found = self._conll_file(wanted)
+            if found is None:
+                raise DataError(
+                    f"{folder} has no {wanted} file (looked for {', '.join(CONLL_FILES[wanted])})."
+                )
+            return [found], None
+        return _expand(folder), split == "eval"
+
+    def _documents_of(self, split: Split) -> list[Document]:
+        if split in self._documents:
+            return self._documents[split]
+        paths, held_out = self._sources(split)
+        documents = self._read_files(paths)
+        if held_out is not None:
+            documents = [
+                d for d in documents if _held_out(d.id, self.config.eval_fraction) == held_out
+            ]
+        if not documents:
+            raise DataError(
+                f"The {split} split of task '{self.name}' has no documents"
+                + (
+                    " after the split by document: lower or raise task.eval_fraction"
+                    if held_out is not None
+                    else ""
+                )
+                + f" (read {', '.join(str(p) for p in paths)})."
+            )
+        self._documents[split] = documents
+        return documents
+
+    def _examples(self, documents: list[Document]) -> list[tuple[str, list[str], list[str]]]:
+        out = []
+        for doc in documents:
+            if self.config.unit == "document":
+                tokens = [t for s in doc.sentences for t in s.tokens]
+                tags = [t for s in doc.sentences for t in s.tags]
+                out.append((doc.id, tokens, tags))
+            else:
+                out += [(f"{doc.id}-{i}", s.tokens, s.tags) for i, s in enumerate(doc.sentences)]
+        return out
+
+    def _hub_split(self, split: Split) -> tuple[list[str], list[list[str]], list[list[str]]]:
+        hub_split = (
+            "train"
+            if split == "train"
+            else ("validation" if self.config.eval_split == "valid" else "test")
+        )
+        try:
+            dataset = datasets.load_dataset(self.config.hub_dataset, split=hub_split)
+        except Exception as exc:  # network, auth, missing split: all mean "use local files"
+            raise DataError(
+                f"Could not load {self.config.hub_dataset} ({hub_split}) from the Hugging Face "
+                f"hub: {exc}. For offline use set task.data_dir to a folder with CoNLL-2003's "
+                "train.txt / valid.txt / test.txt (e.g. ../shared/data/conll2003)."
+            ) from exc
+        missing = [c for c in ("tokens", "ner_tags") if c not in dataset.column_names]
+        if missing:
+            raise DataError(
+                f"{self.config.hub_dataset} has no column(s) {missing}; columns found: "
+                f"{dataset.column_names}."
+            )
+        feature = dataset.features["ner_tags"]
+        names = getattr(getattr(feature, "feature", None), "names", None)
+        tags = [[names[t] if names else str(t) for t in row] for row in dataset["ner_tags"]]
+        ids = [
+            str(i) for i in (dataset["id"] if "id" in dataset.column_names else range(len(dataset)))
+        ]
+        return ids, dataset["tokens"], tags
+
+    def _raw(self, split: Split) -> tuple[list[str], list[list[str]], list[list[str]]]:
+        """(ids, token lists, IOB2 tag lists) of a split."""
+        paths_given = any(
+            v is not None
+            for v in (self.config.data_dir, self.config.train_file, self.config.eval_file)
+        )
+        if self.config.format == "hub" or not paths_given:
+            ids, tokens, tags = self._hub_split(split)
+        else:
+            rows = self._examples(self._documents_of(split))
+            ids, tokens, tags = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+        scheme = self.config.scheme
+        if scheme == "auto":
+            scheme = detect_scheme(tags)
+        if scheme == "iob1":
+            tags = [iob1_to_iob2(t) for t in tags]
+        return ids, tokens, tags
+
+    @property
+    def label_names(self) -> list[str]:  # type: ignore[override]
+        """task.labels, or O and then the training data's tags by type."""
+        if self._label_names is None:
+            try:
+                _, _, tags = self._raw_cached("train")
+            except DataError:
+                _, _, tags = self._raw_cached("eval")  # evaluation-only setups
+            self._label_names = ordered_tags(t for row in tags for t in row)
+        return self._label_names
+
+    def _raw_cached(self, split: Split) -> tuple[list[str], list[list[str]], list[list[str]]]:
+        if split not in self._raw_splits:
+            self._raw_splits[split] = self._raw(split)
+        return self._raw_splits[split]
+
+    def read(self, split: Split) -> datasets.Dataset:
+        ids, tokens, tags = self._raw_cached(split)
+        names = self.label_names
+        index = {name: i for i, name in enumerate(names)}
+        unknown = sorted({t for row in tags for t in row if t not in index})
+        if unknown:
+            raise DataError(
+                f"The {split} data of task '{self.name}' have tag(s) {unknown} outside the label "
+                f"set {names}. Add them to task.labels, or train on data that has them."
+            )
+        return datasets.Dataset.from_dict(
+            {"id": ids, "tokens": tokens, "tags": [[index[t] for t in row] for row in tags]},
+            features=datasets.Features(
+                {
+                    "id": datasets.Value("string"),
+                    "tokens": datasets.Sequence(datasets.Value("string")),
+                    "tags": datasets.Sequence(datasets.Value("int64")),
+                }
+            ),
+        )
+
+    def describe_data(self) -> str:
+        lengths = {s: len(d) for s, d in self._splits.items()}
+        unit = "documents" if self.config.unit == "document" else "sentences"
+        return f"{self.name}: " + ", ".join(f"{s} {n} {unit}" for s, n in lengths.items())
+
+    # ---- tokenisation -----------------------------------------------------------------------
+
+    def long_input_hint(self) -> str:
+        return " (longer inputs are split into overlapping windows of max_length tokens)"
+
+    def _inside_tags(self) -> list[int]:
+        """For label_all_tokens: the id of I-X for each tag id (B-X -> I-X when it exists)."""
+        names = self.label_names
+        index = {n: i for i, n in enumerate(names)}
+        return [
+            index.get("I-" + n[2:], i) if n.startswith("B-") else i for i, n in enumerate(names)
+        ]
+
+    def tokenize(
+        self, dataset: datasets.Dataset, tokenizer: Any, purpose: Purpose = "train"
+    ) -> datasets.Dataset:
+        if not getattr(tokenizer, "is_fast", False):
+            raise DataError(
+                f"token classification needs a fast tokenizer (word ids), and "
+                f"{type(tokenizer).__name__} is not one"
+            )
+        inside = self._inside_tags()
+        cfg = self.config
+
+        def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+            full = tokenizer(
+                batch["tokens"],
+                is_split_into_words=True,
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+            )
+            # The offset (within its word) of each word's first piece, per example.
+            first_start = []
+            for i in range(len(batch["tokens"])):
+                starts: dict[int, int] = {}
+                for word, (start, _) in zip(full.word_ids(i), full["offset_mapping"][i]):
+                    if word is not None and word not in starts:
+                        starts[word] = start
+                first_start.append(starts)
+            enc = tokenizer(
+                batch["tokens"],
+                is_split_into_words=True,
+                truncation=True,
+                max_length=cfg.max_length,
+                stride=cfg.stride,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+            )
+            labels, word_index, example_index = [], [], []
+            for f in range(len(enc["input_ids"])):
+                example = enc["overflow_to_sample_mapping"][f]
+                tags = batch["tags"][example]
+                starts = first_start[example]
+                row_labels, row_words = [], []
+                for word, (start, _) in zip(enc.word_ids(f), enc["offset_mapping"][f]):
+                    if word is None:
+                        row_labels.append(-100)
+                        row_words.append(-2)  # special token
+                    elif start == starts.get(word):
+                        row_labels.append(tags[word])
+                        row_words.append(word)
+                    else:
+                        row_labels.append(inside[tags[word]] if cfg.label_all_tokens else -100)
+                        row_words.append(-1)  # a later piece of a word
+                labels.append(row_labels)
+                word_index.append(row_words)
+                example_index.append(indices[example])
+            out = {
+                k: v
+                for k, v in enc.items()
+                if k not in ("offset_mapping", "overflow_to_sample_mapping")
+            }
+            return {
+                **out,
+                "labels": labels,
+                "word_index": word_index,
+                "example_index": example_index,
+            }
+
+        tokenized = dataset.map(
+            encode,
+            batched=True,
+            with_indices=True,
+            remove_columns=dataset.column_names,
+            desc="Tokenizing (windows)",
+        )
+        return tokenized if purpose == "eval" else self.model_features(tokenized)
+
+    def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(tokenizer)
+
+    # ---- scoring -----------------------------------------------------------------------------
+
+    def scorer(self, features: datasets.Dataset, examples: datasets.Dataset) -> Scorer:
+        return NerScorer(self, features, examples)
+
+    def score(self, gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
+        """Entity-level micro precision / recall / F1 overall and F1 per type (seqeval), and
+        word accuracy."""
+        from seqeval.metrics import accuracy_score, classification_report
+        from seqeval.scheme import IOB2
+
+        options: dict[str, Any] = {"mode": "strict", "scheme": IOB2} if self.config.strict else {}
+        report = classification_report(gold, pred, output_dict=True, zero_division=0, **options)
+        micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+        metrics = {
+            "f1": float(micro["f1-score"]),
+            "precision": float(micro["precision"]),
+            "recall": float(micro["recall"]),
+            "accuracy": float(accuracy_score(gold, pred)) if gold else 0.0,
+        }
+        for name, values in sorted(report.items()):
+            if name not in ("micro avg", "macro avg", "weighted avg"):
+                metrics[f"f1_{name}"] = float(values["f1-score"])
+        return metrics
+
+    def baseline(
+        self, train: datasets.Dataset, examples: datasets.Dataset
+    ) -> dict[str, float] | None:
+        """Every word tagged O: no entity found, F1 0, word accuracy = the share of O words."""
+        names = self.label_names
+        gold = [[names[t] for t in row] for row in examples["tags"]]
+        return self.score(gold, [["O"] * len(row) for row in gold])
+
+
+__all__ = ["NER_NAMES", "NerTaskConfig", "TokenClassificationTask"]

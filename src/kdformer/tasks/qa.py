@@ -1,0 +1,392 @@
+"""Extractive question answering: SQuAD v1.1 and v2.0 (unanswerable questions), from the JSON
+files or the hub's ``rajpurkar/squad`` / ``rajpurkar/squad_v2``.
+
+A question and its context are cut into windows of ``max_length`` tokens that overlap by
+``doc_stride`` (the question repeated in each); training labels each window with the answer's
+start and end tokens, or [CLS] when the answer is not inside it (or there is none). The model's
+start and end logits are distributions over positions; their n-best spans are mapped back to
+the context through the tokenizer's character offsets (see :mod:`kdformer.tasks.squad`).
+
+When only one SQuAD file is at hand (kdformer's offline data hold part of the v1.1 dev set)
+``eval_fraction`` splits it by article, deterministically, so that no article is in both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from transformers import AutoModelForQuestionAnswering
+
+from kdformer.features import OutputSpec
+from kdformer.tasks.base import DataError, Purpose, Scorer, Split, Task, TaskSection
+from kdformer.tasks.squad import best_answer, read_squad, squad_scores
+
+logger = logging.getLogger(__name__)
+
+QA_NAMES = ("squad", "squad_v2", "qa")
+
+
+class QATaskConfig(TaskSection):
+    """Extractive question answering in the SQuAD layout."""
+
+    type: Literal["qa"] = Field("qa", description="Task type (extractive question answering).")
+    name: str = Field("squad", description="Task name, used in reports and folder names.")
+    max_length: int = Field(384, gt=0, description="Tokens per window (question + context).")
+    doc_stride: int = Field(
+        128, gt=0, description="Tokens of context shared by consecutive windows of one question."
+    )
+    train_file: Path | None = Field(None, description="SQuAD-layout JSON file for training.")
+    eval_file: Path | None = Field(
+        None,
+        description="SQuAD-layout JSON file for evaluation. Unset with train_file set: "
+        "eval_fraction of train_file's articles are held out for evaluation.",
+    )
+    eval_fraction: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="With train_file alone: the share of its articles held out for evaluation, "
+        "picked deterministically (the articles whose title hashes lowest).",
+    )
+    hub_dataset: str = Field(
+        "rajpurkar/squad",
+        description="Hub data set used when no file is given (rajpurkar/squad_v2 for v2.0).",
+    )
+    version_2: bool | None = Field(
+        None,
+        description="SQuAD v2.0 scoring (unanswerable questions, null answers). Unset: from the "
+        "file's version field, or the hub name.",
+    )
+    n_best: int = Field(20, gt=0, description="Start and end candidates per window.")
+    max_answer_length: int = Field(30, gt=0, description="Longest answer, in tokens.")
+    null_threshold: float = Field(
+        0.0,
+        description="v2.0: answer nothing when the null score beats the best span by more "
+        "than this.",
+    )
+    max_bad_answers: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest share of training questions whose answer text is nowhere in its "
+        "context (they are left out of training, counted and reported); above it the data are "
+        "refused as broken.",
+    )
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> QATaskConfig:
+        if self.doc_stride >= self.max_length // 2:
+            raise ValueError(
+                f"task.doc_stride ({self.doc_stride}) must be less than half of task.max_length "
+                f"({self.max_length}), e.g. {self.max_length // 3}"
+            )
+        return self
+
+
+def _article_bucket(title: str) -> str:
+    return hashlib.sha1(title.encode()).hexdigest()
+
+
+class QAScorer(Scorer):
+    """Collects start/end logits per window; per question the best span over its windows."""
+
+    def __init__(self, task: QuestionAnsweringTask, features: datasets.Dataset, examples: Any):
+        self.task = task
+        self.examples = examples
+        self.example_index = features["example_index"]
+        self.offsets = features["offset_mapping"]
+        self.windows: list[list[tuple[np.ndarray, np.ndarray, Any]]] = [[] for _ in examples]
+        self.seen = 0
+
+    def add(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
+        starts = outputs["start_logits"].float().cpu().numpy()
+        ends = outputs["end_logits"].float().cpu().numpy()
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        for row, length in enumerate(lengths):
+            feature = self.seen + row
+            self.windows[self.example_index[feature]].append(
+                (starts[row, :length], ends[row, :length], self.offsets[feature])
+            )
+        self.seen += len(lengths)
+
+    def predictions(self) -> list[str]:
+        cfg = self.task.config
+        return [
+            best_answer(
+                windows,
+                example["context"],
+                cfg.n_best,
+                cfg.max_answer_length,
+                self.task.version_2,
+                cfg.null_threshold,
+            )[0]
+            for windows, example in zip(self.windows, self.examples)
+        ]
+
+    def metrics(self) -> dict[str, float]:
+        return squad_scores(self.predictions(), [a["text"] for a in self.examples["answers"]])
+
+
+class QuestionAnsweringTask(Task):
+    """Extractive QA: sliding windows, n-best spans, official SQuAD exact match and F1."""
+
+    type = "qa"
+    config_class = QATaskConfig
+    model_class = AutoModelForQuestionAnswering
+    outputs = (
+        OutputSpec("start_logits", label_key="start_positions", over="positions"),
+        OutputSpec("end_logits", label_key="end_positions", over="positions"),
+    )
+    side_columns = ("example_index", "offset_mapping")
+    main_metric = "f1"
+    baseline_name = "first words"
+    config: QATaskConfig
+
+    def __init__(self, config: QATaskConfig, seed: int = 42):
+        super().__init__(config, seed)
+        self.version_2 = (
+            config.version_2
+            if config.version_2 is not None
+            else "v2" in config.hub_dataset.lower() and config.train_file is None
+        )
+        self.notes: list[str] = []
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def _file_rows(self, path: Path, split: Split) -> list[dict[str, Any]]:
+        if not Path(path).is_file():
+            raise DataError(f"SQuAD file not found: {path}")
+        squad = read_squad(Path(path))
+        if self.config.version_2 is None and squad.version.startswith("v2"):
+            self.version_2 = True
+        rows = squad.rows
+        if squad.repaired:
+            self.notes.append(
+                f"{path}: {len(squad.repaired)} answer offset(s) did not point at the answer "
+                f"text and were moved to its nearest occurrence (e.g. {squad.repaired[:3]})"
+            )
+        if squad.unmatched:
+            bad = set(squad.unmatched)
+            share = len(bad) / max(1, len(rows))
+            message = (
+                f"{path}: {len(bad)} question(s) ({share:.1%}) have an answer whose text is "
+                f"nowhere in the context (e.g. ids {sorted(bad)[:5]})"
+            )
+            if share > self.config.max_bad_answers:
+                raise DataError(
+                    message
+                    + f", more than task.max_bad_answers ({self.config.max_bad_answers:.1%})."
+                    " Check that answer_start counts characters of the context as stored, or "
+                    "raise task.max_bad_answers to train without them."
+                )
+            self.notes.append(
+                message + "; those answers are left out (questions left with no "
+                "answer are not trained on)"
+            )
+        return rows
+
+    def _hub_rows(self, split: Split) -> list[dict[str, Any]]:
+        hub_split = "train" if split == "train" else "validation"
+        try:
+            dataset = datasets.load_dataset(self.config.hub_dataset, split=hub_split)
+        except Exception as exc:  # network, auth, missing split
+            raise DataError(
+                f"Could not load {self.config.hub_dataset} ({hub_split}) from the Hugging Face "
+                f"hub: {exc}. For offline use set task.train_file (and task.eval_file) to SQuAD "
+                "JSON files (e.g. ../shared/data/squad/dev-v1.1-part-a.json)."
+            ) from exc
+        return [
+            {
+                "id": str(r["id"]),
+                "title": r.get("title", ""),
+                "context": r["context"],
+                "question": r["question"],
+                "answers": {
+                    "text": list(r["answers"]["text"]),
+                    "answer_start": list(r["answers"]["answer_start"]),
+                },
+                "impossible": not r["answers"]["text"],
+            }
+            for r in dataset
+        ]
+
+    def read(self, split: Split) -> datasets.Dataset:
+        cfg = self.config
+        if cfg.train_file is None and cfg.eval_file is None:
+            rows = self._hub_rows(split)
+        elif split == "eval" and cfg.eval_file is not None:
+            rows = self._file_rows(cfg.eval_file, split)
+        elif split == "train" and cfg.train_file is not None and cfg.eval_file is not None:
+            rows = self._file_rows(cfg.train_file, split)
+        else:
+            source = cfg.train_file or cfg.eval_file
+            assert source is not None
+            rows = self._split_by_article(self._file_rows(source, split), split)
+        if split == "train":
+            rows = [r for r in rows if r["answers"]["text"] or r["impossible"]]
+        if self.config.version_2 is None and any(r["impossible"] for r in rows):
+            self.version_2 = True
+        return datasets.Dataset.from_list(
+            rows,
+            features=datasets.Features(
+                {
+                    "id": datasets.Value("string"),
+                    "title": datasets.Value("string"),
+                    "context": datasets.Value("string"),
+                    "question": datasets.Value("string"),
+                    "answers": {
+                        "text": datasets.Sequence(datasets.Value("string")),
+                        "answer_start": datasets.Sequence(datasets.Value("int64")),
+                    },
+                    "impossible": datasets.Value("bool"),
+                }
+            ),
+        )
+
+    def held_out_titles(self, titles: list[str]) -> set[str]:
+        """The articles held out for evaluation: the eval_fraction (at least one) of the
+        distinct titles whose SHA-1 is lowest, so the split never depends on file order."""
+        distinct = sorted(set(titles), key=_article_bucket)
+        count = max(1, round(len(distinct) * self.config.eval_fraction))
+        if count >= len(distinct):
+            raise DataError(
+                f"The SQuAD file has {len(distinct)} article(s): too few to hold "
+                f"{self.config.eval_fraction:.0%} out for evaluation and train on the rest. Give "
+                "task.eval_file too."
+            )
+        return set(distinct[:count])
+
+    def _split_by_article(self, rows: list[dict[str, Any]], split: Split) -> list[dict[str, Any]]:
+        held = self.held_out_titles([r["title"] for r in rows])
+        keep = [r for r in rows if (r["title"] in held) == (split == "eval")]
+        articles = len({r["title"] for r in keep})
+        note = f"{split}: {articles} article(s), {len(keep)} question(s) (split by article)"
+        if note not in self.notes:
+            self.notes.append(note)
+        return keep
+
+    def describe_data(self) -> str:
+        return super().describe_data() + ("; " + "; ".join(self.notes) if self.notes else "")
+
+    # ---- tokenisation -----------------------------------------------------------------------
+
+    def long_input_hint(self) -> str:
+        return " (longer contexts are split into overlapping windows of max_length tokens)"
+
+    def tokenize(
+        self, dataset: datasets.Dataset, tokenizer: Any, purpose: Purpose = "train"
+    ) -> datasets.Dataset:
+        if not getattr(tokenizer, "is_fast", False):
+            raise DataError(
+                f"extractive QA needs a fast tokenizer (offsets), and {type(tokenizer).__name__} "
+                "is not one"
+            )
+        cfg = self.config
+        pad_right = tokenizer.padding_side == "right"
+
+        def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+            questions = [q.lstrip() for q in batch["question"]]
+            first, second = (
+                (questions, batch["context"]) if pad_right else (batch["context"], questions)
+            )
+            try:
+                enc = tokenizer(
+                    first,
+                    second,
+                    truncation="only_second" if pad_right else "only_first",
+                    max_length=cfg.max_length,
+                    stride=cfg.doc_stride,
+                    return_overflowing_tokens=True,
+                    return_offsets_mapping=True,
+                )
+            except Exception as exc:  # the tokenizers library refuses a question too long to fit
+                raise DataError(
+                    f"could not cut questions and contexts into windows of {cfg.max_length} "
+                    f"tokens with a stride of {cfg.doc_stride} ({exc}): raise task.max_length or "
+                    "lower task.doc_stride (a question must leave room for context)"
+                ) from exc
+            context_id = 1 if pad_right else 0
+            starts, ends, offsets, example_index = [], [], [], []
+            for f in range(len(enc["input_ids"])):
+                example = enc["overflow_to_sample_mapping"][f]
+                sequence = enc.sequence_ids(f)
+                span = [
+                    (a, b) if s == context_id else (-1, -1)
+                    for s, (a, b) in zip(sequence, enc["offset_mapping"][f])
+                ]
+                offsets.append(span)
+                example_index.append(indices[example])
+                answers = batch["answers"][example]
+                cls = (
+                    enc["input_ids"][f].index(tokenizer.cls_token_id)
+                    if tokenizer.cls_token_id in enc["input_ids"][f]
+                    else 0
+                )
+                if not answers["text"]:
+                    starts.append(cls)
+                    ends.append(cls)
+                    continue
+                begin = answers["answer_start"][0]
+                finish = begin + len(answers["text"][0])
+                inside = [i for i, (a, _) in enumerate(span) if a >= 0]
+                if not inside or span[inside[0]][0] > begin or span[inside[-1]][1] < finish:
+                    starts.append(cls)  # the answer is not (wholly) in this window
+                    ends.append(cls)
+                    continue
+                start = next(i for i in inside if span[i][1] > begin)
+                end = next(i for i in reversed(inside) if span[i][0] < finish)
+                starts.append(start)
+                ends.append(end)
+            out = {
+                k: v
+                for k, v in enc.items()
+                if k not in ("offset_mapping", "overflow_to_sample_mapping")
+            }
+            if purpose == "eval":
+                return {**out, "example_index": example_index, "offset_mapping": offsets}
+            return {**out, "start_positions": starts, "end_positions": ends}
+
+        return dataset.map(
+            encode,
+            batched=True,
+            with_indices=True,
+            remove_columns=dataset.column_names,
+            desc="Tokenizing (windows)",
+        )
+
+    # ---- scoring -----------------------------------------------------------------------------
+
+    def check_model(self, model_config: Any) -> None:
+        labels = int(getattr(model_config, "num_labels", 2))
+        if labels != 2:
+            raise DataError(
+                f"An extractive QA head has 2 outputs (start, end); this model's head has {labels}."
+            )
+
+    def scorer(self, features: datasets.Dataset, examples: datasets.Dataset) -> Scorer:
+        return QAScorer(self, features, examples)
+
+    def baseline(
+        self, train: datasets.Dataset, examples: datasets.Dataset
+    ) -> dict[str, float] | None:
+        """The first k words of every context, k the median length in words of the training
+        answers (a reader that reads nothing); with unanswerable questions, also answering
+        nothing, whichever scores higher."""
+        lengths = [len(a["text"][0].split()) for a in train["answers"] if a["text"]]
+        k = int(np.median(lengths)) if lengths else 3
+        golds = [a["text"] for a in examples["answers"]]
+        guess = [" ".join(c.split()[:k]) for c in examples["context"]]
+        scores = squad_scores(guess, golds)
+        if self.version_2:
+            empty = squad_scores([""] * len(golds), golds)
+            if empty["f1"] > scores["f1"]:
+                return empty
+        return scores

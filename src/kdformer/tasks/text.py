@@ -1,0 +1,306 @@
+"""Raw text, for task-agnostic distillation (the first stage of DistilBERT, TinyBERT, MiniLM).
+
+Text comes from a folder of ``.txt`` files (or one file, or a glob) or a hub text data set. It
+is cut into segments of about ``segment_chars`` characters at paragraph breaks; every
+``1 / eval_fraction``-th segment is held out for evaluation, so both splits span every
+document. Tokenised segments are packed into blocks of exactly ``max_length`` tokens
+([CLS] ... [SEP], documents separated by [SEP]), as BERT pre-training packs them.
+
+With a teacher that has a masked-LM head (``mlm: auto`` looks at the checkpoint's
+architecture) the student is a masked LM too: 15% of the tokens are masked (80% [MASK], 10% a
+random token, 10% kept), the soft-logit knowledge compares both models' predictions at the
+masked positions and the hard-label loss is the MLM loss. Without one (e.g. the offline
+MiniLM-L6, a sentence encoder) the student is a bare encoder and only hidden-state, attention
+and relation knowledge carry the signal, as in MiniLMv2. Either way the student saved is a
+general student that any task starts from (``student.init: pretrained``).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import torch
+from pydantic import Field
+from transformers import AutoModel, AutoModelForMaskedLM
+
+from kdformer.features import OutputSpec
+from kdformer.tasks.base import DataError, Purpose, Scorer, Split, Task, TaskSection
+
+logger = logging.getLogger(__name__)
+
+MLM_OUTPUTS = (OutputSpec("logits", label_key="labels", over="classes", rows="labelled"),)
+
+
+class TextTaskConfig(TaskSection):
+    """Raw text for task-agnostic distillation."""
+
+    type: Literal["text"] = Field("text", description="Task type (raw text, task-agnostic).")
+    name: str = Field("text", description="Task name, used in reports and folder names.")
+    files: Path | None = Field(
+        None,
+        description="A folder of .txt files (searched recursively), one .txt file, or a glob.",
+    )
+    hub_dataset: str | None = Field(
+        None, description="Hub text data set, when `files` is unset (e.g. wikitext)."
+    )
+    hub_config: str | None = Field(
+        None, description="Its configuration (e.g. wikitext-103-raw-v1)."
+    )
+    hub_split: str = Field("train", description="Its split that holds the text.")
+    text_column: str = Field("text", description="Its column that holds the text.")
+    segment_chars: int = Field(
+        4000, gt=0, description="Characters per segment (the unit of the train/eval split)."
+    )
+    eval_fraction: float = Field(
+        0.02, gt=0, lt=1, description="Share of segments held out for evaluation."
+    )
+    mlm: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Masked-LM knowledge: on, off, or auto (on when the teacher checkpoint is a "
+        "masked LM: its architectures name ...ForMaskedLM or ...ForPreTraining).",
+    )
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked (MLM).")
+
+
+def _text_files(value: Path) -> list[Path]:
+    if value.is_dir():
+        files = sorted(p for p in value.rglob("*.txt") if p.is_file())
+        if not files:
+            raise DataError(f"task.files {value} is a folder without .txt files.")
+        return files
+    if value.is_file():
+        return [value]
+    matches = sorted(Path(p) for p in glob.glob(str(value)) if Path(p).is_file())
+    if not matches:
+        raise DataError(f"task.files {value} is not a file, a folder or a matching glob.")
+    return matches
+
+
+def segments(text: str, size: int) -> list[str]:
+    """Paragraph-aligned pieces of about ``size`` characters (a paragraph longer than that is
+    its own piece)."""
+    out, current, length = [], [], 0
+    for paragraph in text.split("\n\n"):
+        paragraph = " ".join(paragraph.split())
+        if not paragraph:
+            continue
+        if current and length + len(paragraph) > size:
+            out.append("\n\n".join(current))
+            current, length = [], 0
+        current.append(paragraph)
+        length += len(paragraph) + 2
+    if current:
+        out.append("\n\n".join(current))
+    return out
+
+
+def mask_tokens(
+    ids: np.ndarray, tokenizer: Any, probability: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """BERT masking of one block: (masked ids, labels with -100 where nothing is predicted).
+    Special tokens are never masked."""
+    special = np.isin(ids, np.asarray(tokenizer.all_special_ids))
+    chosen = (rng.random(ids.shape) < probability) & ~special
+    labels = np.where(chosen, ids, -100)
+    masked = ids.copy()
+    roll = rng.random(ids.shape)
+    masked[chosen & (roll < 0.8)] = tokenizer.mask_token_id
+    random_ids = rng.integers(0, len(tokenizer), ids.shape)
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    masked[swap] = random_ids[swap]
+    return masked, labels
+
+
+class MLMScorer(Scorer):
+    """Masked-token accuracy and perplexity at the masked positions."""
+
+    def __init__(self) -> None:
+        self.correct = 0
+        self.total = 0
+        self.nll = 0.0
+
+    def add(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
+        labels = batch["labels"].to(outputs["logits"].device)
+        keep = labels != -100
+        logits = outputs["logits"][keep].float()
+        gold = labels[keep]
+        self.correct += int((logits.argmax(-1) == gold).sum())
+        self.total += int(gold.numel())
+        self.nll += float(torch.nn.functional.cross_entropy(logits, gold, reduction="sum"))
+
+    def metrics(self) -> dict[str, float]:
+        if not self.total:
+            return {"mlm_accuracy": 0.0, "perplexity": math.inf}
+        return {
+            "mlm_accuracy": self.correct / self.total,
+            "perplexity": math.exp(self.nll / self.total),
+        }
+
+
+class NoScorer(Scorer):
+    """A bare encoder has no predictions to score: its quality shows in the held-out
+    distillation loss and on the tasks it is fine-tuned or distilled for later."""
+
+    def add(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
+        pass
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
+class TextTask(Task):
+    """Raw text packed into blocks; masked-LM outputs when the teacher has an MLM head."""
+
+    type = "text"
+    config_class = TextTaskConfig
+    config: TextTaskConfig
+
+    def __init__(self, config: TextTaskConfig, seed: int = 42):
+        super().__init__(config, seed)
+        self.mlm = config.mlm == "on"
+        self._bind()
+
+    def _bind(self) -> None:
+        self.model_class = AutoModelForMaskedLM if self.mlm else AutoModel
+        self.outputs = MLM_OUTPUTS if self.mlm else ()
+        self.main_metric = "mlm_accuracy" if self.mlm else "none"
+
+    def adapt_to_teacher(self, teacher_config: Any) -> None:
+        if self.config.mlm != "auto":
+            return
+        architectures = getattr(teacher_config, "architectures", None) or []
+        self.mlm = any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures)
+        self._bind()
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def _documents(self) -> list[tuple[str, str]]:
+        cfg = self.config
+        if cfg.files is not None:
+            docs = []
+            for path in _text_files(Path(cfg.files)):
+                try:
+                    docs.append((path.name, path.read_text(encoding="utf-8", errors="replace")))
+                except OSError as exc:
+                    raise DataError(f"Cannot read {path}: {exc}") from exc
+            return docs
+        if cfg.hub_dataset is None:
+            raise DataError(
+                "a text task needs task.files (a folder of .txt files, e.g. "
+                "../shared/data/text/litbank-novels) or task.hub_dataset"
+            )
+        try:
+            dataset = datasets.load_dataset(cfg.hub_dataset, cfg.hub_config, split=cfg.hub_split)
+        except Exception as exc:
+            raise DataError(
+                f"Could not load {cfg.hub_dataset} from the Hugging Face hub: {exc}. For offline "
+                "use set task.files to a folder of .txt files."
+            ) from exc
+        if cfg.text_column not in dataset.column_names:
+            raise DataError(
+                f"{cfg.hub_dataset} has no column '{cfg.text_column}'; columns found: "
+                f"{dataset.column_names}. Set task.text_column."
+            )
+        # Hub text sets hold a line or a paragraph per row: one document, kept in order.
+        return [(cfg.hub_dataset, "\n\n".join(dataset[cfg.text_column]))]
+
+    def read(self, split: Split) -> datasets.Dataset:
+        every = max(2, round(1 / self.config.eval_fraction))
+        rows: dict[str, list[Any]] = {"document": [], "text": []}
+        found_text = False
+        for name, text in self._documents():
+            pieces = segments(text, self.config.segment_chars)
+            found_text = found_text or bool(pieces)
+            for i, piece in enumerate(pieces):
+                if (i % every == every - 1) == (split == "eval"):
+                    rows["document"].append(name)
+                    rows["text"].append(piece)
+        if not found_text:
+            raise DataError(
+                f"task '{self.name}' found no text in {self.config.files or self.config.hub_dataset}:"
+                " every file is empty or whitespace."
+            )
+        return datasets.Dataset.from_dict(rows)
+
+    def limit_samples(self, dataset: datasets.Dataset, split: Split) -> datasets.Dataset:
+        return dataset  # the limits count packed blocks, applied in tokenize()
+
+    # ---- tokenisation -----------------------------------------------------------------------
+
+    def tokenize(
+        self, dataset: datasets.Dataset, tokenizer: Any, purpose: Purpose = "train"
+    ) -> datasets.Dataset:
+        cfg = self.config
+        start = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
+        end = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
+        body = cfg.max_length - len(start) - len(end)
+        ids = tokenizer(dataset["text"], add_special_tokens=False)["input_ids"]
+        stream: list[int] = []
+        previous = None
+        for document, piece in zip(dataset["document"], ids):
+            if previous is not None and document != previous and end:
+                stream += end
+            stream += piece
+            previous = document
+        blocks = [
+            start + stream[i : i + body] + end for i in range(0, len(stream) - body + 1, body)
+        ]
+        if not blocks:
+            raise DataError(
+                f"the {'training' if purpose == 'train' else 'evaluation'} text of task "
+                f"'{self.name}' is {len(stream)} tokens, less than one block of "
+                f"{cfg.max_length}: give more text or lower task.max_length"
+            )
+        limit = cfg.max_train_samples if purpose == "train" else cfg.max_eval_samples
+        if limit is not None and limit < len(blocks):
+            if purpose == "train":
+                chosen = np.sort(
+                    np.random.default_rng(self.seed).choice(len(blocks), limit, replace=False)
+                )
+                blocks = [blocks[i] for i in chosen]
+            else:
+                blocks = blocks[:limit]
+        data: dict[str, list[Any]] = {
+            "input_ids": blocks,
+            "attention_mask": [[1] * len(b) for b in blocks],
+        }
+        if "token_type_ids" in tokenizer.model_input_names:
+            data["token_type_ids"] = [[0] * len(b) for b in blocks]
+        if self.mlm and purpose == "eval":  # a fixed masking, so evaluations compare
+            if tokenizer.mask_token_id is None:
+                raise DataError(f"{type(tokenizer).__name__} has no mask token for MLM")
+            rng = np.random.default_rng(self.seed)
+            masked = [
+                mask_tokens(np.asarray(b), tokenizer, cfg.mlm_probability, rng) for b in blocks
+            ]
+            data["input_ids"] = [m.tolist() for m, _ in masked]
+            data["labels"] = [lab.tolist() for _, lab in masked]
+        return datasets.Dataset.from_dict(data)
+
+    def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
+        from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
+
+        if self.mlm and purpose == "train":
+            return DataCollatorForLanguageModeling(
+                tokenizer, mlm_probability=self.config.mlm_probability
+            )
+        if self.mlm:
+            from transformers import DataCollatorForTokenClassification
+
+            return DataCollatorForTokenClassification(tokenizer)  # pads the fixed labels
+        return DataCollatorWithPadding(tokenizer)
+
+    def describe_data(self) -> str:
+        parts = [f"{s} {len(d)} segments" for s, d in self._splits.items()]
+        mode = "masked LM" if self.mlm else "encoder features (no MLM head)"
+        return f"{self.name}: " + ", ".join(parts) + f"; {mode}"
+
+    def scorer(self, features: datasets.Dataset, examples: datasets.Dataset) -> Scorer:
+        return MLMScorer() if self.mlm else NoScorer()
