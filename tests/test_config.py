@@ -285,3 +285,59 @@ def test_every_knowledge_field_is_documented():
         if not text.strip()
     ]
     assert undocumented == []
+
+
+# --------------------------------------------------------------------------------------------
+# The task section: a tagged union of task types
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kind"),
+    [
+        ([], "classification"),
+        (["task.name=mrpc"], "classification"),
+        (["task.name=classification"], "classification"),
+        (["task.name=conll2003"], "ner"),
+        (["task.name=squad"], "qa"),
+        (["task.name=text"], "text"),
+        (["task.type=ner", "task.name=litbank"], "ner"),
+        (["task={type: qa, name: my-faq}"], "qa"),
+    ],
+)
+def test_task_type_from_type_or_name(overrides, kind):
+    assert load_config(None, overrides).task.type == kind
+
+
+def test_overrides_reach_the_fields_of_the_files_task_type(write_yaml):
+    path = write_yaml("task:\n  type: qa\n  train_file: squad.json\n")
+    task = load_config(path, ["task.doc_stride=64", "task.max_length=256"]).task
+    assert (task.type, task.doc_stride, task.window_stride) == ("qa", 64, 64)
+
+
+def test_fields_of_another_task_type_are_named(write_yaml):
+    with pytest.raises(
+        ConfigError, match=r"'task.label_all_tokens' is a field of task type 'ner', not of 'qa'"
+    ):
+        load_config(write_yaml("task:\n  type: qa\n  label_all_tokens: true\n"))
+    with pytest.raises(ConfigError, match=r"set task.type=ner first"):
+        load_config(None, ["task.label_all_tokens=true"])
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'task.doc_strid' \(did you mean 'doc_stride'"
+    ):
+        load_config(write_yaml("task:\n  type: qa\n  doc_strid: 3\n"))
+
+
+def test_unknown_task_type_lists_the_types(write_yaml):
+    with pytest.raises(
+        ConfigError, match=r"unknown task type; valid: classification, ner, qa, text"
+    ):
+        load_config(write_yaml("task:\n  type: tagging\n"))
+
+
+def test_general_section_takes_a_text_task(write_yaml):
+    config = load_config(None, ["general={task: {files: corpus}}"])
+    assert config.general.task.type == "text" and config.general.compare_one_stage
+    assert [k.type for k in config.general.knowledge] == ["hidden", "qkv_relations"]
+    with pytest.raises(ConfigError, match=r"general.task.doc_stride"):
+        load_config(None, ["general={task: {files: corpus, doc_stride: 3}}"])

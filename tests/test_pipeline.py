@@ -8,15 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import safetensors.torch
+import torch
 import transformers
-from conftest import GLUE
+from conftest import GLUE, needs_data, save_tiny_glue_teacher
 from typer.testing import CliRunner
 
 from kdformer import pipeline
 from kdformer.cli import app
-from kdformer.config import ConfigError, load_config
+from kdformer.config import ConfigError, ModelConfig, TrainConfig, load_config
+from kdformer.tasks import build_task
+from kdformer.training import TaskTrainer, training_arguments
 
-pytestmark = pytest.mark.skipif(not (GLUE / "SST-2").is_dir(), reason=f"GLUE data not at {GLUE}")
+pytestmark = needs_data(GLUE)
 runner = CliRunner()
 
 
@@ -229,3 +233,145 @@ def test_config_reference_is_up_to_date():
     assert committed.read_text() == config_reference_markdown(), (
         "docs/config.md is stale: run `kdformer config reference --output docs/config.md`"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# One label order, warm-up, divergence, a teacher that learnt nothing
+# --------------------------------------------------------------------------------------------
+
+
+def named_teacher(folder: Path) -> Path:
+    return save_tiny_glue_teacher(
+        folder, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}
+    )
+
+
+def permuted_copy(source: Path, folder: Path) -> Path:
+    """The same teacher with its outputs in the other order (positive first)."""
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(source)
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    model.config.id2label = {0: "positive", 1: "negative"}
+    model.config.label2id = {"positive": 0, "negative": 1}
+    model.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+def test_a_teacher_with_another_label_order_gives_the_same_student(tmp_path):
+    """Hard labels, soft labels, in-training evaluation and the report all see one order: a
+    teacher whose head lists 'positive' first distils into exactly the same student."""
+    plain = named_teacher(tmp_path / "plain")
+    flipped = permuted_copy(plain, tmp_path / "flipped")
+    task = build_task(load_config(None, [f"task.data_dir={GLUE}", "task.max_eval_samples=8"]).task)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(plain)
+    features = task.tokenize(task.load("eval"), tokenizer)
+    batch = task.collator(tokenizer)([features[0], features[1]])
+    batch.pop("labels")
+    a = pipeline.load_teacher(ModelConfig(name=str(plain)), task)
+    b = pipeline.load_teacher(ModelConfig(name=str(flipped)), task)
+    assert b.config.id2label == {0: "negative", 1: "positive"}
+    assert torch.allclose(a(**batch).logits, b(**batch).logits)
+
+    students = {}
+    for name, teacher in (("plain", plain), ("flipped", flipped)):
+        out = tmp_path / f"run-{name}"
+        args = [*overrides(teacher, out, steps=3), "finetune=null", "distill.train.eval_steps=3"]
+        args += [
+            "distill.knowledge=[{type: logits, temperature: 1.0}]",
+            "distill.hard_label_weight=1",
+        ]
+        result = runner.invoke(app, ["run", "configs/demo.yaml", *args])
+        assert result.exit_code == 0, result.output
+        state = json.loads(
+            (out / "checkpoints/student/checkpoint-3/trainer_state.json").read_text()
+        )
+        evaluated = [e["eval_accuracy"] for e in state["log_history"] if "eval_accuracy" in e]
+        students[name] = (
+            transformers.AutoModelForSequenceClassification.from_pretrained(out / "student"),
+            evaluated,
+            json.loads((out / "report.json").read_text()),
+        )
+    (plain_student, plain_eval, plain_report), (flip_student, flip_eval, flip_report) = (
+        students["plain"], students["flipped"]
+    )  # fmt: skip
+    assert plain_eval == flip_eval and len(plain_eval) == 1
+    for key, value in plain_student.state_dict().items():
+        assert torch.allclose(value, flip_student.state_dict()[key], atol=1e-6), key
+    assert flip_student.config.id2label == {0: "negative", 1: "positive"}
+    assert [m["metrics"] for m in plain_report["models"]] == [
+        m["metrics"] for m in flip_report["models"]
+    ]
+
+
+@pytest.mark.parametrize(("ratio", "steps"), [(0.0, 0), (0.1, 6), (0.5, 30), (1.0, 60)])
+def test_warmup_ratio_is_a_fraction_of_the_steps(tmp_path, ratio, steps):
+    args = training_arguments(TrainConfig(warmup_ratio=ratio, report_to=[]), tmp_path, 0, False)
+    assert args.get_warmup_steps(60) == steps
+
+
+def test_full_warmup_ramps_over_every_step(tmp_path, make_bert):
+    """warmup_ratio 1.0 used to be passed as warmup_steps=1.0, i.e. a single step."""
+    config = TrainConfig(warmup_ratio=1.0, learning_rate=1.0, report_to=[])
+    trainer = TaskTrainer(model=make_bert(), args=training_arguments(config, tmp_path, 0, False))
+    trainer.create_optimizer_and_scheduler(num_training_steps=8)
+    rates = []
+    for _ in range(8):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert rates == pytest.approx([k / 8 for k in range(8)])
+
+
+def test_a_diverged_run_stops_and_keeps_its_last_good_checkpoint(tiny_teacher, tmp_path):
+    out = tmp_path / "nan"
+    args = [
+        *overrides(tiny_teacher, out, steps=8),
+        "finetune=null",
+        "distill.train.learning_rate=1e9",
+    ]
+    args += ["distill.train.save_steps=1", "distill.knowledge=[{type: logits}, {type: hidden}]"]
+    result = runner.invoke(app, ["distill", "configs/demo.yaml", *args])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "training diverged" in message and "Nothing was saved or scored" in message
+    assert "distill.train.learning_rate (now 1e+09)" in message
+    assert not (out / "student").exists()
+    checkpoints = sorted((out / "checkpoints/student").glob("checkpoint-*"))
+    for checkpoint in checkpoints:  # whatever was written is finite
+        weights = safetensors.torch.load_file(checkpoint / "model.safetensors")
+        assert all(torch.isfinite(t).all() for t in weights.values()), checkpoint
+    if checkpoints:
+        assert f"The last good checkpoint is {checkpoints[-1]}, kept" in message
+    assert "--overwrite" in message
+
+
+def test_a_model_with_nan_weights_is_never_scored(tiny_teacher, tmp_path):
+    broken = tmp_path / "broken"
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_teacher)
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))
+    model.save_pretrained(broken)
+    transformers.AutoTokenizer.from_pretrained(tiny_teacher).save_pretrained(broken)
+    result = runner.invoke(
+        app, ["evaluate", str(broken), "--data-dir", str(GLUE), "--max-eval-samples", "8"]
+    )
+    assert result.exit_code == 2
+    assert "non-finite weights" in " ".join(result.output.split())
+
+
+def test_a_teacher_that_learnt_nothing_stops_the_run(tiny_teacher, tmp_path):
+    out = tmp_path / "weak"
+    args = [a for a in overrides(tiny_teacher, out) if "allow_weak_teacher" not in a]
+    result = runner.invoke(app, ["run", "configs/demo.yaml", *args])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "it does not close 10% of the gap to a perfect score" in message
+    assert "majority class" in message and "--allow-weak-teacher" in message
+    assert (out / "teacher").is_dir() and not (out / "checkpoints/student").exists()
+    forced = runner.invoke(app, ["run", "configs/demo.yaml", *args, "--allow-weak-teacher"])
+    assert forced.exit_code == 0, forced.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["retention_meaningful"] is False and "meaningless" in report["warning"]
+    assert "(!)" in (out / "report.md").read_text()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import transformers
-from conftest import save_tiny_glue_teacher
+from conftest import GLUE, needs_data, save_tiny_glue_teacher
 from transformers import AutoModelForSequenceClassification
 
 from kdformer.config import ConfigError, StudentConfig
@@ -306,10 +304,8 @@ def test_copy_pruned_weights_reports_unsliceable_weights(teacher_model, make_ber
 # Pipeline wiring
 # --------------------------------------------------------------------------------------------
 
-GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
-
-@pytest.mark.skipif(not (GLUE / "SST-2").is_dir(), reason=f"GLUE data not at {GLUE}")
+@needs_data(GLUE)
 def test_distill_builds_a_pruned_student_from_task_data(tmp_path, monkeypatch):
     from kdformer import pipeline
     from kdformer.config import load_config

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import GLUE
+from conftest import GLUE, needs_data
 from typer.testing import CliRunner
 
 from kdformer import pipeline, studies
@@ -17,7 +17,7 @@ from kdformer.cli import app
 from kdformer.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-pytestmark = pytest.mark.skipif(not (GLUE / "SST-2").is_dir(), reason=f"GLUE data not at {GLUE}")
+pytestmark = needs_data(GLUE)
 runner = CliRunner()
 
 

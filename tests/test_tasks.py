@@ -10,15 +10,11 @@ import datasets
 import numpy as np
 import pytest
 import transformers
+from conftest import GLUE, needs_data
 
 from kdformer.tasks import TASK_NAMES, ClassificationTaskConfig, DataError, build_task
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-GLUE = SHARED_DATA / "glue"
-needs_glue = pytest.mark.skipif(
-    not (GLUE / "SST-2" / "train.tsv").is_file(),
-    reason=f"real GLUE files not found under {GLUE} (../shared/data/glue from the repo root)",
-)
+needs_glue = needs_data(GLUE / "SST-2" / "train.tsv")
 
 
 def glue_task(name: str, data_dir: Path, **fields) -> object:

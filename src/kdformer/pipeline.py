@@ -351,15 +351,15 @@ def _train(
     except TrainingDiverged as exc:
         good = latest_checkpoint(checkpoints)
         kept = (
-            f"The last good checkpoint is {good} (--resume continues from it once the cause is "
-            "fixed)."
+            f"The last good checkpoint is {good}, kept for inspection."
             if good
             else "No checkpoint had been written yet."
         )
         raise TrainingDiverged(
             f"training diverged: {exc}. Nothing was saved or scored. {kept} Lower "
             f"{setting}.learning_rate (now {train.learning_rate:g}), or check max_grad_norm, "
-            "the data and the mixed-precision setting."
+            "the data and the mixed-precision setting, then rerun with --overwrite (--resume "
+            "would restore the optimiser state that diverged)."
         ) from None
     return trainer
 
@@ -409,7 +409,10 @@ def finetune(
     _write_config(config)
     transformers.set_seed(config.seed)
     tokenizer = load_tokenizer(config.teacher)
-    model = load_model(config.teacher, task.model_class, **task.model_kwargs())
+    # A head of another task or size (a checkpoint fine-tuned elsewhere) is replaced.
+    model = load_model(
+        config.teacher, task.model_class, ignore_mismatched_sizes=True, **task.model_kwargs()
+    )
     task.align_model(model)
     train_features = task.tokenize(task.load("train"), tokenizer, "train")
     console.print(
@@ -710,6 +713,7 @@ def measure_models(
         baseline=baseline,
         baseline_name=task.baseline_name,
         higher_is_better=task.higher_is_better,
+        columns=list(task.table_metrics) if task.table_metrics else None,
     )
 
 
@@ -719,11 +723,12 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
     paths = Paths(config.output_dir)
     if not is_finished(paths.student):
         raise ConfigError(f"no distilled student in {paths.student}: run `kdformer distill` first")
+    two_stage = is_finished(paths.one_stage / "student")
     models: list[tuple[str, str | Path]] = [
         ("teacher", teacher_reference(config).name),
-        ("student", paths.student),
+        ("two-stage student" if two_stage else "student", paths.student),
     ]
-    if is_finished(paths.one_stage / "student"):
+    if two_stage:
         models.append(("one-stage student", paths.one_stage / "student"))
     known = {}
     stored = paths.root / "teacher_eval.json"

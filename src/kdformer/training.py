@@ -133,6 +133,20 @@ class TaskTrainer(Trainer):
         self.eval_features = eval_features
         self.add_callback(FiniteWeightsCallback())
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """A DistillationModel is saved as a plain state dict; a student with tied weights (a
+        masked LM's decoder is its word embeddings) would hold one tensor under two names,
+        which safetensors refuses, so only the first name is kept (resuming ties them again)."""
+        if state_dict is None and isinstance(self.accelerator.unwrap_model(self.model), DistillationModel):
+            seen: set[tuple[int, int]] = set()
+            state_dict = {}
+            for name, tensor in self.model.state_dict().items():
+                key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+                if key not in seen:
+                    seen.add(key)
+                    state_dict[name] = tensor
+        super()._save(output_dir, state_dict)
+
     def model_to_score(self) -> nn.Module:
         model = self.accelerator.unwrap_model(self.model)
         return model.student if isinstance(model, DistillationModel) else model

@@ -32,10 +32,12 @@ def build_report(
     baseline: dict[str, float] | None = None,
     baseline_name: str = "trivial baseline",
     higher_is_better: bool = True,
+    columns: list[str] | None = None,
 ) -> dict[str, Any]:
     """Report dict: per-model figures plus retention (% of reference metric), share of the
     reference's gain over the task's trivial ``baseline`` kept, speed-up and size ratios against
-    the ``reference`` model (the first one if no model has that name).
+    the ``reference`` model (the first one if no model has that name). ``columns``: the
+    metrics the tables show (all when unset; the JSON always has every metric).
 
     Retention is marked meaningless (``retention_meaningful: false`` and a ``warning``) when
     the reference does not beat the baseline by ``report.min_teacher_gain`` of the headroom:
@@ -76,6 +78,7 @@ def build_report(
         "eval_examples": eval_examples,
         "reference": ref.name,
         "baseline": {"name": baseline_name, "metrics": baseline} if baseline else None,
+        "columns": columns,
         "retention_meaningful": meaningful,
         "warning": warning,
         "latency_setup": {
@@ -116,6 +119,8 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     metric_names: list[str] = []
     for row in report["models"]:
         metric_names += [k for k in row["metrics"] if k not in metric_names]
+    if report.get("columns"):
+        metric_names = [k for k in report["columns"] if k in metric_names]
     baseline = (report.get("baseline") or {}).get("metrics")
     header = [
         "model",
@@ -141,7 +146,7 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     _fmt(100 * row["metrics"][k], 2) if k in row["metrics"] else "-"
                     for k in metric_names
                 ],
-                _fmt(row["retention_pct"], 1, "%") + flag,
+                _fmt(row["retention_pct"], 1, "%") + (flag if row["retention_pct"] else ""),
                 *([_fmt(row.get("gain_kept_pct"), 1, "%")] if baseline else []),
                 _fmt(row["parameters"] / 1e6, 1),
                 _fmt(row["size_mb"], 1),
@@ -160,9 +165,7 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def to_markdown(report: dict[str, Any]) -> str:
     header, body = _table_rows(report)
     setup = report["latency_setup"]
-    lines = [
-        f"# kdformer report: {report['task']}",
-        "",
+    metric_line = (
         f"Metric: **{report['main_metric']}** (x100) on {report['eval_examples']} evaluation examples; "
         f"retention and speed-up relative to **{report['reference']}**."
         + (
@@ -170,7 +173,17 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{report['baseline']['name']} baseline that a model keeps."
             if (report.get("baseline") or {}).get("metrics")
             else ""
-        ),
+        )
+    )
+    if report["main_metric"] == "none":
+        metric_line = (
+            "No task metric: the models are bare encoders (see the held-out distillation loss "
+            "below); speed-up relative to the teacher."
+        )
+    lines = [
+        f"# kdformer report: {report['task']}",
+        "",
+        metric_line,
         "",
         *(
             [f"**Warning: {report['warning']}.** Retention figures marked (!) say nothing.", ""]

@@ -124,6 +124,8 @@ class Task(abc.ABC):
     higher_is_better: bool = True
     baseline_name: str = "trivial baseline"
     """What :meth:`baseline` predicts, as reports name it."""
+    table_metrics: tuple[str, ...] | None = None
+    """The metrics report tables show (None: all; the JSON report always has every one)."""
 
     def __init__(self, config: TaskSection, seed: int = 42):
         self.config = config

@@ -80,7 +80,7 @@ class NerTaskConfig(TaskSection):
         lt=1,
         description="When one collection of documents serves both splits (a LitBank folder, or "
         "train_file alone): the share of documents held out for evaluation, chosen "
-        "deterministically by a hash of each document's name.",
+        "deterministically (the documents whose names hash lowest).",
     )
     hub_dataset: str = Field(
         "conll2003", description="Hub data set for format hub (tokens + ner_tags columns)."
@@ -115,8 +115,11 @@ class NerTaskConfig(TaskSection):
         description="Label every word piece (B- becomes I- after the first) instead of only a "
         "word's first piece. Predictions always come from the first piece.",
     )
-    stride: int = Field(
-        32, ge=0, description="Tokens shared by consecutive windows of a long input."
+    stride: int | None = Field(
+        None,
+        ge=0,
+        description="Tokens shared by consecutive windows of a long input (unset: a quarter "
+        "of max_length).",
     )
     strict: bool = Field(
         False,
@@ -124,9 +127,13 @@ class NerTaskConfig(TaskSection):
         "no entity) instead of CoNLL's lenient rule.",
     )
 
+    @property
+    def window_stride(self) -> int:
+        return self.stride if self.stride is not None else self.max_length // 4
+
     @model_validator(mode="after")
     def _stride_fits(self) -> NerTaskConfig:
-        if self.stride >= self.max_length // 2:
+        if self.stride is not None and self.stride >= self.max_length // 2:
             raise ValueError(
                 f"task.stride ({self.stride}) must be less than half of task.max_length "
                 f"({self.max_length}); e.g. stride {max(0, self.max_length // 4)}"
@@ -153,10 +160,17 @@ def _expand(value: Path) -> list[Path]:
     return matches
 
 
-def _held_out(doc_id: str, fraction: float) -> bool:
-    """Deterministic document split: the document's hash bucket is below the fraction."""
-    bucket = int(hashlib.sha1(doc_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < fraction
+def held_out_documents(doc_ids: list[str], fraction: float) -> set[str]:
+    """Deterministic document split: the ``fraction`` (at least one) of the documents whose
+    name hashes lowest (SHA-1), so the split never depends on file order."""
+    ranked = sorted(set(doc_ids), key=lambda d: hashlib.sha1(d.encode()).hexdigest())
+    count = max(1, round(len(ranked) * fraction))
+    if count >= len(ranked):
+        raise DataError(
+            f"{len(ranked)} document(s) are too few to hold {fraction:.0%} out for evaluation "
+            "and train on the rest: give task.eval_file too"
+        )
+    return set(ranked[:count])
 
 
 class NerScorer(Scorer):
@@ -166,8 +180,8 @@ class NerScorer(Scorer):
     def __init__(self, task: TokenClassificationTask, features: datasets.Dataset, examples: Any):
         self.task = task
         self.examples = examples
-        self.example_index = features["example_index"]
-        self.word_index = features["word_index"]
+        self.example_index = list(features["example_index"])
+        self.word_index = list(features["word_index"])
         self.best: list[dict[int, tuple[int, int]]] = [{} for _ in range(len(examples))]
         self.seen = 0
 
@@ -217,6 +231,7 @@ class TokenClassificationTask(LabelledTask):
     side_columns = ("example_index", "word_index")
     main_metric = "f1"
     baseline_name = "all O"
+    table_metrics = ("f1", "precision", "recall")
     config: NerTaskConfig
 
     def __init__(self, config: NerTaskConfig, seed: int = 42):
@@ -291,9 +306,8 @@ class TokenClassificationTask(LabelledTask):
         paths, held_out = self._sources(split)
         documents = self._read_files(paths)
         if held_out is not None:
-            documents = [
-                d for d in documents if _held_out(d.id, self.config.eval_fraction) == held_out
-            ]
+            held = held_out_documents([d.id for d in documents], self.config.eval_fraction)
+            documents = [d for d in documents if (d.id in held) == held_out]
         if not documents:
             raise DataError(
                 f"The {split} split of task '{self.name}' has no documents"
@@ -315,7 +329,11 @@ class TokenClassificationTask(LabelledTask):
                 tags = [t for s in doc.sentences for t in s.tags]
                 out.append((doc.id, tokens, tags))
             else:
-                out += [(f"{doc.id}-{i}", s.tokens, s.tags) for i, s in enumerate(doc.sentences)]
+                single = len(doc.sentences) == 1  # e.g. a JSON record: keep its own id
+                out += [
+                    (doc.id if single else f"{doc.id}-{i}", s.tokens, s.tags)
+                    for i, s in enumerate(doc.sentences)
+                ]
         return out
 
     def _hub_split(self, split: Split) -> tuple[list[str], list[list[str]], list[list[str]]]:
@@ -344,7 +362,7 @@ class TokenClassificationTask(LabelledTask):
         ids = [
             str(i) for i in (dataset["id"] if "id" in dataset.column_names else range(len(dataset)))
         ]
-        return ids, dataset["tokens"], tags
+        return ids, list(dataset["tokens"]), tags
 
     def _raw(self, split: Split) -> tuple[list[str], list[list[str]], list[list[str]]]:
         """(ids, token lists, IOB2 tag lists) of a split."""
@@ -450,7 +468,7 @@ class TokenClassificationTask(LabelledTask):
                 is_split_into_words=True,
                 truncation=True,
                 max_length=cfg.max_length,
-                stride=cfg.stride,
+                stride=cfg.window_stride,
                 return_overflowing_tokens=True,
                 return_offsets_mapping=True,
             )

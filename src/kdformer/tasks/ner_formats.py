@@ -177,7 +177,7 @@ def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
 
 
 def ordered_tags(tags: Iterable[str]) -> list[str]:
-    """A stable label order: O first, then by entity type, B- before I-."""
-    distinct = set(tags)
-    entities = sorted((t for t in distinct if t != "O"), key=lambda t: (t[2:], t[:2]))
-    return (["O"] if "O" in distinct else []) + entities
+    """A stable label order: O first (always: it is what a word outside every entity gets),
+    then by entity type, B- before I-."""
+    entities = sorted({t for t in tags if t != "O"}, key=lambda t: (t[2:], t[:2]))
+    return ["O", *entities]

@@ -40,8 +40,11 @@ class QATaskConfig(TaskSection):
     type: Literal["qa"] = Field("qa", description="Task type (extractive question answering).")
     name: str = Field("squad", description="Task name, used in reports and folder names.")
     max_length: int = Field(384, gt=0, description="Tokens per window (question + context).")
-    doc_stride: int = Field(
-        128, gt=0, description="Tokens of context shared by consecutive windows of one question."
+    doc_stride: int | None = Field(
+        None,
+        gt=0,
+        description="Tokens of context shared by consecutive windows of one question (unset: "
+        "a third of max_length, 128 at the default 384).",
     )
     train_file: Path | None = Field(None, description="SQuAD-layout JSON file for training.")
     eval_file: Path | None = Field(
@@ -81,9 +84,13 @@ class QATaskConfig(TaskSection):
         "refused as broken.",
     )
 
+    @property
+    def window_stride(self) -> int:
+        return self.doc_stride if self.doc_stride is not None else self.max_length // 3
+
     @model_validator(mode="after")
     def _stride_fits(self) -> QATaskConfig:
-        if self.doc_stride >= self.max_length // 2:
+        if self.doc_stride is not None and self.doc_stride >= self.max_length // 2:
             raise ValueError(
                 f"task.doc_stride ({self.doc_stride}) must be less than half of task.max_length "
                 f"({self.max_length}), e.g. {self.max_length // 3}"
@@ -101,8 +108,8 @@ class QAScorer(Scorer):
     def __init__(self, task: QuestionAnsweringTask, features: datasets.Dataset, examples: Any):
         self.task = task
         self.examples = examples
-        self.example_index = features["example_index"]
-        self.offsets = features["offset_mapping"]
+        self.example_index = list(features["example_index"])
+        self.offsets = list(features["offset_mapping"])
         self.windows: list[list[tuple[np.ndarray, np.ndarray, Any]]] = [[] for _ in examples]
         self.seen = 0
 
@@ -148,6 +155,7 @@ class QuestionAnsweringTask(Task):
     side_columns = ("example_index", "offset_mapping")
     main_metric = "f1"
     baseline_name = "first words"
+    table_metrics = ("exact_match", "f1", "HasAns_f1", "NoAns_f1")
     config: QATaskConfig
 
     def __init__(self, config: QATaskConfig, seed: int = 42):
@@ -303,14 +311,14 @@ class QuestionAnsweringTask(Task):
                     second,
                     truncation="only_second" if pad_right else "only_first",
                     max_length=cfg.max_length,
-                    stride=cfg.doc_stride,
+                    stride=cfg.window_stride,
                     return_overflowing_tokens=True,
                     return_offsets_mapping=True,
                 )
             except Exception as exc:  # the tokenizers library refuses a question too long to fit
                 raise DataError(
                     f"could not cut questions and contexts into windows of {cfg.max_length} "
-                    f"tokens with a stride of {cfg.doc_stride} ({exc}): raise task.max_length or "
+                    f"tokens with a stride of {cfg.window_stride} ({exc}): raise task.max_length or "
                     "lower task.doc_stride (a question must leave room for context)"
                 ) from exc
             context_id = 1 if pad_right else 0

