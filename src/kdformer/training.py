@@ -137,7 +137,9 @@ class TaskTrainer(Trainer):
         """A DistillationModel is saved as a plain state dict; a student with tied weights (a
         masked LM's decoder is its word embeddings) would hold one tensor under two names,
         which safetensors refuses, so only the first name is kept (resuming ties them again)."""
-        if state_dict is None and isinstance(self.accelerator.unwrap_model(self.model), DistillationModel):
+        if state_dict is None and isinstance(
+            self.accelerator.unwrap_model(self.model), DistillationModel
+        ):
             seen: set[tuple[int, int]] = set()
             state_dict = {}
             for name, tensor in self.model.state_dict().items():
