@@ -292,7 +292,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "two-stage" in results:
         lines += ["## Two-stage vs one-stage at the same number of training tokens", ""]
-        for name, report in results["two-stage"].items():
+        for report in results["two-stage"].values():
             main = report["main_metric"]
             lines += [f"### {report['task']} ({main})", ""]
             lines += metric_table(report, [main])
