@@ -190,6 +190,7 @@ def test_raw_text_with_an_mlm_teacher_distils_its_predictions(tmp_path):
     assert report["main_metric"] == "mlm_accuracy"
     assert {"mlm_accuracy", "perplexity"} <= set(report["models"][1]["metrics"])
     transformers.AutoModelForMaskedLM.from_pretrained(out / "student")
+    assert "AutoModelForMaskedLM.from_pretrained" in (out / "student" / "README.md").read_text()
 
 
 @needs_data(GLUE, SMALL_TEXT)

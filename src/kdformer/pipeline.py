@@ -723,6 +723,7 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
     paths = Paths(config.output_dir)
     if not is_finished(paths.student):
         raise ConfigError(f"no distilled student in {paths.student}: run `kdformer distill` first")
+    task = task or build_task(config.task, config.seed)
     two_stage = is_finished(paths.one_stage / "student")
     models: list[tuple[str, str | Path]] = [
         ("teacher", teacher_reference(config).name),
@@ -754,8 +755,9 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
         report["two_stage"] = json.loads(compute.read_text(encoding="utf-8"))
     write_report(report, config.output_dir)
     write_report(report, paths.student)
-    model_class = (task or build_task(config.task, config.seed)).model_class.__name__
-    write_model_card(paths.student, dump_config(config), config.teacher.name, report, model_class)
+    write_model_card(
+        paths.student, dump_config(config), config.teacher.name, report, task.model_class.__name__
+    )
     print_report(report)
     return report
 
