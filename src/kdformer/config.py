@@ -156,9 +156,10 @@ class DistillConfig(Section):
     )
 
 
-class GeneralConfig(Section):
+class GeneralConfig(DistillConfig):
     """Stage one of two-stage distillation: task-agnostic distillation on raw text from the
-    teacher *before* task fine-tuning, whose student then starts the task stage."""
+    teacher *before* task fine-tuning, whose student then starts the task stage. The
+    distillation fields are those of `distill:`, with defaults for raw text."""
 
     task: TextTaskConfig = Field(..., description="The raw text (a `type: text` task section).")
     knowledge: list[KnowledgeConfig] = Field(
@@ -168,7 +169,6 @@ class GeneralConfig(Section):
     hard_label_weight: float = Field(
         1.0, ge=0, description="Weight of the MLM loss when the teacher has an MLM head."
     )
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
     compare_one_stage: bool = Field(
         True,
         description="Also distil a student from teacher-layer initialisation on the task alone, "

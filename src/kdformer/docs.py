@@ -34,24 +34,14 @@ def config_reference_markdown() -> str:
         "",
     ]
     for name, config_class in TASK_CONFIGS.items():
-        doc = (config_class.__doc__ or "").strip()
-        lines += [
-            f"### `{name}`",
-            "",
-            " ".join(doc.split()),
-            "",
-            *_table(describe_fields(config_class, prefix="task.")),
-            "",
-        ]
+        lines += _section(name, config_class.__doc__, describe_fields(config_class, "task."))
     lines += ["## Knowledge types (`distill.knowledge` items)", ""]
     for name, entry in sorted(KNOWLEDGE.items()):
-        doc = (entry.term_class.__doc__ or entry.config_class.__doc__ or "").strip()
-        lines += [
-            f"### `{name}`",
-            "",
-            " ".join(doc.split()),
-            "",
-            *_table(describe_fields(entry.config_class)),
-            "",
-        ]
+        doc = entry.term_class.__doc__ or entry.config_class.__doc__
+        lines += _section(name, doc, describe_fields(entry.config_class))
     return "\n".join(lines)
+
+
+def _section(name: str, doc: str | None, rows: list[tuple[str, str, str, str]]) -> list[str]:
+    """A type's heading, its docstring as one paragraph, and its fields."""
+    return [f"### `{name}`", "", " ".join((doc or "").split()), "", *_table(rows), ""]

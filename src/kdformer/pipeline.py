@@ -135,11 +135,7 @@ def general_config(config: ExperimentConfig) -> ExperimentConfig:
             "task": general.task,
             "finetune": None,
             "general": None,
-            "distill": DistillConfig(
-                knowledge=general.knowledge,
-                hard_label_weight=general.hard_label_weight,
-                train=general.train,
-            ),
+            "distill": DistillConfig(**general.model_dump(include=set(DistillConfig.model_fields))),
         }
     )
 
