@@ -153,12 +153,21 @@ def test_hub_conll2003_reads_class_label_names(monkeypatch):
         {"id": ["0"], "tokens": [["EU", "rejects"]], "ner_tags": [[3, 0]]}, features=features
     )
     seen = []
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: seen.append(split) or hub)
+
+    def load_dataset(name, config, split, revision=None):
+        """The hub's conll2003 is a loading script, which datasets 4+ refuses."""
+        seen.append((split, revision))
+        if revision is None:
+            raise RuntimeError("Dataset scripts are no longer supported, but found conll2003.py")
+        return hub
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     task = build_task(load_config(None, ["task.name=conll2003"]).task)
     assert task.config.type == "ner"
     assert task.load("train")["tokens"] == [["EU", "rejects"]]
     assert [task.label_names[t] for t in task.load("eval")["tags"][0]] == ["B-ORG", "O"]
-    assert seen == ["train", "validation"]
+    parquet = "refs/convert/parquet"
+    assert seen == [("train", None), ("train", parquet), ("validation", None), ("validation", parquet)]
 
 
 @needs_data(CONLL)

@@ -69,6 +69,19 @@ def resolve_path(value: Path | str | None, base: Path | None) -> Path | None:
     return path if path.is_absolute() or base is None else base / path
 
 
+def load_hub_split(name: str, config: str | None, split: str) -> datasets.Dataset:
+    """A split of a hub data set. Sets still published as a loading script (``conll2003``)
+    are read from their parquet export instead, since ``datasets`` 4+ runs no scripts."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except RuntimeError as exc:
+        if "scripts are no longer supported" not in str(exc):
+            raise
+        return datasets.load_dataset(name, config, split=split, revision="refs/convert/parquet")
+
+
 def normalise_label_name(name: str) -> str:
     """Compare label names loosely: 'NOT-ENTAILMENT' and 'not_entailment' are the same label."""
     return re.sub(r"[\s\-]+", "_", str(name).strip().lower())

@@ -27,7 +27,15 @@ from transformers import AutoModelForSequenceClassification
 
 from kdformer.features import OutputSpec
 from kdformer.tasks.augment import AugmentConfig
-from kdformer.tasks.base import DataError, LabelledTask, Purpose, Scorer, Split, TaskSection
+from kdformer.tasks.base import (
+    DataError,
+    LabelledTask,
+    Purpose,
+    Scorer,
+    Split,
+    TaskSection,
+    load_hub_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -483,9 +491,7 @@ class ClassificationTask(LabelledTask):
         hub_split = "train" if split == "train" else spec.hub_eval_split
         source = f"{self.config.hub_dataset} ({spec.hub_config}, split {hub_split})"
         try:
-            dataset = datasets.load_dataset(
-                self.config.hub_dataset, spec.hub_config, split=hub_split
-            )
+            dataset = load_hub_split(self.config.hub_dataset, spec.hub_config, hub_split)
         except Exception as exc:  # network, auth, missing config: all mean "use local files"
             raise DataError(
                 f"Could not load {source} from the Hugging Face hub: {exc}. For offline use, "

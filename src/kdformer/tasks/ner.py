@@ -25,7 +25,15 @@ from pydantic import Field, model_validator
 from transformers import AutoModelForTokenClassification
 
 from kdformer.features import OutputSpec
-from kdformer.tasks.base import DataError, LabelledTask, Purpose, Scorer, Split, TaskSection
+from kdformer.tasks.base import (
+    DataError,
+    LabelledTask,
+    Purpose,
+    Scorer,
+    Split,
+    TaskSection,
+    load_hub_split,
+)
 from kdformer.tasks.ner_formats import (
     Document,
     detect_scheme,
@@ -343,7 +351,7 @@ class TokenClassificationTask(LabelledTask):
             else ("validation" if self.config.eval_split == "valid" else "test")
         )
         try:
-            dataset = datasets.load_dataset(self.config.hub_dataset, split=hub_split)
+            dataset = load_hub_split(self.config.hub_dataset, None, hub_split)
         except Exception as exc:  # network, auth, missing split: all mean "use local files"
             raise DataError(
                 f"Could not load {self.config.hub_dataset} ({hub_split}) from the Hugging Face "

@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from transformers import AutoModelForQuestionAnswering
 
 from kdformer.features import OutputSpec
-from kdformer.tasks.base import DataError, Purpose, Scorer, Split, Task, TaskSection
+from kdformer.tasks.base import DataError, Purpose, Scorer, Split, Task, TaskSection, load_hub_split
 from kdformer.tasks.squad import best_answer, read_squad, squad_scores
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class QuestionAnsweringTask(Task):
     def _hub_rows(self, split: Split) -> list[dict[str, Any]]:
         hub_split = "train" if split == "train" else "validation"
         try:
-            dataset = datasets.load_dataset(self.config.hub_dataset, split=hub_split)
+            dataset = load_hub_split(self.config.hub_dataset, None, hub_split)
         except Exception as exc:  # network, auth, missing split
             raise DataError(
                 f"Could not load {self.config.hub_dataset} ({hub_split}) from the Hugging Face "

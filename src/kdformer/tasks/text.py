@@ -31,7 +31,7 @@ from pydantic import Field
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from kdformer.features import OutputSpec
-from kdformer.tasks.base import DataError, Purpose, Scorer, Split, Task, TaskSection
+from kdformer.tasks.base import DataError, Purpose, Scorer, Split, Task, TaskSection, load_hub_split
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class TextTask(Task):
                 "../shared/data/text/litbank-novels) or task.hub_dataset"
             )
         try:
-            dataset = datasets.load_dataset(cfg.hub_dataset, cfg.hub_config, split=cfg.hub_split)
+            dataset = load_hub_split(cfg.hub_dataset, cfg.hub_config, cfg.hub_split)
         except Exception as exc:
             raise DataError(
                 f"Could not load {cfg.hub_dataset} from the Hugging Face hub: {exc}. For offline "
