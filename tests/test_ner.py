@@ -167,7 +167,12 @@ def test_hub_conll2003_reads_class_label_names(monkeypatch):
     assert task.load("train")["tokens"] == [["EU", "rejects"]]
     assert [task.label_names[t] for t in task.load("eval")["tags"][0]] == ["B-ORG", "O"]
     parquet = "refs/convert/parquet"
-    assert seen == [("train", None), ("train", parquet), ("validation", None), ("validation", parquet)]
+    assert seen == [
+        ("train", None),
+        ("train", parquet),
+        ("validation", None),
+        ("validation", parquet),
+    ]
 
 
 @needs_data(CONLL)

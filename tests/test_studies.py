@@ -120,7 +120,7 @@ def test_study_runs_shares_the_teacher_and_resumes(tiny_teacher, tmp_path, monke
 
     summary = (out / "summary.md").read_text()
     assert "4 of 4 runs finished" in summary and "| logits | 2 |" in summary
-    assert "Majority-class baseline: accuracy" in summary and "gain kept %" in summary
+    assert "Trivial baseline (majority class): accuracy" in summary and "gain kept %" in summary
     (measured,) = json.loads((out / "teachers.json").read_text()).values()
     floor, top = measured["baseline"]["accuracy"], measured["metrics"]["accuracy"]
     if top > floor:

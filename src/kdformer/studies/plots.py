@@ -19,7 +19,7 @@ def _bar_values(p: PointSummary, y: str) -> list[float]:
 
 
 def _floor(plan: StudyPlan, points: list[PointSummary], y: str) -> float | None:
-    """The majority-class baseline of a task's panel, in the panel's units (retention % of the
+    """The trivial baseline of a task's panel, in the panel's units (retention % of the
     teacher, or the metric x100); None when unknown."""
     floors = baselines(plan)
     values = []
@@ -33,7 +33,7 @@ def _floor(plan: StudyPlan, points: list[PointSummary], y: str) -> float | None:
 
 def _draw_floor(ax: Any, floor: float | None) -> None:
     if floor is not None:
-        ax.axhline(floor, color="tab:red", linestyle=":", linewidth=1, label="majority class")
+        ax.axhline(floor, color="tab:red", linestyle=":", linewidth=1, label="trivial baseline")
 
 
 def plot_bars(plan: StudyPlan, results: list[dict[str, Any]], path: Path) -> bool:

@@ -70,13 +70,14 @@ class _Measurer:
                 task=run.task,
                 teacher=run.teacher.key,
                 main_metric=task.main_metric,
-                baseline=self._majority(run),
+                baseline=self._baseline(run),
+                baseline_name=task.baseline_name,
             )
             self.teachers[key] = measured
             write_json(self.path, self.teachers)
         return self.teachers[key]
 
-    def _majority(self, run: PlannedRun) -> dict[str, float] | None:
+    def _baseline(self, run: PlannedRun) -> dict[str, float] | None:
         """Metrics of the task's trivial predictor (classification: the most frequent label of
         the teacher's training data) on the run's evaluation set."""
         task = self.plan.task(run.config)
@@ -84,11 +85,11 @@ class _Measurer:
         return task.baseline(train, task.load("eval"))
 
     def baseline(self, run: PlannedRun) -> dict[str, float] | None:
-        """The run's majority-class baseline, kept with the teacher's measurement (filled in for
+        """The run's trivial baseline, kept with the teacher's measurement (filled in for
         teachers measured before baselines existed)."""
         entry = self.teachers[run.measure_key]
         if "baseline" not in entry:
-            entry["baseline"] = self._majority(run)
+            entry["baseline"] = self._baseline(run)
             write_json(self.path, self.teachers)
         return entry["baseline"]
 

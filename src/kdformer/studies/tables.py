@@ -16,14 +16,14 @@ from kdformer.studies.plan import StudyPlan, read_json
 
 
 def baselines(plan: StudyPlan) -> dict[str, dict[str, float] | None]:
-    """run id -> majority-class baseline metrics on its evaluation set (kept with the teacher
+    """run id -> trivial-baseline metrics on its evaluation set (kept with the teacher
     measurements in teachers.json; None until measured, and for regression)."""
     teachers = read_json(plan.output_dir / "teachers.json") or {}
     return {r.run_id: (teachers.get(r.measure_key) or {}).get("baseline") for r in plan.runs}
 
 
 def gains(plan: StudyPlan, results: list[dict[str, Any]]) -> dict[str, float | None]:
-    """run id -> % of the teacher's gain over the majority-class baseline that the run keeps."""
+    """run id -> % of the teacher's gain over the trivial baseline that the run keeps."""
     from kdformer.report import gain_kept_pct
 
     floors = baselines(plan)
@@ -174,8 +174,9 @@ def summary_markdown(plan: StudyPlan, results: list[dict[str, Any]]) -> str:
         f"{done} of {len(plan.runs)} runs finished; seeds {', '.join(map(str, study.seeds))}. "
         "Metrics x100 and retention (% of the teacher's main metric) as mean ± std over the "
         "finished seeds (n); std needs n >= 2. Gain kept: % of the teacher's gain over the "
-        "majority-class baseline (always predicting the most frequent training label) that the "
-        "student keeps; 0 means no better than that baseline.",
+        "task's trivial baseline (classification: always predicting the most frequent training "
+        "label; NER: every word O; QA: the context's first words) that the student keeps; 0 "
+        "means no better than that baseline.",
         "",
     ]
     setup = next((r["latency_setup"] for r in results), None)
@@ -204,7 +205,8 @@ def summary_markdown(plan: StudyPlan, results: list[dict[str, Any]]) -> str:
             )
             if t.get("baseline"):
                 floor = ", ".join(f"{m} {100 * v:.1f}" for m, v in t["baseline"].items())
-                lines.append(f"Majority-class baseline: {floor}.")
+                name = t.get("baseline_name", "majority class")
+                lines.append(f"Trivial baseline ({name}): {floor}.")
         if measured:
             lines.append("")
         dims = (["variant"] if study.variants else []) + [short[k] for k in grid_keys]
