@@ -116,3 +116,23 @@ def save_tiny_glue_teacher(folder: Path, **config: object) -> Path:
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory) -> Path:
     return save_tiny_glue_teacher(tmp_path_factory.mktemp("tiny-teacher"))
+
+
+def save_byte_level_tokenizer(folder: Path) -> Path:
+    """A small RoBERTa-style byte-level BPE tokenizer (trained here, offline), saved to
+    ``folder``: loaded as usual, it has add_prefix_space=False."""
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+
+    texts = ["the cat sat on the mat", "Paris is in France", "Ann sings in Paris"] * 20
+    bpe = ByteLevelBPETokenizer()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(texts, vocab_size=300, special_tokens=specials)
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(folder))
+    vocab = json.loads((folder / "vocab.json").read_text())
+    lines = (folder / "merges.txt").read_text().splitlines()[1:]
+    merges = [tuple(line.split()) for line in lines if line]
+    transformers.RobertaTokenizer(vocab=vocab, merges=merges).save_pretrained(folder)
+    return folder

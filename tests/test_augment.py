@@ -11,6 +11,7 @@ import pytest
 import torch
 import transformers
 
+from kdformer.configbase import ConfigError
 from kdformer.tasks import ClassificationTaskConfig, build_task
 from kdformer.tasks import augment as augment_module
 from kdformer.tasks.augment import AugmentConfig, augment_examples, make_variants
@@ -104,3 +105,18 @@ def test_the_task_augments_distillation_data_only(tiny_mlm, tmp_path):
     assert len(task.load("train")) == 2, "the teacher is fine-tuned on the original data"
     assert len(task.distillation_examples()) == 2 + 4
     assert task.baseline(task.distillation_examples(), task.load("eval"))["accuracy"] == 0.5
+
+
+def test_only_wordpiece_masked_lms_are_accepted(tmp_path):
+    from conftest import save_byte_level_tokenizer
+
+    folder = save_byte_level_tokenizer(tmp_path / "bpe")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    config = transformers.RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64,
+    )  # fmt: skip
+    transformers.RobertaForMaskedLM(config).save_pretrained(folder)
+    data = sentences(["the cat sat"], [1])
+    with pytest.raises(ConfigError, match="tokenizes with BPE.*BERT-family masked LM"):
+        augment_examples(data, AugmentConfig(model=str(folder), cache_dir=tmp_path), 0, False)

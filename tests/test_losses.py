@@ -430,3 +430,21 @@ def test_objective_needs_attention_and_owns_projections(make_config):
     assert objective.needs.hidden_states
     names = {name for name, _ in objective.named_parameters()}
     assert "terms.hidden.projections.0.weight" in names
+
+
+def test_kl_over_positions_below_temperature_one_is_finite():
+    """Padding is masked after scaling by 1/T, so T < 1 cannot overflow it to -inf."""
+    spec = OutputSpec("start_logits", label_key="start_positions", over="positions")
+    term = LogitsKnowledge(LogitsConfig(temperature=0.5), shape(), shape(), (spec,))
+    mask = {"attention_mask": torch.tensor([[1, 1, 0]])}
+    student = Features(
+        outputs={"start_logits": torch.tensor([[0.0, 0.0, 3.0]], requires_grad=True)}
+    )
+    teacher = Features(outputs={"start_logits": torch.tensor([[0.0, LN3 / 2, -3.0]])})
+    loss = term(student, teacher, mask)
+    # At T = 0.5 the teacher's real positions have logits [0, ln 3]: p = [1/4, 3/4].
+    expected = 0.25 * (0.25 * math.log(0.5) + 0.75 * math.log(1.5))
+    assert close(loss, expected)
+    loss.backward()
+    assert torch.isfinite(student.outputs["start_logits"].grad).all()
+    assert student.outputs["start_logits"].grad[0, 2] == 0, "padding gets no gradient"

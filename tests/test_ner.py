@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import CONLL, LITBANK, needs_data
+from conftest import CONLL, LITBANK, needs_data, save_byte_level_tokenizer
 
 from kdformer.config import load_config
 from kdformer.tasks import DataError, NerTaskConfig, build_task
@@ -342,3 +342,43 @@ def test_all_o_baseline(small_task):
     data = examples([(["Ann", "sings", "in", "Paris"], [1, 0, 0, 0])])
     baseline = small_task.baseline(data, data)
     assert baseline["f1"] == 0.0 and baseline["accuracy"] == 0.75
+
+
+def test_train_file_alone_is_split_by_document(tmp_path):
+    """Without eval_file or data_dir, one collection serves both splits, disjoint."""
+    for name in "abcdefghij":
+        write(tmp_path / f"{name}.txt", f"{name.upper()}nn X X B-PER\nsings X X O\n")
+    task = ner_task(train_file=tmp_path, eval_fraction=0.2)
+    train, dev = task.load("train"), task.load("eval")
+    assert len(train) + len(dev) == 10 and len(dev) == 2
+    assert not set(train["id"]) & set(dev["id"])
+    alone = ner_task(eval_file=tmp_path)
+    assert len(alone.load("eval")) == 10, "eval_file alone: evaluate on all of it"
+    with pytest.raises(DataError, match="train_file .* is needed to train"):
+        alone.load("train")
+
+
+def test_byte_level_tokenizers_get_a_prefix_space(tmp_path):
+    """RoBERTa-style tokenizers split pre-tokenised words right only with add_prefix_space."""
+    folder = save_byte_level_tokenizer(tmp_path / "bpe")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.add_prefix_space is False
+    path = write(tmp_path / "d.txt", "Ann X X B-PER\nsings X X O\n")
+    task = ner_task(train_file=path, eval_file=path)
+    feature = task.tokenize(examples([(["Ann", "sings"], [1, 0])]), tokenizer, "eval")[0]
+    pieces = tokenizer.convert_ids_to_tokens(feature["input_ids"])
+    assert "Ġsings" in pieces, pieces
+    labelled = [p for p, label in zip(pieces, feature["labels"]) if label != -100]
+    assert len(labelled) == 2, "one label per word, even when two pieces share a start offset"
+    assert feature["word_index"].count(0) == 1 and feature["word_index"].count(1) == 1
+
+
+def test_left_padding_tokenizers_are_padded_right(small_task, tokenizer):
+    left = transformers.AutoTokenizer.from_pretrained(tokenizer.name_or_path, padding_side="left")
+    data = examples(
+        [(["Ann", "sings"], [1, 0]), (["Ann", "McAllister", "sings", "loudly"], [1, 2, 0, 0])]
+    )
+    features = small_task.tokenize(data, left, "eval")
+    batch = small_task.collator(left)([dict(f) for f in small_task.model_features(features)])
+    assert batch["attention_mask"][0].tolist()[:4] == [1, 1, 1, 1]  # real tokens first
+    assert batch["labels"][0, 1].item() == 1 and left.padding_side == "left"

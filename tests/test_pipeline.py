@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from kdformer import pipeline
 from kdformer.cli import app
-from kdformer.config import ConfigError, ModelConfig, TrainConfig, load_config
+from kdformer.config import ConfigError, ModelConfig, StudentConfig, TrainConfig, load_config
+from kdformer.students import build_student
 from kdformer.tasks import build_task
 from kdformer.training import TaskTrainer, training_arguments
 
@@ -375,3 +376,48 @@ def test_a_teacher_that_learnt_nothing_stops_the_run(tiny_teacher, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["retention_meaningful"] is False and "meaningless" in report["warning"]
     assert "(!)" in (out / "report.md").read_text()
+
+
+def test_a_pretrained_student_with_another_label_order_is_aligned(tmp_path):
+    """init: pretrained keeps the checkpoint's own head and names; the task reorders them."""
+    plain = named_teacher(tmp_path / "plain")
+    flipped = permuted_copy(plain, tmp_path / "flipped")
+    task = build_task(load_config(None, [f"task.data_dir={GLUE}"]).task)
+    teacher = pipeline.load_teacher(ModelConfig(name=str(plain)), task)
+    student = build_student(
+        teacher,
+        StudentConfig(init="pretrained", pretrained=str(flipped)),
+        task.model_class,
+    )
+    assert student.config.id2label == {0: "positive", 1: "negative"}, "its own names, as saved"
+    task.align_model(student)
+    assert torch.allclose(student.classifier.weight, teacher.classifier.weight)
+
+
+def test_head_missing_keys_ignores_a_bare_encoder(tmp_path):
+    source = save_tiny_glue_teacher(tmp_path / "mlm")
+    encoder = transformers.AutoModel.from_pretrained(source)
+    # A bare encoder reports a missing pooler without its prefix: no head is missing.
+    assert pipeline.head_missing_keys(encoder, {"missing_keys": ["pooler.dense.weight"]}) == []
+    head, info = transformers.AutoModelForQuestionAnswering.from_pretrained(
+        source, output_loading_info=True
+    )
+    assert pipeline.head_missing_keys(head, info) == ["qa_outputs.bias", "qa_outputs.weight"]
+
+
+def test_distillation_model_scales_gradient_accumulation_itself(make_bert, tmp_path):
+    from kdformer.knowledge import LogitsConfig
+    from kdformer.objective import DistillationObjective
+    from kdformer.tasks import ClassificationTask
+    from kdformer.teacher import LiveTeacher
+    from kdformer.training import DistillationModel, DistillationTrainer
+
+    teacher, student = make_bert(seed=0), make_bert(seed=1, layers=2)
+    objective = DistillationObjective(
+        [LogitsConfig()], teacher.config, student.config, ClassificationTask.outputs, 0.5
+    )
+    model = DistillationModel(student, objective, LiveTeacher(teacher, objective.needs))
+    config = TrainConfig(gradient_accumulation_steps=2, report_to=[])
+    trainer = DistillationTrainer(model=model, args=training_arguments(config, tmp_path, 0, False))
+    assert DistillationModel.accepts_loss_kwargs is False
+    assert trainer.model_accepts_loss_kwargs is False, "Trainer divides by the accumulation"

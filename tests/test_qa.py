@@ -66,7 +66,7 @@ def test_squad_scores_take_the_best_gold_answer():
 
 
 def test_squad_v2_scores_split_answerable_and_unanswerable():
-    scores = squad_scores(["Paris", "", "Rome", ""], [["Paris"], [], [], ["Berlin"]])
+    scores = squad_scores(["Paris", "", "Rome", ""], [["Paris"], [], [], ["Berlin"]], True)
     assert scores["exact_match"] == 0.5 and scores["f1"] == 0.5
     assert (scores["HasAns_total"], scores["NoAns_total"]) == (2.0, 2.0)
     assert scores["HasAns_exact"] == 0.5 and scores["NoAns_exact"] == 0.5
@@ -252,3 +252,42 @@ def test_scorer_recovers_gold_answers_from_ideal_logits(tokenizer):
     assert scores["exact_match"] == 1.0 and scores["f1"] == 1.0
     baseline = task.baseline(task.load("train"), examples)
     assert baseline["f1"] < 0.2
+
+
+def test_null_score_reads_the_cls_position_of_each_window():
+    # CLS at the end (XLNet-style): its logits 4 + 4 beat the span's 3 + 3.
+    offsets = [(0, 5), (6, 10), (-1, -1)]
+    window = (np.asarray([3.0, 0.0, 4.0]), np.asarray([0.0, 3.0, 4.0]), offsets, 2)
+    assert best_answer([window], CONTEXT, allow_null=True) == ("", 8.0)
+    assert best_answer([window[:3]], CONTEXT, allow_null=True)[0] == "Super Bowl"  # CLS 0: 3 + 0
+
+
+def test_evaluation_keeps_every_gold_answer_and_v1_has_no_noans(tmp_path):
+    qas = [
+        {"id": "a", "question": "Where?", "answers": [{"text": "Santa Clara", "answer_start": 28}]},
+        {"id": "b", "question": "Who?", "answers": [{"text": "Broncos", "answer_start": 3}]},
+    ]
+    path = squad_file(tmp_path / "s.json", qas)
+    task = build_task(QATaskConfig(eval_file=path))
+    dev = task.load("eval")
+    assert [a["text"] for a in dev["answers"]] == [["Santa Clara"], ["Broncos"]]
+    assert task.notes == [], "offsets are only checked for training data"
+    assert set(squad_scores(["Santa Clara", "x"], [["Santa Clara"], ["Broncos"]])) == {
+        "exact_match", "f1"
+    }  # fmt: skip
+    with pytest.raises(DataError, match="train_file is needed to train"):
+        task.load("train")
+
+
+@needs_data(SQUAD)
+def test_left_padding_tokenizer_keeps_answer_positions(tokenizer):
+    left = transformers.AutoTokenizer.from_pretrained(tokenizer.name_or_path, padding_side="left")
+    task = build_task(QATaskConfig(train_file=SQUAD, max_length=128, doc_stride=32))
+    features = task.tokenize(task.load("train").select(range(8)), left, "train")
+    batch = task.collator(left)([dict(f) for f in features])
+    for row in range(len(features)):
+        start = int(batch["start_positions"][row])
+        assert (
+            batch["attention_mask"][row, start] == 1
+            and batch["input_ids"][row, 0] == left.cls_token_id
+        )

@@ -9,6 +9,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import torch
 import transformers
 from conftest import GLUE, needs_data
 
@@ -403,3 +404,40 @@ def test_tokenize_regression_labels_are_float32(tokenizer, glue_dir: Path):
     assert tokenized.features["labels"].dtype == "float32"
     lengths = [len(ids) for ids in tokenized["input_ids"]]
     assert max(lengths) < 128 and len(set(lengths)) == 2  # not padded: the collator pads
+
+
+# --------------------------------------------------------------------------------------------
+# One label order: heads are reordered, renamed or reset when loaded
+# --------------------------------------------------------------------------------------------
+
+
+def sst2_head(id2label: dict[int, str] | None) -> transformers.BertForSequenceClassification:
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16, num_labels=2,
+    )  # fmt: skip
+    if id2label:
+        config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(config)
+
+
+def test_align_model_reorders_renames_or_resets_the_head(tmp_path):
+    task = glue_task("sst2", tmp_path)  # negative, positive
+    flipped = sst2_head({0: "positive", 1: "negative"})
+    before = flipped.classifier.weight.detach().clone()
+    task.align_model(flipped)
+    assert torch.equal(flipped.classifier.weight, before.flip(0))
+    assert flipped.config.id2label == {0: "negative", 1: "positive"}
+
+    unnamed = sst2_head(None)
+    before = unnamed.classifier.weight.detach().clone()
+    task.align_model(unnamed)
+    assert torch.equal(unnamed.classifier.weight, before), "LABEL_i: assumed in order"
+    assert unnamed.config.id2label == {0: "negative", 1: "positive"}
+
+    other = sst2_head({0: "sports", 1: "politics"})  # another task's head of the same size
+    before = other.classifier.weight.detach().clone()
+    task.align_model(other)
+    assert not torch.equal(other.classifier.weight, before), "an unrelated head is reset"
+    assert other.config.id2label == {0: "negative", 1: "positive"}

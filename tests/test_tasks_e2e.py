@@ -163,7 +163,7 @@ def test_distill_on_raw_text_gives_a_general_encoder(teacher, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = report_of(out)
-    assert report["main_metric"] == "none" and set(report["held_out"]) == {
+    assert report["main_metric"] is None and set(report["held_out"]) == {
         "loss", "loss/hidden", "loss/qkv_relations"
     }  # fmt: skip
     model = transformers.AutoModel.from_pretrained(out / "student")
@@ -259,3 +259,41 @@ def test_a_teacher_head_without_the_datas_tags(teacher, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 2
     assert "B-LOC" in said(result) and "that the model's head lacks" in said(result)
+
+
+@needs_data(SMALL_TEXT)
+def test_an_interrupted_mlm_student_resumes_with_its_tied_weights(tmp_path):
+    """A masked LM's decoder is its word embeddings: saved once in the checkpoint, tied again
+    on resume."""
+    from kdformer import pipeline
+    from kdformer.config import load_config
+
+    teacher = tmp_path / "mlm"
+    source = save_tiny_glue_teacher(tmp_path / "tok")
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(transformers.BertConfig.from_pretrained(source)).save_pretrained(
+        teacher
+    )
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(teacher)
+    config = load_config(
+        "configs/demo.yaml",
+        [
+            f"output_dir={tmp_path / 'out'}", f"teacher.name={teacher}", "finetune=null",
+            f"task={{type: text, files: {SMALL_TEXT}, max_length: 32, eval_fraction: 0.25, segment_chars: 500}}",
+            "distill.train={max_steps: 4, batch_size: 4, save_steps: 2, report_to: []}",
+            "distill.knowledge=[{type: logits}]", *COMMON,
+        ],
+    )  # fmt: skip
+
+    class Stop(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.distill(config, callbacks=[Stop()])
+    pipeline.distill(config, resume=True)
+    student = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "out/student")
+    assert student.cls.predictions.decoder.weight.data_ptr() == (
+        student.bert.embeddings.word_embeddings.weight.data_ptr()
+    )

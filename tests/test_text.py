@@ -35,12 +35,12 @@ def test_segments_follow_paragraphs():
 
 
 def test_every_kth_segment_is_held_out(tmp_path):
-    paragraphs = "\n\n".join(f"paragraph {i} " + "word " * 10 for i in range(10))
-    folder = corpus(tmp_path / "c", {"a.txt": paragraphs, "b.txt": paragraphs})
+    text = {name: "\n\n".join(f"{name} {i} " + "word " * 10 for i in range(10)) for name in "ab"}
+    folder = corpus(tmp_path / "c", {"a.txt": text["a"], "b.txt": text["b"]})
     task = build_task(TextTaskConfig(files=folder, segment_chars=60, eval_fraction=0.25))
     train, held = task.load("train"), task.load("eval")
-    assert len(held) == 2 * (10 // 4) and len(train) == 2 * 10 - len(held)
-    assert not set(train["text"]) & set(held["text"]) - {""}  # duplicates across files aside
+    assert len(held) == 20 // 4 and len(train) == 20 - len(held)  # every 4th of the corpus
+    assert not set(train["text"]) & set(held["text"])
     assert set(held["document"]) == {"a.txt", "b.txt"}, "both documents contribute"
 
 
@@ -132,3 +132,9 @@ def test_the_real_corpus(tokenizer):
     assert len(set(train["document"])) == 16 and len(held) > 0
     blocks = task.tokenize(train, tokenizer, "train")
     assert len(blocks) == 50 and all(len(b) == 128 for b in blocks["input_ids"])
+
+
+def test_a_folder_of_short_files_still_holds_text_out(tmp_path):
+    folder = corpus(tmp_path / "c", {f"{i}.txt": f"story {i} " * 50 for i in range(10)})
+    task = build_task(TextTaskConfig(files=folder, eval_fraction=0.2))
+    assert len(task.load("eval")) == 2 and len(task.load("train")) == 8

@@ -223,11 +223,8 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
         raise ConfigError(
             "the finetune stage needs a `finetune:` section (training settings for the teacher)"
         )
-    if "finetune" in stages and task.type == "text":
-        raise ConfigError(
-            "a raw-text task has no labels to fine-tune the teacher on: remove `finetune:` (for "
-            "two-stage distillation put the raw text in a `general:` section and keep the task)"
-        )
+    if "finetune" in stages and task.finetune_refusal:
+        raise ConfigError(task.finetune_refusal)
     if "general" in stages and config.general is None:
         raise ConfigError("the general stage needs a `general:` section (raw text and training)")
     teacher_config = load_model_config(config.teacher)
@@ -407,7 +404,7 @@ def finetune(
     tokenizer = load_tokenizer(config.teacher)
     # A head of another task or size (a checkpoint fine-tuned elsewhere) is replaced.
     model = load_model(
-        config.teacher, task.model_class, ignore_mismatched_sizes=True, **task.model_kwargs()
+        config.teacher, task.model_class, ignore_mismatched_sizes=True, **task.head_kwargs()
     )
     task.align_model(model)
     train_features = task.tokenize(task.load("train"), tokenizer, "train")
@@ -440,11 +437,11 @@ def finetune(
 
 def head_missing_keys(model: Any, info: dict[str, Any]) -> list[str]:
     """Weights the checkpoint lacked outside the base model: the task head was never trained.
-    (A missing pooler, part of the base model, does not count.)"""
+    (A missing pooler, part of the base model, does not count; a bare encoder has no head.)"""
+    if getattr(model, "base_model", None) is model:
+        return []
     prefix = getattr(model, "base_model_prefix", "") + "."
-    return sorted(
-        k for k in info.get("missing_keys", []) if prefix == "." or not k.startswith(prefix)
-    )
+    return sorted(k for k in info.get("missing_keys", []) if not k.startswith(prefix))
 
 
 def load_teacher(reference: ModelConfig, task: Task) -> Any:
@@ -455,9 +452,8 @@ def load_teacher(reference: ModelConfig, task: Task) -> Any:
     if missing:
         raise ConfigError(
             f"teacher '{reference.name}' has no trained task head (its checkpoint lacks the "
-            f"{type(model).__name__} weights {missing[:6]}). Fine-tune it on the task first: add a `finetune:` section to the "
-            "config"
-            + (" (or set task.mlm: off to distil its encoder only)" if task.type == "text" else "")
+            f"{type(model).__name__} weights {missing[:6]}). Fine-tune it on the task first: "
+            "add a `finetune:` section to the config" + task.missing_head_hint()
         )
     task.check_model(model.config)
     task.align_model(model)
@@ -528,7 +524,7 @@ def evaluate_teacher(
 def check_teacher(config: ExperimentConfig, task: Task, measured: dict[str, Any] | None) -> None:
     """Stop when the teacher does not beat the trivial baseline by ``report.min_teacher_gain``
     of the headroom (retention would be meaningless), unless ``distill.allow_weak_teacher``."""
-    if measured is None:
+    if measured is None or task.main_metric is None or not task.higher_is_better:
         return
     main = task.main_metric
     value, floor = measured["metrics"].get(main), (measured["baseline"] or {}).get(main)
@@ -609,7 +605,6 @@ def distill(
         label_keys=task.label_keys,
     )
     if config.student.init == "pretrained":
-        task.check_model(student.config)
         task.align_model(student)
     objective = DistillationObjective(
         config.distill.knowledge,

@@ -193,17 +193,16 @@ def build_student(
             raise ConfigError(
                 "init: pretrained needs student.pretrained (a model folder or hub name)"
             )
-        # A kdformer student folder, a general (task-less) student or any model: keep its body,
-        # give it the teacher's labels; a head of another size (a student of another task) is
-        # re-initialised rather than refused, a missing head is created.
+        # A kdformer student folder, a general (task-less) student or any model: keep its body
+        # and a head of the teacher's size with its own label names (the task then reorders or
+        # resets it: Task.align_model); a head of another size is re-initialised, a missing one
+        # created.
         labels = teacher.config
         extra = {"problem_type": labels.problem_type} if labels.problem_type else {}
         return load_model(
             cfg.pretrained,
             model_class,
             num_labels=labels.num_labels,
-            id2label=labels.id2label,
-            label2id=labels.label2id,
             ignore_mismatched_sizes=True,
             **extra,
         )

@@ -29,10 +29,31 @@ class TrainingDiverged(RuntimeError):
     """The loss or the weights became non-finite; nothing non-finite was saved."""
 
 
+def aliased_keys(module: nn.Module) -> list[str]:
+    """State-dict names that repeat a tensor seen under an earlier name (tied weights, e.g. a
+    masked LM's decoder, which is its word embeddings)."""
+    seen: set[tuple[int, int]] = set()
+    repeats = []
+    for name, tensor in module.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:
+            repeats.append(name)
+        seen.add(key)
+    return repeats
+
+
 class DistillationModel(nn.Module):
     """Student and objective in one module, so the Trainer optimises, checkpoints and wraps both
     (the objective owns trainable projections). The teacher rides along unregistered: frozen,
-    never optimised, never saved."""
+    never optimised, never saved.
+
+    Checkpoints are plain state dicts, which cannot hold one tensor under two names, so a
+    student's tied weights are saved once (``_keys_to_ignore_on_save``) and tied again on
+    resume (``tie_weights``)."""
+
+    accepts_loss_kwargs = False
+    """The objective averages over its own batch: Trainer must scale the loss for gradient
+    accumulation itself (``forward(**batch)`` would otherwise look like it takes loss kwargs)."""
 
     def __init__(
         self, student: nn.Module, objective: DistillationObjective, teacher: TeacherSignal
@@ -42,7 +63,12 @@ class DistillationModel(nn.Module):
         self.objective = objective
         self._teacher = [teacher]  # a list keeps it out of parameters() and state_dict()
         self.last_terms: dict[str, torch.Tensor] = {}
+        self._keys_to_ignore_on_save = aliased_keys(self) or None
         prepare_model(student, objective.needs_for("student"))
+
+    def tie_weights(self) -> None:
+        if hasattr(self.student, "tie_weights"):
+            self.student.tie_weights()
 
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
         inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
@@ -134,19 +160,12 @@ class TaskTrainer(Trainer):
         self.add_callback(FiniteWeightsCallback())
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """A DistillationModel is saved as a plain state dict; a student with tied weights (a
-        masked LM's decoder is its word embeddings) would hold one tensor under two names,
-        which safetensors refuses, so only the first name is kept (resuming ties them again)."""
-        if state_dict is None and isinstance(
-            self.accelerator.unwrap_model(self.model), DistillationModel
-        ):
-            seen: set[tuple[int, int]] = set()
-            state_dict = {}
-            for name, tensor in self.model.state_dict().items():
-                key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-                if key not in seen:
-                    seen.add(key)
-                    state_dict[name] = tensor
+        """A DistillationModel is saved as a plain state dict, without the repeated names of
+        tied weights (safetensors refuses one tensor under two names)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if state_dict is None and isinstance(model, DistillationModel):
+            skip = set(model._keys_to_ignore_on_save or ())
+            state_dict = {k: v for k, v in self.model.state_dict().items() if k not in skip}
         super()._save(output_dir, state_dict)
 
     def model_to_score(self) -> nn.Module:

@@ -22,17 +22,25 @@ from kdformer.knowledge.base import (
 
 
 def kl_with_temperature(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """KL(teacher_T || student_T) * T^2, averaged over rows (the last dimension is the
     distribution).
 
     The T^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al.).
-    Entries at ``finfo.min`` (masked positions) get probability 0 on both sides and add nothing.
+    ``mask`` (same shape, bool): entries outside it (padded positions) get probability 0 on
+    both sides and add nothing; they are filled after scaling by 1/T, so no T overflows them.
     """
     t = temperature
-    teacher_log_probs = F.log_softmax(teacher_logits.float() / t, dim=-1)  # fp32 under autocast
-    student_log_probs = F.log_softmax(student_logits.float() / t, dim=-1)
+    student, teacher = student_logits.float() / t, teacher_logits.float() / t  # fp32 under autocast
+    if mask is not None:
+        low = torch.finfo(torch.float32).min
+        student, teacher = student.masked_fill(~mask, low), teacher.masked_fill(~mask, low)
+    teacher_log_probs = F.log_softmax(teacher, dim=-1)
+    student_log_probs = F.log_softmax(student, dim=-1)
     kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)
     return kl.mean() * t * t
 
@@ -66,14 +74,15 @@ def row_mask(
 
 def comparable_rows(
     spec: OutputSpec, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]
-) -> torch.Tensor:
-    """The rows of one output that are compared, each a distribution over its last dimension:
-    ``classes``: (rows, classes), only the masked token rows for token outputs; ``positions``:
-    (batch, seq) with padded positions set to ``finfo.min`` (probability 0 after softmax)."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows of one output that are compared, each a distribution over its last dimension,
+    and the mask of the entries that count: ``classes``: (rows, classes), only the masked
+    token rows for token outputs, every entry counts (None); ``positions``: (batch, seq) and
+    the real-token mask (padding excluded)."""
     mask = row_mask(spec, batch, logits)
     if spec.over == "positions":
-        return logits.float().masked_fill(~mask, torch.finfo(torch.float32).min)
-    return logits if mask is None else logits[mask]
+        return logits, mask
+    return (logits if mask is None else logits[mask]), None
 
 
 def hard_label_loss(
@@ -86,7 +95,8 @@ def hard_label_loss(
     ignoring NaN labels. ``positions``: cross-entropy over the real positions (padding
     excluded) against the gold position. Zero when the batch holds no usable label."""
     if spec.over == "positions":
-        rows = comparable_rows(spec, logits, batch)
+        rows, mask = comparable_rows(spec, logits, batch)
+        rows = rows.float().masked_fill(~mask, torch.finfo(torch.float32).min)
         return F.cross_entropy(rows, labels.long())
     if logits.shape[-1] == 1:
         values, targets = logits.reshape(-1).float(), labels.reshape(-1).float()
@@ -187,11 +197,11 @@ class LogitsKnowledge(KnowledgeTerm):
                 mask = row_mask(spec, batch, s)
                 losses.append(logits_mse(s[mask], t[mask]))
                 continue
-            s, t = comparable_rows(spec, s, batch), comparable_rows(spec, t, batch)
+            (s, mask), (t, _) = comparable_rows(spec, s, batch), comparable_rows(spec, t, batch)
             if s.shape[0] == 0:  # no labelled token in this batch
                 losses.append(s.sum() * 0.0)
             elif self.config.loss == "mse" or s.shape[-1] == 1:
                 losses.append(logits_mse(s, t))
             else:
-                losses.append(kl_with_temperature(s, t, self.temperature))
+                losses.append(kl_with_temperature(s, t, self.temperature, mask))
         return torch.stack(losses).mean()

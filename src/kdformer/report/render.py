@@ -24,7 +24,7 @@ def teacher_gain_is_clear(value: float, floor: float, share: float) -> bool:
 
 def build_report(
     task: str,
-    main_metric: str,
+    main_metric: str | None,
     eval_examples: int,
     models: list[ModelMeasurement],
     report: ReportConfig,
@@ -43,7 +43,7 @@ def build_report(
     the reference does not beat the baseline by ``report.min_teacher_gain`` of the headroom:
     a student of a teacher that learnt nothing can "retain" 300%."""
     ref = next((m for m in models if m.name == reference), models[0])
-    floor = baseline.get(main_metric) if baseline else None
+    floor = baseline.get(main_metric) if baseline and higher_is_better else None
     top = ref.metrics.get(main_metric)
     meaningful, warning = True, None
     if (
@@ -175,7 +175,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             else ""
         )
     )
-    if report["main_metric"] == "none":
+    if report["main_metric"] is None:
         metric_line = (
             "No task metric: the models are bare encoders (see the held-out distillation loss "
             "below); speed-up relative to the teacher."

@@ -101,20 +101,29 @@ class CandidateFinder:
         self.tokenizer = load_tokenizer(config.model)
         self.model = load_model(config.model, AutoModelForMaskedLM).eval()
         self.torch = torch
-        if self.tokenizer.mask_token_id is None:
-            from kdformer.configbase import ConfigError
+        from kdformer.configbase import ConfigError
 
+        if self.tokenizer.mask_token_id is None:
             raise ConfigError(
                 f"task.augment.model '{config.model}' has no mask token: it must be a masked "
                 "language model (e.g. bert-base-uncased)"
+            )
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        kind = (
+            type(backend.model).__name__ if backend is not None else type(self.tokenizer).__name__
+        )
+        if kind != "WordPiece":
+            raise ConfigError(
+                f"task.augment.model '{config.model}' tokenizes with {kind}; TinyBERT-style "
+                "augmentation replaces whole words that are one WordPiece, so it needs a "
+                "BERT-family masked LM (e.g. bert-base-uncased, distilbert-base-uncased)"
             )
 
     def words(self, text: str) -> list[tuple[str, tuple[int, int]]]:
         """The tokenizer's pre-tokenised words with character offsets."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is not None and backend.pre_tokenizer is not None:
-            normalized = text
-            return [(w, o) for w, o in backend.pre_tokenizer.pre_tokenize_str(normalized)]
+            return [(w, o) for w, o in backend.pre_tokenizer.pre_tokenize_str(text)]
         words, start = [], 0
         for word in text.split():
             begin = text.index(word, start)
@@ -182,13 +191,13 @@ def make_variants(
     variants = []
     for _ in range(count):
         pieces, last = [], 0
-        for index, (word, (begin, end)) in enumerate(words):
+        for index, (_, (begin, end)) in enumerate(words):
             pieces.append(text[last:begin])
             options = candidates.get(index)
             if options and rng.random() < replace_prob:
                 pieces.append(options[int(rng.integers(len(options)))])
             else:
-                pieces.append(word if text[begin:end] == word else text[begin:end])
+                pieces.append(text[begin:end])
             last = end
         pieces.append(text[last:])
         variants.append("".join(pieces))

@@ -20,6 +20,7 @@ Every task's data go through three forms:
 from __future__ import annotations
 
 import abc
+import copy
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,6 +83,16 @@ def load_hub_split(name: str, config: str | None, split: str) -> datasets.Datase
         return datasets.load_dataset(name, config, split=split, revision="refs/convert/parquet")
 
 
+def right_padded(tokenizer: Any) -> Any:
+    """The tokenizer padding on the right: features keep their token positions (labels, word
+    indices, answer starts) only when padding goes after them."""
+    if getattr(tokenizer, "padding_side", "right") == "right":
+        return tokenizer
+    padded = copy.copy(tokenizer)
+    padded.padding_side = "right"
+    return padded
+
+
 def normalise_label_name(name: str) -> str:
     """Compare label names loosely: 'NOT-ENTAILMENT' and 'not_entailment' are the same label."""
     return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
@@ -133,8 +144,11 @@ class Task(abc.ABC):
     """Model outputs the objective distils (soft targets) and trains on (hard labels)."""
     side_columns: tuple[str, ...] = ()
     """Feature columns that are not model inputs (they map features back to examples)."""
-    main_metric: str
+    main_metric: str | None
+    """The metric that compares teacher and student (None: the task scores no predictions)."""
     higher_is_better: bool = True
+    finetune_refusal: str | None = None
+    """Why a teacher cannot be fine-tuned on this task (None: it can)."""
     baseline_name: str = "trivial baseline"
     """What :meth:`baseline` predicts, as reports name it."""
     table_metrics: tuple[str, ...] | None = None
@@ -184,7 +198,7 @@ class Task(abc.ABC):
         """Pads each batch to its own longest feature, which is cheaper than padding everything."""
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(tokenizer)
+        return DataCollatorWithPadding(right_padded(tokenizer))
 
     @property
     def label_keys(self) -> tuple[str, ...]:
@@ -221,9 +235,19 @@ class Task(abc.ABC):
         """``from_pretrained`` keyword arguments that give a new model this task's head."""
         return {}
 
+    def head_kwargs(self) -> dict[str, Any]:
+        """``from_pretrained`` keyword arguments for a checkpoint that may already have a head:
+        its size only, so a head of this size keeps its label names for :meth:`align_model`
+        to reorder (or, unrelated, to reset)."""
+        return {k: v for k, v in self.model_kwargs().items() if k in ("num_labels", "problem_type")}
+
     def adapt_to_teacher(self, teacher_config: Any) -> None:  # noqa: B027  (an optional hook)
         """Settle what depends on the teacher (raw text: whether it has an MLM head). Called
         before the task's outputs are used with that teacher."""
+
+    def missing_head_hint(self) -> str:
+        """Added to the error for a teacher whose checkpoint lacks the task head."""
+        return ""
 
     def check_model(self, model_config: Any) -> None:  # noqa: B027  (an optional hook)
         """Fail early when a model's head cannot produce this task's outputs."""
@@ -338,7 +362,13 @@ class LabelledTask(Task):
         return None if ids == list(range(len(ids))) else ids
 
     def align_model(self, model: torch.nn.Module) -> None:
+        """Reorder a head whose named labels are this task's in another order; reset one whose
+        named labels are another task's (a fine-tuning or student starting point: its weights
+        mean nothing here; a teacher never gets this far, :meth:`check_model` refuses it);
+        then give the model this task's label names."""
         order = self.label_order(model.config)
+        names = named_model_labels(model.config)
+        known = {normalise_label_name(n) for n in self.label_names or []}
         if order is not None:
             head = output_layer(model, len(order))
             index = torch.as_tensor(order, device=head.weight.device)
@@ -346,6 +376,16 @@ class LabelledTask(Task):
                 head.weight.copy_(head.weight.index_select(0, index))
                 if head.bias is not None:
                     head.bias.copy_(head.bias.index_select(0, index))
+        elif (
+            names is not None
+            and not self.is_regression
+            and {normalise_label_name(n) for n in names} != known
+        ):
+            head = output_layer(model, self.num_labels)
+            if hasattr(model, "_init_weights"):
+                model._init_weights(head)
+            else:
+                head.reset_parameters()
         if not self.is_regression and self.label_names:
             kwargs = self.model_kwargs()
             model.config.id2label = kwargs["id2label"]

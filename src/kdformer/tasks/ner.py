@@ -33,6 +33,7 @@ from kdformer.tasks.base import (
     Split,
     TaskSection,
     load_hub_split,
+    right_padded,
 )
 from kdformer.tasks.ner_formats import (
     Document,
@@ -73,7 +74,9 @@ class NerTaskConfig(TaskSection):
         "or LitBank-style .tsv documents (split by document, see eval_fraction).",
     )
     train_file: Path | None = Field(
-        None, description="Training data: a file, a folder or a glob (overrides data_dir)."
+        None,
+        description="Training data: a file, a folder or a glob (overrides data_dir). Alone "
+        "(no eval_file or data_dir), it serves both splits, split by document (eval_fraction).",
     )
     eval_file: Path | None = Field(
         None, description="Evaluation data: a file, a folder or a glob (overrides data_dir)."
@@ -166,6 +169,25 @@ def _expand(value: Path) -> list[Path]:
     if not matches:
         raise DataError(f"No data at {value}: it is not a file, a folder or a matching glob.")
     return matches
+
+
+def words_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer that treats every pre-split word as starting after a space. Byte-level BPE
+    tokenizers (RoBERTa, GPT-2) must be loaded with ``add_prefix_space=True`` for that, as
+    ``run_ner.py`` loads them; otherwise each word is encoded as if it continued the previous
+    one ("sings" -> "s", "ings" instead of "Ġsings")."""
+    if getattr(tokenizer, "add_prefix_space", None) is not False:
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(tokenizer.name_or_path, add_prefix_space=True)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"{type(tokenizer).__name__} splits pre-tokenised words only with "
+            f"add_prefix_space=True, and reloading it from '{tokenizer.name_or_path}' failed "
+            f"({exc}); load the model's tokenizer from a folder or hub name"
+        ) from exc
 
 
 def held_out_documents(doc_ids: list[str], fraction: float) -> set[str]:
@@ -287,12 +309,18 @@ class TokenClassificationTask(LabelledTask):
         held-out documents, False: keep the others, None: use all)."""
         cfg = self.config
         explicit = cfg.train_file if split == "train" else cfg.eval_file
+        other = cfg.eval_file if split == "train" else cfg.train_file
+        alone = cfg.data_dir is None and (explicit is None) != (other is None)
+        if alone and cfg.train_file is not None:
+            # train_file alone serves both splits: hold documents out by hash.
+            return _expand(Path(cfg.train_file)), split == "eval"
         if explicit is not None:
             return _expand(Path(explicit)), None
-        other = cfg.eval_file if split == "train" else cfg.train_file
         if cfg.data_dir is None and other is not None:
-            # One collection for both splits: hold documents out by hash.
-            return _expand(Path(other)), split == "eval"
+            raise DataError(
+                "task.train_file (or task.data_dir) is needed to train; task.eval_file alone is "
+                "for evaluation"
+            )
         if cfg.data_dir is None:
             raise DataError("task.data_dir, task.train_file or task.eval_file must be set")
         folder = Path(cfg.data_dir)
@@ -455,6 +483,7 @@ class TokenClassificationTask(LabelledTask):
             )
         inside = self._inside_tags()
         cfg = self.config
+        tokenizer = words_tokenizer(tokenizer)
 
         def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
             full = tokenizer(
@@ -463,14 +492,14 @@ class TokenClassificationTask(LabelledTask):
                 add_special_tokens=False,
                 return_offsets_mapping=True,
             )
-            # The offset (within its word) of each word's first piece, per example.
-            first_start = []
+            # The character span (within its word) of each word's first piece, per example.
+            first_spans = []
             for i in range(len(batch["tokens"])):
-                starts: dict[int, int] = {}
-                for word, (start, _) in zip(full.word_ids(i), full["offset_mapping"][i]):
-                    if word is not None and word not in starts:
-                        starts[word] = start
-                first_start.append(starts)
+                spans: dict[int, tuple[int, int]] = {}
+                for word, span in zip(full.word_ids(i), full["offset_mapping"][i]):
+                    if word is not None and word not in spans:
+                        spans[word] = tuple(span)
+                first_spans.append(spans)
             enc = tokenizer(
                 batch["tokens"],
                 is_split_into_words=True,
@@ -484,13 +513,17 @@ class TokenClassificationTask(LabelledTask):
             for f in range(len(enc["input_ids"])):
                 example = enc["overflow_to_sample_mapping"][f]
                 tags = batch["tags"][example]
-                starts = first_start[example]
+                spans = first_spans[example]
                 row_labels, row_words = [], []
-                for word, (start, _) in zip(enc.word_ids(f), enc["offset_mapping"][f]):
+                seen: set[int] = set()
+                for word, span in zip(enc.word_ids(f), enc["offset_mapping"][f]):
+                    first = word is not None and word not in seen and tuple(span) == spans.get(word)
+                    if word is not None:
+                        seen.add(word)
                     if word is None:
                         row_labels.append(-100)
                         row_words.append(-2)  # special token
-                    elif start == starts.get(word):
+                    elif first:  # a window that starts inside a word has no first piece of it
                         row_labels.append(tags[word])
                         row_words.append(word)
                     else:
@@ -523,7 +556,7 @@ class TokenClassificationTask(LabelledTask):
     def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
         from transformers import DataCollatorForTokenClassification
 
-        return DataCollatorForTokenClassification(tokenizer)
+        return DataCollatorForTokenClassification(right_padded(tokenizer))
 
     # ---- scoring -----------------------------------------------------------------------------
 

@@ -110,7 +110,8 @@ class QAScorer(Scorer):
         self.examples = examples
         self.example_index = list(features["example_index"])
         self.offsets = list(features["offset_mapping"])
-        self.windows: list[list[tuple[np.ndarray, np.ndarray, Any]]] = [[] for _ in examples]
+        self.cls_index = list(features["cls_index"])
+        self.windows: list[list[tuple[np.ndarray, np.ndarray, Any, int]]] = [[] for _ in examples]
         self.seen = 0
 
     def add(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> None:
@@ -120,7 +121,12 @@ class QAScorer(Scorer):
         for row, length in enumerate(lengths):
             feature = self.seen + row
             self.windows[self.example_index[feature]].append(
-                (starts[row, :length], ends[row, :length], self.offsets[feature])
+                (
+                    starts[row, :length],
+                    ends[row, :length],
+                    self.offsets[feature],
+                    self.cls_index[feature],
+                )
             )
         self.seen += len(lengths)
 
@@ -139,7 +145,8 @@ class QAScorer(Scorer):
         ]
 
     def metrics(self) -> dict[str, float]:
-        return squad_scores(self.predictions(), [a["text"] for a in self.examples["answers"]])
+        golds = [a["text"] for a in self.examples["answers"]]
+        return squad_scores(self.predictions(), golds, self.task.version_2)
 
 
 class QuestionAnsweringTask(Task):
@@ -152,7 +159,7 @@ class QuestionAnsweringTask(Task):
         OutputSpec("start_logits", label_key="start_positions", over="positions"),
         OutputSpec("end_logits", label_key="end_positions", over="positions"),
     )
-    side_columns = ("example_index", "offset_mapping")
+    side_columns = ("example_index", "offset_mapping", "cls_index")
     main_metric = "f1"
     baseline_name = "first words"
     table_metrics = ("exact_match", "f1", "HasAns_f1", "NoAns_f1")
@@ -170,9 +177,12 @@ class QuestionAnsweringTask(Task):
     # ---- reading ---------------------------------------------------------------------------
 
     def _file_rows(self, path: Path, split: Split) -> list[dict[str, Any]]:
+        """A file's questions; for training, answers are checked against their offsets (the
+        labels need them), for evaluation every gold text counts as given (the official
+        scripts score texts only)."""
         if not Path(path).is_file():
             raise DataError(f"SQuAD file not found: {path}")
-        squad = read_squad(Path(path))
+        squad = read_squad(Path(path), check_offsets=split == "train")
         if self.config.version_2 is None and squad.version.startswith("v2"):
             self.version_2 = True
         rows = squad.rows
@@ -232,12 +242,15 @@ class QuestionAnsweringTask(Task):
             rows = self._hub_rows(split)
         elif split == "eval" and cfg.eval_file is not None:
             rows = self._file_rows(cfg.eval_file, split)
-        elif split == "train" and cfg.train_file is not None and cfg.eval_file is not None:
+        elif split == "train" and cfg.train_file is None:
+            raise DataError(
+                "task.train_file is needed to train (task.eval_file alone is for evaluation)"
+            )
+        elif split == "train" and cfg.eval_file is not None:
             rows = self._file_rows(cfg.train_file, split)
-        else:
-            source = cfg.train_file or cfg.eval_file
-            assert source is not None
-            rows = self._split_by_article(self._file_rows(source, split), split)
+        else:  # train_file alone serves both splits, split by article
+            assert cfg.train_file is not None
+            rows = self._split_by_article(self._file_rows(cfg.train_file, split), split)
         if split == "train":
             rows = [r for r in rows if r["answers"]["text"] or r["impossible"]]
         if self.config.version_2 is None and any(r["impossible"] for r in rows):
@@ -298,18 +311,14 @@ class QuestionAnsweringTask(Task):
                 "is not one"
             )
         cfg = self.config
-        pad_right = tokenizer.padding_side == "right"
 
         def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
             questions = [q.lstrip() for q in batch["question"]]
-            first, second = (
-                (questions, batch["context"]) if pad_right else (batch["context"], questions)
-            )
-            try:
+            try:  # question first, the context cut into windows
                 enc = tokenizer(
-                    first,
-                    second,
-                    truncation="only_second" if pad_right else "only_first",
+                    questions,
+                    batch["context"],
+                    truncation="only_second",
                     max_length=cfg.max_length,
                     stride=cfg.window_stride,
                     return_overflowing_tokens=True,
@@ -321,13 +330,12 @@ class QuestionAnsweringTask(Task):
                     f"tokens with a stride of {cfg.window_stride} ({exc}): raise task.max_length or "
                     "lower task.doc_stride (a question must leave room for context)"
                 ) from exc
-            context_id = 1 if pad_right else 0
-            starts, ends, offsets, example_index = [], [], [], []
+            starts, ends, offsets, example_index, cls_index = [], [], [], [], []
             for f in range(len(enc["input_ids"])):
                 example = enc["overflow_to_sample_mapping"][f]
                 sequence = enc.sequence_ids(f)
                 span = [
-                    (a, b) if s == context_id else (-1, -1)
+                    (a, b) if s == 1 else (-1, -1)
                     for s, (a, b) in zip(sequence, enc["offset_mapping"][f])
                 ]
                 offsets.append(span)
@@ -338,6 +346,7 @@ class QuestionAnsweringTask(Task):
                     if tokenizer.cls_token_id in enc["input_ids"][f]
                     else 0
                 )
+                cls_index.append(cls)
                 if not answers["text"]:
                     starts.append(cls)
                     ends.append(cls)
@@ -359,7 +368,12 @@ class QuestionAnsweringTask(Task):
                 if k not in ("offset_mapping", "overflow_to_sample_mapping")
             }
             if purpose == "eval":
-                return {**out, "example_index": example_index, "offset_mapping": offsets}
+                return {
+                    **out,
+                    "example_index": example_index,
+                    "offset_mapping": offsets,
+                    "cls_index": cls_index,
+                }
             return {**out, "start_positions": starts, "end_positions": ends}
 
         return dataset.map(
@@ -392,9 +406,9 @@ class QuestionAnsweringTask(Task):
         k = int(np.median(lengths)) if lengths else 3
         golds = [a["text"] for a in examples["answers"]]
         guess = [" ".join(c.split()[:k]) for c in examples["context"]]
-        scores = squad_scores(guess, golds)
+        scores = squad_scores(guess, golds, self.version_2)
         if self.version_2:
-            empty = squad_scores([""] * len(golds), golds)
+            empty = squad_scores([""] * len(golds), golds, True)
             if empty["f1"] > scores["f1"]:
                 return empty
         return scores

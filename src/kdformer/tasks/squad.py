@@ -63,9 +63,12 @@ def gold_answers(answers: Sequence[str]) -> list[str]:
     return kept or [""]
 
 
-def squad_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
-    """exact_match and f1 (0..1, mean over questions, best over gold answers); with
-    unanswerable questions also HasAns_/NoAns_ exact and f1 and their counts."""
+def squad_scores(
+    predictions: Sequence[str], answers: Sequence[Sequence[str]], version_2: bool = False
+) -> dict[str, float]:
+    """exact_match and f1 (0..1, mean over questions, best over gold answers); for SQuAD v2.0
+    also HasAns_/NoAns_ exact and f1 and their counts (questions without answers are the
+    unanswerable ones)."""
     exact, f1, has_answer = [], [], []
     for prediction, golds in zip(predictions, answers, strict=True):
         golds = gold_answers(golds)
@@ -76,8 +79,8 @@ def squad_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -
         "exact_match": float(np.mean(exact)) if exact else 0.0,
         "f1": float(np.mean(f1)) if f1 else 0.0,
     }
-    if not all(has_answer):
-        mask = np.asarray(has_answer)
+    if version_2:
+        mask = np.asarray(has_answer, dtype=bool)
         for name, keep in (("HasAns", mask), ("NoAns", ~mask)):
             scores[f"{name}_total"] = float(keep.sum())
             if keep.any():
@@ -112,11 +115,12 @@ def _locate(context: str, text: str, start: int) -> int | None:
     return min(found, key=lambda at: abs(at - start))
 
 
-def read_squad(path: Path) -> SquadFile:
+def read_squad(path: Path, check_offsets: bool = True) -> SquadFile:
     """Questions of a SQuAD v1.1/v2.0 JSON file as rows ``id, title, context, question,
-    answers={text, answer_start}``. An answer whose text is not at its offset is moved to the
-    nearest occurrence of the text (counted in ``repaired``); one whose text is nowhere in the
-    context is dropped from that question (counted in ``unmatched``)."""
+    answers={text, answer_start}``. With ``check_offsets`` (training data), an answer whose text
+    is not at its offset is moved to the nearest occurrence of the text (counted in
+    ``repaired``) and one whose text is nowhere in the context is dropped from that question
+    (counted in ``unmatched``); without it every answer is kept as given."""
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -145,7 +149,7 @@ def read_squad(path: Path) -> SquadFile:
                 moved = False
                 for answer in qa.get("answers", []):
                     text, start = str(answer.get("text", "")), int(answer.get("answer_start", -1))
-                    at = _locate(context, text, start)
+                    at = _locate(context, text, start) if check_offsets else start
                     if at is None:
                         out.unmatched.append(str(qa["id"]))
                         continue
@@ -175,7 +179,7 @@ def read_squad(path: Path) -> SquadFile:
 
 
 def best_answer(
-    windows: Sequence[tuple[np.ndarray, np.ndarray, Sequence[Sequence[int]]]],
+    windows: Sequence[tuple[Any, ...]],
     context: str,
     n_best: int = 20,
     max_answer_length: int = 30,
@@ -185,14 +189,16 @@ def best_answer(
     """The answer text of one question, and its score (sum of start and end logits; the null
     score when answering nothing).
 
-    ``windows``: per window (start logits, end logits, offsets), where offsets[i] is the
-    character span of token i in ``context``, or (-1, -1) for tokens outside the context
-    (question, special tokens, padding). Position 0 is the [CLS] token, whose start and end
-    logits give the null score."""
+    ``windows``: per window (start logits, end logits, offsets[, cls index]), where offsets[i]
+    is the character span of token i in ``context``, or (-1, -1) for tokens outside the
+    context (question, special tokens, padding). The [CLS] token (position 0 unless a window
+    gives its index) has the start and end logits of the null score."""
     best_text, best_score = "", -np.inf
     null_score = np.inf
-    for start_logits, end_logits, offsets in windows:
-        null_score = min(null_score, float(start_logits[0] + end_logits[0]))
+    for window in windows:
+        start_logits, end_logits, offsets = window[:3]
+        cls = window[3] if len(window) > 3 else 0
+        null_score = min(null_score, float(start_logits[cls] + end_logits[cls]))
         starts = np.argsort(start_logits)[::-1][:n_best]
         ends = np.argsort(end_logits)[::-1][:n_best]
         for s in starts:

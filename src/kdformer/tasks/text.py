@@ -2,8 +2,8 @@
 
 Text comes from a folder of ``.txt`` files (or one file, or a glob) or a hub text data set. It
 is cut into segments of about ``segment_chars`` characters at paragraph breaks; every
-``1 / eval_fraction``-th segment is held out for evaluation, so both splits span every
-document. Tokenised segments are packed into blocks of exactly ``max_length`` tokens
+``1 / eval_fraction``-th segment of the corpus is held out for evaluation, so both splits
+span the corpus (every long document gives segments to both). Tokenised segments are packed into blocks of exactly ``max_length`` tokens
 ([CLS] ... [SEP], documents separated by [SEP]), as BERT pre-training packs them.
 
 With a teacher that has a masked-LM head (``mlm: auto`` looks at the checkpoint's
@@ -31,7 +31,16 @@ from pydantic import Field
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from kdformer.features import OutputSpec
-from kdformer.tasks.base import DataError, Purpose, Scorer, Split, Task, TaskSection, load_hub_split
+from kdformer.tasks.base import (
+    DataError,
+    Purpose,
+    Scorer,
+    Split,
+    Task,
+    TaskSection,
+    load_hub_split,
+    right_padded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +145,8 @@ class MLMScorer(Scorer):
         self.nll += float(torch.nn.functional.cross_entropy(logits, gold, reduction="sum"))
 
     def metrics(self) -> dict[str, float]:
-        if not self.total:
-            return {"mlm_accuracy": 0.0, "perplexity": math.inf}
+        if not self.total:  # no masked token to score
+            return {"mlm_accuracy": 0.0}
         return {
             "mlm_accuracy": self.correct / self.total,
             "perplexity": math.exp(self.nll / self.total),
@@ -161,6 +170,10 @@ class TextTask(Task):
     type = "text"
     config_class = TextTaskConfig
     config: TextTaskConfig
+    finetune_refusal = (
+        "a raw-text task has no labels to fine-tune the teacher on: remove `finetune:` (for "
+        "two-stage distillation put the raw text in a `general:` section and keep the task)"
+    )
 
     def __init__(self, config: TextTaskConfig, seed: int = 42):
         super().__init__(config, seed)
@@ -170,7 +183,11 @@ class TextTask(Task):
     def _bind(self) -> None:
         self.model_class = AutoModelForMaskedLM if self.mlm else AutoModel
         self.outputs = MLM_OUTPUTS if self.mlm else ()
-        self.main_metric = "mlm_accuracy" if self.mlm else "none"
+        self.main_metric = "mlm_accuracy" if self.mlm else None
+        self.table_metrics = ("mlm_accuracy",) if self.mlm else None  # perplexity: JSON only
+
+    def missing_head_hint(self) -> str:
+        return " (or set task.mlm: off to distil its encoder only)"
 
     def adapt_to_teacher(self, teacher_config: Any) -> None:
         if self.config.mlm != "auto":
@@ -215,11 +232,13 @@ class TextTask(Task):
         every = max(2, round(1 / self.config.eval_fraction))
         rows: dict[str, list[Any]] = {"document": [], "text": []}
         found_text = False
+        counted = 0  # over the whole corpus, so a folder of short files still holds some out
         for name, text in self._documents():
             pieces = segments(text, self.config.segment_chars)
             found_text = found_text or bool(pieces)
-            for i, piece in enumerate(pieces):
-                if (i % every == every - 1) == (split == "eval"):
+            for piece in pieces:
+                counted += 1
+                if (counted % every == 0) == (split == "eval"):
                     rows["document"].append(name)
                     rows["text"].append(piece)
         if not found_text:
@@ -287,6 +306,7 @@ class TextTask(Task):
     def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
         from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
+        tokenizer = right_padded(tokenizer)
         if self.mlm and purpose == "train":
             return DataCollatorForLanguageModeling(
                 tokenizer, mlm_probability=self.config.mlm_probability
