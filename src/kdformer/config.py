@@ -171,9 +171,9 @@ class GeneralConfig(DistillConfig):
     )
     compare_one_stage: bool = Field(
         True,
-        description="Also distil a student from teacher-layer initialisation on the task alone, "
-        "with as many training tokens as both stages together, and report it beside the "
-        "two-stage student.",
+        description="Also distil a student on the task alone, initialised as `student:` says "
+        "(init: teacher, the default, copies teacher layers), with as many training tokens as "
+        "both stages together, and report it beside the two-stage student.",
     )
 
 
