@@ -1,0 +1,130 @@
+"""What a run leaves on disk: the output folder's layout, finished-model checks, atomic saves,
+and the start mode of a stage (skip, resume or fresh)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from kdformer.config import ConfigError, ExperimentConfig, dump_config
+from kdformer.training import (
+    TaskTrainer,
+    TrainingDiverged,
+    latest_checkpoint,
+    non_finite_parameters,
+)
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Paths:
+    root: Path
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "teacher"
+
+    @property
+    def student(self) -> Path:
+        return self.root / "student"
+
+    @property
+    def general(self) -> Path:
+        """The task-agnostic stage's own output folder (two-stage runs)."""
+        return self.root / "general"
+
+    @property
+    def one_stage(self) -> Path:
+        """The one-stage comparison's own output folder (two-stage runs)."""
+        return self.root / "one_stage"
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage
+
+
+def is_finished(model_dir: Path) -> bool:
+    """A saved model: its config and safetensors weights whose header reads."""
+    if not (model_dir / "config.json").is_file():
+        return False
+    weights = list(model_dir.glob("*.safetensors"))
+    if not weights:
+        return False
+    from safetensors import safe_open
+
+    try:
+        for path in weights:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+    except Exception:  # truncated or not safetensors at all
+        return False
+    return True
+
+
+def start_mode(final: Path, checkpoints: Path, overwrite: bool, resume: bool) -> str:
+    """'skip' a finished stage, 'resume' from a checkpoint, or start 'fresh'."""
+    if is_finished(final) and not overwrite:
+        return "skip"
+    last = latest_checkpoint(checkpoints)
+    if resume:
+        if last is None:
+            console.print(f"[yellow]no checkpoint in {checkpoints}; starting from scratch[/]")
+            return "fresh"
+        return "resume"
+    if last is not None:
+        if not overwrite:
+            raise ConfigError(
+                f"{checkpoints} holds {last.name} from an unfinished run: pass --resume to continue "
+                "from it, or --overwrite to start over"
+            )
+        shutil.rmtree(checkpoints)
+    return "fresh"
+
+
+def save_atomically(save: Callable[[Path], None], final: Path) -> None:
+    """Write into a scratch folder, then swap it in, so a finished model is never half-replaced."""
+    partial = final.with_name(final.name + ".partial")
+    previous = final.with_name(final.name + ".previous")
+    shutil.rmtree(partial, ignore_errors=True)
+    save(partial)
+    if final.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        final.rename(previous)
+    partial.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def write_config(config: ExperimentConfig) -> None:
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    (config.output_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+
+
+def save_model(model: Any, tokenizer: Any, config: ExperimentConfig, folder: Path) -> None:
+    """Weights (safetensors), tokenizer and the config that made them, loadable with plain
+    ``from_pretrained``. Refuses non-finite weights."""
+    bad = non_finite_parameters(model)
+    if bad:
+        raise TrainingDiverged(
+            f"the trained model has non-finite weights (e.g. {bad}); it was not saved. Lower the "
+            "learning rate and train again"
+        )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "kdformer_config.yaml").write_text(dump_config(config), encoding="utf-8")
+
+
+def write_training_record(trainer: TaskTrainer, folder: Path) -> None:
+    """What the training cost: optimiser steps and (padded) input tokens processed."""
+    state = trainer.state
+    record = {
+        "steps": state.global_step,
+        "tokens": int(state.num_input_tokens_seen or 0),
+        "epochs": state.epoch,
+    }
+    (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,143 @@
+"""The task-trained teacher: which model it is, loading it (refusing an untrained head), and
+checking before distillation that it has learnt something (its score against the task's
+trivial baseline, measured once per teacher and task and kept in ``teacher_eval.json``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from kdformer.config import ConfigError, ExperimentConfig, ModelConfig
+from kdformer.models import load_model
+from kdformer.pipeline.outputs import Paths, console
+from kdformer.report.render import teacher_gain_is_clear
+from kdformer.tasks import Task, TaskSection
+
+
+def teacher_reference(config: ExperimentConfig) -> ModelConfig:
+    """The task-trained teacher: the fine-tuned one when `finetune:` is set, else `teacher`."""
+    if config.finetune is None:
+        return config.teacher
+    return config.teacher.model_copy(update={"name": str(Paths(config.output_dir).teacher)})
+
+
+def head_missing_keys(model: Any, info: dict[str, Any]) -> list[str]:
+    """Weights the checkpoint lacked outside the base model: the task head was never trained.
+    (A missing pooler, part of the base model, does not count; a bare encoder has no head.)"""
+    if getattr(model, "base_model", None) is model:
+        return []
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    return sorted(k for k in info.get("missing_keys", []) if not k.startswith(prefix))
+
+
+def load_teacher(reference: ModelConfig, task: Task) -> Any:
+    """Load a task-trained teacher, refusing one whose task head is untrained; its outputs are
+    put in the task's label order."""
+    model, info = load_model(reference, task.model_class, output_loading_info=True)
+    missing = head_missing_keys(model, info)
+    if missing:
+        raise ConfigError(
+            f"teacher '{reference.name}' has no trained task head (its checkpoint lacks the "
+            f"{type(model).__name__} weights {missing[:6]}). Fine-tune it on the task first: "
+            "add a `finetune:` section to the config" + task.missing_head_hint()
+        )
+    task.check_model(model.config)
+    task.align_model(model)
+    return model
+
+
+def teacher_fingerprint(reference: ModelConfig, task_config: TaskSection) -> str:
+    """Identifies a teacher evaluation: the model (its files' sizes and times, or hub name)
+    and the task section."""
+    from kdformer.models import resolve_name
+
+    source = Path(resolve_name(reference.name))
+    files: Any = str(reference.name)
+    if source.is_dir():
+        files = sorted(
+            (p.name, p.stat().st_size, int(p.stat().st_mtime))
+            for p in source.iterdir()
+            if p.suffix in (".safetensors", ".json")
+        )
+    payload = {
+        "model": files,
+        "revision": reference.revision,
+        "task": task_config.model_dump(mode="json"),
+    }
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def evaluate_teacher(
+    config: ExperimentConfig, task: Task, teacher: Any, tokenizer: Any
+) -> dict[str, Any] | None:
+    """The teacher's metrics on the evaluation set and the task's trivial baseline, measured
+    once per teacher and task (``teacher_eval.json`` in ``output_dir``). None when the task
+    has no baseline to compare with (raw text)."""
+    from kdformer.report.measure import evaluate_model, resolve_device
+
+    reference = teacher_reference(config)
+    key = teacher_fingerprint(reference, config.task)
+    path = config.output_dir / "teacher_eval.json"
+    if path.is_file():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("fingerprint") == key:
+            return stored
+    baseline = task.baseline(task.load("train"), task.load("eval"))
+    if baseline is None:
+        return None
+    metrics = evaluate_model(
+        teacher,
+        task,
+        task.load("eval"),
+        tokenizer,
+        config.distill.train.eval_batch_size,
+        resolve_device(config.report.device),
+        "evaluate teacher",
+    )
+    result = {
+        "fingerprint": key,
+        "teacher": reference.name,
+        "main_metric": task.main_metric,
+        "metrics": metrics,
+        "baseline": baseline,
+        "baseline_name": task.baseline_name,
+    }
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def check_teacher(config: ExperimentConfig, task: Task, measured: dict[str, Any] | None) -> None:
+    """Stop when the teacher does not beat the trivial baseline by ``report.min_teacher_gain``
+    of the headroom (retention would be meaningless), unless ``distill.allow_weak_teacher``."""
+    if measured is None or task.main_metric is None or not task.higher_is_better:
+        return
+    main = task.main_metric
+    value, floor = measured["metrics"].get(main), (measured["baseline"] or {}).get(main)
+    if value is None or floor is None:
+        return
+    share = config.report.min_teacher_gain
+    if teacher_gain_is_clear(value, floor, share):
+        return
+    message = (
+        f"the teacher scores {100 * value:.2f} {main} on the evaluation set, and always "
+        f"predicting the {task.baseline_name} scores {100 * floor:.2f}: it does not close "
+        f"{share:.0%} of the gap to a perfect score (it would need "
+        f"{100 * (floor + share * (1 - floor)):.2f}), so it has learnt too little to distil and "
+        "a student's retention would be meaningless."
+    )
+    if config.distill.allow_weak_teacher:
+        console.print(f"[yellow]warning: {message} Distilling anyway (allow_weak_teacher).[/]")
+        return
+    fix = (
+        "Fine-tune it longer or on more data (finetune.epochs, task.max_train_samples, "
+        "finetune.learning_rate)"
+        if config.finetune is not None
+        else "Use a teacher trained for this task, or add a `finetune:` section"
+    )
+    raise ConfigError(
+        f"{message} {fix}; or pass --allow-weak-teacher (distill.allow_weak_teacher: true) to "
+        "distil anyway."
+    )
