@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,11 +115,16 @@ class FirstStep(transformers.TrainerCallback):
             self.first = state.global_step
 
 
+class Slow(transformers.TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(0.25)
+
+
 def test_resume_after_interruption(tiny_teacher, tmp_path):
     config = load_config("configs/demo.yaml", overrides(tiny_teacher, tmp_path / "resume", steps=6))
     pipeline.finetune(config)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.distill(config, callbacks=[StopAt(3)])
+        pipeline.distill(config, callbacks=[Slow(), StopAt(3)])
     assert (tmp_path / "resume/checkpoints/student/checkpoint-2").is_dir()
     assert not (tmp_path / "resume/student").exists()
     # Without --resume the leftover checkpoint is not silently discarded.
@@ -132,6 +138,11 @@ def test_resume_after_interruption(tiny_teacher, tmp_path):
     )
     assert state["global_step"] == 6
     assert (tmp_path / "resume/student/config.json").is_file()
+    # The training time of the interrupted run (two slow steps) is carried over, not restarted.
+    carried = state["stateful_callbacks"]["TrainClock"]["args"]["seconds"]
+    assert carried >= 0.5
+    record = json.loads((tmp_path / "resume/student/training.json").read_text())
+    assert record["steps"] == 6 and record["train_seconds"] >= carried
 
 
 def test_failed_rerun_keeps_finished_student(tiny_teacher, tmp_path):

@@ -234,5 +234,5 @@ def test_shipped_studies_share_one_teacher_per_task():
         plan = studies.plan_study(*studies.load_study(path))
         for run in plan.runs:
             keys.setdefault(run.task, set()).add(run.teacher.key)
-    assert set(keys) == {"sst2", "mrpc"}
+    assert set(keys) == {"sst2", "mrpc", "conll2003"}
     assert all(len(found) == 1 for found in keys.values()), keys

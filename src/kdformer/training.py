@@ -10,6 +10,7 @@ a diverged run before it writes a non-finite checkpoint.
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 
 from kdformer.config import ConfigError, TrainConfig
 from kdformer.features import MODEL_INPUTS, extract_features, prepare_model
@@ -127,6 +129,35 @@ class FiniteWeightsCallback(TrainerCallback):
                 )
 
 
+class TrainClock(TrainerCallback, ExportableState):
+    """Seconds spent training, carried across resumes in the checkpoint's trainer state (the
+    library's own ``train_runtime`` restarts at zero on resume), so cost figures stay honest
+    for interrupted runs."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = float(seconds)
+        self._since: float | None = None
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._since is not None:
+            self.seconds += now - self._since
+        self._since = now
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._since = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._tick()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._tick()
+        self._since = None
+
+    def state(self) -> dict:
+        return {"args": {"seconds": round(self.seconds, 3)}, "attributes": {}}
+
+
 @dataclass
 class KDTrainingArguments(TrainingArguments):
     """``TrainingArguments`` with warm-up as a fraction of the training steps. transformers 5
@@ -158,6 +189,13 @@ class TaskTrainer(Trainer):
         self.eval_examples = eval_examples
         self.eval_features = eval_features
         self.add_callback(FiniteWeightsCallback())
+        self.add_callback(TrainClock())
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent in training steps, this run and the runs it resumed."""
+        clock = next(c for c in self.callback_handler.callbacks if isinstance(c, TrainClock))
+        return clock.seconds
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """A DistillationModel is saved as a plain state dict, without the repeated names of
@@ -316,6 +354,7 @@ def training_arguments(
         remove_unused_columns=False,
         label_names=list(label_names or []),
         disable_tqdm=False,
+        restore_callback_states_from_checkpoint=True,
     )
 
 

@@ -120,11 +120,13 @@ def save_model(model: Any, tokenizer: Any, config: ExperimentConfig, folder: Pat
 
 
 def write_training_record(trainer: TaskTrainer, folder: Path) -> None:
-    """What the training cost: optimiser steps and (padded) input tokens processed."""
+    """What the training cost: optimiser steps, (padded) input tokens processed and seconds
+    spent training (summed over resumed runs)."""
     state = trainer.state
     record = {
         "steps": state.global_step,
         "tokens": int(state.num_input_tokens_seen or 0),
         "epochs": state.epoch,
+        "train_seconds": round(trainer.train_seconds, 1),
     }
     (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

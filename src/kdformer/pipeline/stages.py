@@ -34,7 +34,7 @@ from kdformer.pipeline.outputs import (
 from kdformer.pipeline.teachers import (
     check_teacher,
     evaluate_teacher,
-    head_missing_keys,
+    load_task_model,
     load_teacher,
     teacher_fingerprint,
     teacher_reference,
@@ -365,16 +365,12 @@ def measure_models(
     loaded = []
     for name, source in models:
         reference = ModelConfig(name=str(source), trust_remote_code=trust_remote_code)
-        model, info = load_model(reference, task.model_class, output_loading_info=True)
-        missing = head_missing_keys(model, info)
-        if missing:
-            raise ConfigError(
-                f"model '{source}' has no trained task head (its checkpoint lacks the "
-                f"{type(model).__name__} weights {missing[:6]}); its scores would be those of random weights. Evaluate a model "
-                "trained for this task"
-            )
-        task.check_model(model.config)
-        task.align_model(model)
+        model = load_task_model(
+            reference,
+            task,
+            "model",
+            "Its scores would be those of random weights; evaluate a model trained for this task",
+        )
         path = source if Path(str(source)).is_dir() else None
         loaded.append((name, model, load_tokenizer(reference), path))
     measurements = measure_loaded(loaded, task, eval_raw, report, eval_batch_size, known)

@@ -32,20 +32,25 @@ def head_missing_keys(model: Any, info: dict[str, Any]) -> list[str]:
     return sorted(k for k in info.get("missing_keys", []) if not k.startswith(prefix))
 
 
-def load_teacher(reference: ModelConfig, task: Task) -> Any:
-    """Load a task-trained teacher, refusing one whose task head is untrained; its outputs are
-    put in the task's label order."""
+def load_task_model(reference: ModelConfig, task: Task, role: str, fix: str) -> Any:
+    """Load a task-trained model in the task's label order, refusing one whose task head was
+    never trained (``role`` and ``fix`` word the error)."""
     model, info = load_model(reference, task.model_class, output_loading_info=True)
     missing = head_missing_keys(model, info)
     if missing:
         raise ConfigError(
-            f"teacher '{reference.name}' has no trained task head (its checkpoint lacks the "
-            f"{type(model).__name__} weights {missing[:6]}). Fine-tune it on the task first: "
-            "add a `finetune:` section to the config" + task.missing_head_hint()
+            f"{role} '{reference.name}' has no trained task head (its checkpoint lacks the "
+            f"{type(model).__name__} weights {missing[:6]}). {fix}"
         )
     task.check_model(model.config)
     task.align_model(model)
     return model
+
+
+def load_teacher(reference: ModelConfig, task: Task) -> Any:
+    """Load a task-trained teacher (see :func:`load_task_model`)."""
+    fix = "Fine-tune it on the task first: add a `finetune:` section to the config"
+    return load_task_model(reference, task, "teacher", fix + task.missing_head_hint())
 
 
 def teacher_fingerprint(reference: ModelConfig, task_config: TaskSection) -> str:
