@@ -47,6 +47,10 @@ from kdformer.config import ExperimentConfig, load_config  # noqa: E402
 KD = "distill.knowledge=[{type: logits, temperature: 2.0}, {type: hidden}]"
 NO_KD = ["distill.knowledge=[]", "distill.hard_label_weight=1.0"]
 PARTS = ("conll", "squad", "two-stage")
+TRAIN_SECONDS_NOTE = (
+    "each model's training.json; for models trained before kdformer recorded it, the last "
+    "train_runtime in its final checkpoint's log"
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -304,9 +308,14 @@ def metric_table(report: dict[str, Any], metrics: list[str]) -> list[str]:
     return lines
 
 
+def command_line(results: dict[str, Any], part: str) -> str:
+    command = results.get("commands", {}).get(part)
+    return f"Command: `{command}`." if command else ""
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Task benchmark (NER, extractive QA, two-stage)", ""]
-    lines.append(f"Machine: {results['machine']}. Command: `{results['command']}`.")
+    lines.append(f"Machine: {results['machine']}.")
     lines.append("")
     metrics = {"conll": ["f1", "precision", "recall"], "squad": ["exact_match", "f1"]}
     titles = {
@@ -317,20 +326,21 @@ def markdown(results: dict[str, Any]) -> str:
         if part not in results:
             continue
         report = results[part]
-        lines += [f"## {titles[part]}", "", report["data"], ""]
+        lines += [f"## {titles[part]}", "", report["data"], "", command_line(results, part), ""]
         lines += metric_table(report, metrics[part])
         kd, no_kd = report["models"][1], report["models"][2]
         main = report["main_metric"]
         gap = 100 * (kd["metrics"][main] - no_kd["metrics"][main])
         lines += [
             "",
-            f"KD vs no-KD: {gap:+.2f} {main} points. Training seconds (from each model's "
-            f"training.json): {report.get('train_seconds')}. Wall seconds of this bench run "
-            f"(finished models are reused): {report['seconds']}.",
+            f"KD vs no-KD: {gap:+.2f} {main} points. Training seconds "
+            f"({TRAIN_SECONDS_NOTE}): {report.get('train_seconds')}. Wall seconds of this "
+            f"bench run (finished models are reused): {report['seconds']}.",
             "",
         ]
     if "two-stage" in results:
         lines += ["## Two-stage vs one-stage at the same number of training tokens", ""]
+        lines += [command_line(results, "two-stage"), ""]
         for report in results["two-stage"].values():
             main = report["main_metric"]
             lines += [f"### {report['task']} ({main})", ""]
@@ -363,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({torch.get_num_threads()} threads)"
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
     )
-    results["command"] = "python benchmarks/bench_tasks.py " + " ".join(
+    command = "python benchmarks/bench_tasks.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     for part in parts:
@@ -374,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             else teacher_vs_students(part, args, sizes)
         )
         results.setdefault("wall_seconds", {})[part] = round(time.perf_counter() - start, 1)
+        results.setdefault("commands", {})[part] = command
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")
         (args.out / f"{name}.md").write_text(markdown(results))
         print(
