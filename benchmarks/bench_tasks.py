@@ -340,10 +340,11 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "two-stage" in results:
         lines += ["## Two-stage vs one-stage at the same number of training tokens", ""]
-        lines += [command_line(results, "two-stage"), ""]
         for report in results["two-stage"].values():
             main = report["main_metric"]
             lines += [f"### {report['task']} ({main})", ""]
+            if report.get("command"):
+                lines += [f"Command: `{report['command']}`.", ""]
             lines += metric_table(report, [main])
             compute = report.get("two_stage", {})
             lines += [
@@ -378,11 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for part in parts:
         start = time.perf_counter()
-        results[part] = (
-            two_stage(args, sizes)
-            if part == "two-stage"
-            else teacher_vs_students(part, args, sizes)
-        )
+        if part == "two-stage":  # tasks run separately (--two-stage-tasks) accumulate
+            for report in (found := two_stage(args, sizes)).values():
+                report["command"] = command
+            results.setdefault(part, {}).update(found)
+        else:
+            results[part] = teacher_vs_students(part, args, sizes)
         results.setdefault("wall_seconds", {})[part] = round(time.perf_counter() - start, 1)
         results.setdefault("commands", {})[part] = command
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")
