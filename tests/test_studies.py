@@ -115,6 +115,9 @@ def test_study_runs_shares_the_teacher_and_resumes(tiny_teacher, tmp_path, monke
     assert 0 <= result_json["metrics"]["accuracy"] <= 1
     assert result_json["retention_pct"] > 0 and result_json["speedup"] > 0
     assert result_json["parameters"] < result_json["teacher_parameters"]
+    # Training time comes from the student's own record (it survives resumed runs).
+    record = json.loads((out / "runs/sst2__hidden__seed2/student/training.json").read_text())
+    assert result_json["train_seconds"] == record["train_seconds"] > 0
     assert (out / "runs/sst2__hidden__seed2/report.json").is_file()
     assert not list(out.glob("runs/*/checkpoints/*/checkpoint-*")), "checkpoints are dropped"
 

@@ -3,8 +3,8 @@ against its teacher side by side, and refresh the tables and plots after each ru
 
 from __future__ import annotations
 
+import json
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -157,7 +157,7 @@ class _Measurer:
         return report
 
 
-def _result(run: PlannedRun, report: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _result(run: PlannedRun, report: dict[str, Any], seconds: float | None) -> dict[str, Any]:
     teacher, student = report["models"]
     return {
         "run_id": run.run_id,
@@ -186,7 +186,7 @@ def _result(run: PlannedRun, report: dict[str, Any], seconds: float) -> dict[str
         "teacher": run.teacher.key,
         "eval_examples": report["eval_examples"],
         "latency_setup": report["latency_setup"],
-        "train_seconds": round(seconds, 1),
+        "train_seconds": seconds,
         "config": run.config.model_dump(mode="json"),
     }
 
@@ -246,18 +246,19 @@ def run_study(
                 "metrics": measurer.teacher(run)["metrics"],
                 "baseline": measurer.baseline(run),
             }
-            start = time.perf_counter()
             resume = latest_checkpoint(run.folder / "checkpoints" / "student") is not None
-            pipeline.distill(
+            student = pipeline.distill(
                 run.config,
                 resume=resume,
                 callbacks=callbacks,
                 task=plan.task(run.config),
                 teacher_eval=teacher_eval,
             )
-            seconds = time.perf_counter() - start
+            # The training record sums the seconds over resumed runs; timing this call would
+            # count only the part after the last interruption.
+            record = json.loads((student / "training.json").read_text(encoding="utf-8"))
             report = measurer.student(run)
-            write_json(run.result_path, _result(run, report, seconds))
+            write_json(run.result_path, _result(run, report, record.get("train_seconds")))
             if not study.keep_checkpoints:
                 _drop_checkpoints(run.folder)
             write_outputs(plan)
