@@ -308,9 +308,8 @@ def metric_table(report: dict[str, Any], metrics: list[str]) -> list[str]:
     return lines
 
 
-def command_line(results: dict[str, Any], part: str) -> str:
-    command = results.get("commands", {}).get(part)
-    return f"Command: `{command}`." if command else ""
+def command_line(report: dict[str, Any]) -> str:
+    return f"Command: `{report['command']}`." if report.get("command") else ""
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -326,7 +325,7 @@ def markdown(results: dict[str, Any]) -> str:
         if part not in results:
             continue
         report = results[part]
-        lines += [f"## {titles[part]}", "", report["data"], "", command_line(results, part), ""]
+        lines += [f"## {titles[part]}", "", report["data"], "", command_line(report), ""]
         lines += metric_table(report, metrics[part])
         kd, no_kd = report["models"][1], report["models"][2]
         main = report["main_metric"]
@@ -343,8 +342,7 @@ def markdown(results: dict[str, Any]) -> str:
         for report in results["two-stage"].values():
             main = report["main_metric"]
             lines += [f"### {report['task']} ({main})", ""]
-            if report.get("command"):
-                lines += [f"Command: `{report['command']}`.", ""]
+            lines += [command_line(report), ""]
             lines += metric_table(report, [main])
             compute = report.get("two_stage", {})
             lines += [
@@ -380,13 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         start = time.perf_counter()
         if part == "two-stage":  # tasks run separately (--two-stage-tasks) accumulate
-            for report in (found := two_stage(args, sizes)).values():
+            found = two_stage(args, sizes)
+            for report in found.values():
                 report["command"] = command
             results.setdefault(part, {}).update(found)
         else:
-            results[part] = teacher_vs_students(part, args, sizes)
+            results[part] = {**teacher_vs_students(part, args, sizes), "command": command}
         results.setdefault("wall_seconds", {})[part] = round(time.perf_counter() - start, 1)
-        results.setdefault("commands", {})[part] = command
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")
         (args.out / f"{name}.md").write_text(markdown(results))
         print(
