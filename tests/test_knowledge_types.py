@@ -424,18 +424,19 @@ def test_resolver_finds_roberta_layout():
     }
 
 
-def test_model_without_the_modules_fails_at_prepare_naming_class_and_pattern(batch):
-    config = transformers.DistilBertConfig(
-        vocab_size=100, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=64
-    )
-    model = transformers.DistilBertForSequenceClassification(config)
+def test_model_of_no_declared_family_fails_at_prepare_naming_class_and_families(batch):
+    config = transformers.MPNetConfig(
+        vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64,
+    )  # fmt: skip
+    model = transformers.MPNetForSequenceClassification(config)
     needs = FeatureNeeds(layer_modules=frozenset({("query", 1)}))
     with pytest.raises(ConfigError) as info:
         prepare_model(model, needs)
     message = str(info.value)
-    assert "DistilBertForSequenceClassification" in message
-    assert "attention\\.self\\.query" in message
-    with pytest.raises(ConfigError, match="DistilBert"):
+    assert "MPNetForSequenceClassification" in message and "'mpnet'" in message
+    assert "BERT (bert)" in message and "DistilBERT (distilbert)" in message
+    with pytest.raises(ConfigError, match="mpnet"):
         extract_features(model, batch, needs)
 
 

@@ -283,12 +283,13 @@ def test_pruned_shape_errors(bert_config, fields, message):
         student_config(bert_config, StudentConfig(init="pruned", **fields))
 
 
-def test_pruned_rejects_other_architectures():
-    config = transformers.DistilBertConfig(
-        vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64
-    )
-    model = transformers.DistilBertForSequenceClassification(config)
-    with pytest.raises(ConfigError, match="BERT-style"):
+def test_pruned_rejects_undeclared_architectures():
+    config = transformers.MPNetConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    model = transformers.MPNetForSequenceClassification(config)
+    with pytest.raises(ConfigError, match="no model family for model_type 'mpnet'"):
         compute_importance(model, make_batches())
 
 

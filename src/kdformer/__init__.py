@@ -4,6 +4,7 @@ The core (knowledge terms, layer matching, student building, the objective) work
 PyTorch loop; :mod:`kdformer.pipeline` and the ``kdformer`` CLI are thin layers over it.
 """
 
+from kdformer.attention import use_local_global  # registers kdformer's attention kernels
 from kdformer.config import (
     ConfigError,
     DistillConfig,
@@ -15,6 +16,7 @@ from kdformer.config import (
     TrainConfig,
     load_config,
 )
+from kdformer.families import family_of
 from kdformer.features import FeatureNeeds, Features, extract_features
 from kdformer.matching import init_layers, layer_pairs
 from kdformer.objective import DistillationObjective
@@ -34,6 +36,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "use_local_global",
     "ConfigError",
     "DistillConfig",
     "DistillationObjective",
@@ -50,6 +53,7 @@ __all__ = [
     "distill",
     "evaluate",
     "extract_features",
+    "family_of",
     "finetune",
     "init_layers",
     "layer_pairs",

@@ -7,16 +7,17 @@ forward hooks on named modules. Attention distributions are rebuilt from the hoo
 key projections rather than taken from ``output_attentions``: those maps come after attention
 dropout (wrong targets for a student in train mode) and need the slow eager kernel.
 
-Per-layer modules (a layer's query/key/value projections, its feed-forward ``intermediate``
-block) are asked for *symbolically*, as ``(kind, layer)`` with ``layer`` 1-based like
-``hidden_states`` (layer i is ``encoder.layer.{i-1}``), because the loss terms are built from
-configs before any model exists. :func:`resolve_layer_modules` turns them into module names
-against the actual model by pattern (:data:`LAYER_MODULE_PATTERNS`).
+Per-layer tensors (a layer's query/key/value vectors, its activated feed-forward units) are
+asked for *symbolically*, as ``(kind, layer)`` with ``layer`` 1-based like ``hidden_states``,
+because the loss terms are built from configs before any model exists. :func:`resolve_taps`
+turns them into module names and taps against the actual model, from its family declaration
+(:mod:`kdformer.families`): only the families know how an architecture names its modules.
 """
 
 from __future__ import annotations
 
-import re
+import functools
+import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,20 +27,15 @@ import torch
 from torch import nn
 
 from kdformer.configbase import ConfigError
+from kdformer.families import Tap, family_of
 
 LayerModule = tuple[str, int]
 """A symbolic per-layer module request: (kind, 1-based layer), e.g. ("query", 3)."""
 
-LAYER_MODULE_PATTERNS: dict[str, str] = {
-    "query": r"(?:.*\.)?layer\.(\d+)\.attention\.self\.query",
-    "key": r"(?:.*\.)?layer\.(\d+)\.attention\.self\.key",
-    "value": r"(?:.*\.)?layer\.(\d+)\.attention\.self\.value",
-    "intermediate": r"(?:.*\.)?layer\.(\d+)\.intermediate",
-}
-"""Module-name patterns per kind; the number is the 0-based layer index. BERT, RoBERTa, ELECTRA,
-Longformer, BigBird (and models sharing their layout) name them
-``<base>.encoder.layer.{i}.attention.self.{query,key,value}`` and ``<base>.encoder.layer.{i}
-.intermediate`` (the feed-forward output after its activation)."""
+LAYER_MODULE_KINDS = ("query", "key", "value", "intermediate")
+"""Per-layer tensors a loss term can ask for; each model family declares where they are read
+(:class:`kdformer.families.Tap`): BERT's ``encoder.layer.{i}.attention.self.query``, DistilBERT's
+``transformer.layer.{i}.attention.q_lin``, a chunk of ModernBERT's fused ``attn.Wqkv``..."""
 
 
 @dataclass(frozen=True)
@@ -102,74 +98,71 @@ class Features:
         return self.outputs["logits"]
 
 
-def _layer_module_index(model: nn.Module, kinds: Iterable[str]) -> dict[str, dict[int, str]]:
-    """For each kind, {1-based layer: module name} found in ``model`` by pattern."""
-    compiled = {kind: re.compile(LAYER_MODULE_PATTERNS[kind]) for kind in kinds}
-    index: dict[str, dict[int, str]] = {kind: {} for kind in compiled}
-    for name, _ in model.named_modules():
-        for kind, pattern in compiled.items():
-            match = pattern.fullmatch(name)
-            if match is None:
-                continue
-            layer = int(match.group(1)) + 1
-            if layer in index[kind]:
+def resolve_taps(
+    model: nn.Module, requests: Iterable[LayerModule], skip_missing_layers: bool = True
+) -> dict[LayerModule, tuple[str, Tap]]:
+    """Module name and tap in ``model`` for symbolic ``(kind, layer)`` requests (layer 1-based),
+    from the model's family declaration.
+
+    A model of no declared family raises a :class:`ConfigError` listing the families. A layer
+    beyond the model's depth is skipped (the default; the request may be for the other model of
+    the pair) or raises."""
+    requests = set(requests)
+    unknown = sorted({kind for kind, _ in requests} - set(LAYER_MODULE_KINDS))
+    if unknown:
+        raise ValueError(
+            f"unknown layer module kind(s) {unknown}; valid: {', '.join(LAYER_MODULE_KINDS)}"
+        )
+    family = family_of(model)
+    layers = family.layer_list(model)
+    prefix = family.layers_prefix(model)
+    resolved: dict[LayerModule, tuple[str, Tap]] = {}
+    for kind, layer in sorted(requests):
+        tap = family.taps[kind]
+        if 1 <= layer <= len(layers):
+            name = f"{prefix}.{layer - 1}.{tap.path}"
+            try:
+                model.get_submodule(name)
+            except AttributeError:
                 raise ConfigError(
-                    f"{type(model).__name__} has more than one '{kind}' module for layer {layer}: "
-                    f"{index[kind][layer]} and {name}; per-layer knowledge supports one encoder "
-                    "stack"
-                )
-            index[kind][layer] = name
-    return index
+                    f"{type(model).__name__} ({family.name}) has no module {name} for the "
+                    f"per-layer '{kind}' tensor; its family declaration does not fit this class"
+                ) from None
+            resolved[(kind, layer)] = (name, tap)
+        elif not skip_missing_layers:
+            raise ConfigError(
+                f"{type(model).__name__} has no layer {layer} '{kind}' module: it has "
+                f"{len(layers)} layers (valid 1..{len(layers)})"
+            )
+    return resolved
 
 
 def resolve_layer_modules(
     model: nn.Module, requests: Iterable[LayerModule], skip_missing_layers: bool = True
 ) -> dict[LayerModule, str]:
-    """Module names in ``model`` for symbolic ``(kind, layer)`` requests (layer 1-based).
-
-    A model without any module of a requested kind raises a :class:`ConfigError` naming the
-    model class and the pattern looked for. A layer beyond the model's depth is skipped (the
-    default; the request may be for the other model of the pair) or raises."""
-    requests = set(requests)
-    unknown = sorted({kind for kind, _ in requests} - set(LAYER_MODULE_PATTERNS))
-    if unknown:
-        raise ValueError(
-            f"unknown layer module kind(s) {unknown}; valid: {', '.join(LAYER_MODULE_PATTERNS)}"
-        )
-    index = _layer_module_index(model, {kind for kind, _ in requests})
-    resolved: dict[LayerModule, str] = {}
-    for kind, layer in sorted(requests):
-        found = index[kind]
-        if not found:
-            raise ConfigError(
-                f"{type(model).__name__} has no per-layer '{kind}' modules: looked for module "
-                f"names matching '{LAYER_MODULE_PATTERNS[kind]}' (the BERT/RoBERTa/ELECTRA "
-                "layout, encoder.layer.N.attention.self.query/key/value and "
-                "encoder.layer.N.intermediate). Knowledge types that read query/key/value or "
-                "intermediate outputs (attention with loss: mse, value_relation, qkv_relations, "
-                "intermediate) do not support this model; use logits, hidden, embedding or "
-                "attention with loss: kl"
-            )
-        if layer in found:
-            resolved[(kind, layer)] = found[layer]
-        elif not skip_missing_layers:
-            raise ConfigError(
-                f"{type(model).__name__} has no layer {layer} '{kind}' module: it has "
-                f"{len(found)} layers (valid 1..{len(found)})"
-            )
-    return resolved
+    """Module names in ``model`` for symbolic ``(kind, layer)`` requests (see
+    :func:`resolve_taps`)."""
+    return {
+        request: name
+        for request, (name, _) in resolve_taps(model, requests, skip_missing_layers).items()
+    }
 
 
 def prepare_model(model: nn.Module, needs: FeatureNeeds) -> None:
     """Check, before training, that the model has every module the needs name (the fused
     attention kernel stays on: no knowledge type needs attention maps from the model)."""
     if needs.layer_modules:  # fail now, before training, if the model lacks the modules
-        resolve_layer_modules(model, needs.layer_modules)
+        resolve_taps(model, needs.layer_modules)
 
 
 @contextmanager
-def capture_modules(model: nn.Module, names: frozenset[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the named submodules during the forward passes inside the block."""
+def capture_modules(
+    model: nn.Module, names: frozenset[str], taps: Mapping[str, Tap] | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the named submodules during the forward passes inside the block;
+    a name with a :class:`Tap` in ``taps`` is read as the tap says (input or output, a chunk,
+    in (batch, seq, width) layout)."""
+    taps = dict(taps or {})
     if not names:
         yield {}
         return
@@ -180,11 +173,20 @@ def capture_modules(model: nn.Module, names: frozenset[str]) -> Iterator[dict[st
     outputs: dict[str, torch.Tensor] = {}
     handles = []
     for name in names:
+        tap = taps.get(name, Tap(name))
 
-        def hook(_module: nn.Module, _inputs: object, output: object, name: str = name) -> None:
-            outputs[name] = output[0] if isinstance(output, tuple) else output  # type: ignore[assignment]
+        def read(value: object, name: str = name, tap: Tap = tap) -> None:
+            value = value[0] if isinstance(value, tuple) else value
+            outputs[name] = tap.read(value)  # type: ignore[arg-type]
 
-        handles.append(found[name].register_forward_hook(hook))
+        if tap.io == "input":
+            handles.append(
+                found[name].register_forward_pre_hook(lambda _m, inputs, read=read: read(inputs))
+            )
+        else:
+            handles.append(
+                found[name].register_forward_hook(lambda _m, _i, output, read=read: read(output))
+            )
     try:
         yield outputs
     finally:
@@ -205,10 +207,13 @@ def extract_features(
     model: nn.Module, inputs: Mapping[str, torch.Tensor], needs: FeatureNeeds
 ) -> Features:
     """Run ``model`` once on ``inputs`` and return the features ``needs`` asks for."""
-    kwargs = {k: v for k, v in inputs.items() if k in MODEL_INPUTS}
-    layer_names = resolve_layer_modules(model, needs.layer_modules) if needs.layer_modules else {}
-    with capture_modules(model, needs.modules | frozenset(layer_names.values())) as captured:
+    kwargs = model_inputs(model, inputs)
+    taps = resolve_taps(model, needs.layer_modules) if needs.layer_modules else {}
+    layer_names = {request: name for request, (name, _) in taps.items()}
+    by_name = dict(taps.values())
+    with capture_modules(model, needs.modules | frozenset(by_name), by_name) as captured:
         out = model(**kwargs, output_hidden_states=needs.hidden_states, return_dict=True)
+    length = kwargs["input_ids"].shape[1] if "input_ids" in kwargs else None
     missing = sorted(name for name in needs.outputs if out.get(name) is None)
     if missing:
         raise ValueError(
@@ -219,5 +224,25 @@ def extract_features(
         outputs={name: out[name] for name in needs.outputs},
         hidden_states=out.hidden_states if needs.hidden_states else None,
         modules={name: captured[name] for name in needs.modules},
-        layer_modules={request: captured[name] for request, name in layer_names.items()},
+        # Models that pad inside (Longformer, to a multiple of its window) give longer taps.
+        layer_modules={
+            request: captured[name][:, :length] for request, name in layer_names.items()
+        },
     )
+
+
+def model_inputs(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of a batch that ``model``'s forward takes (DistilBERT and ModernBERT take no
+    token type ids; only Longformer takes a global attention mask)."""
+    accepted = _forward_parameters(type(model))
+    return {k: v for k, v in inputs.items() if k in MODEL_INPUTS and k in accepted}
+
+
+@functools.cache
+def _forward_parameters(model_class: type) -> frozenset[str]:
+    parameters = inspect.signature(model_class.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        names = set(parameters)
+        # **kwargs models still reject unknown inputs further down; keep the named ones only.
+        return frozenset(names) if "input_ids" in names else frozenset(MODEL_INPUTS)
+    return frozenset(parameters)

@@ -63,7 +63,7 @@ def load_model(model: ModelConfig | str, model_class: Any, **kwargs: Any) -> Any
     cfg = _as_model_config(model)
     source = resolve_name(cfg.name)
     try:
-        return model_class.from_pretrained(
+        model = model_class.from_pretrained(
             source,
             revision=cfg.revision,
             trust_remote_code=cfg.trust_remote_code,
@@ -75,6 +75,18 @@ def load_model(model: ModelConfig | str, model_class: Any, **kwargs: Any) -> Any
             f"could not load model '{cfg.name}' ({source}): {exc}. Offline, give a local folder "
             "or a short name (see `kdformer models`); weights must be safetensors."
         ) from None
+    prepare_family(model)
+    return model
+
+
+def prepare_family(model: Any) -> Any:
+    """Let the model's family install what it needs to run correctly (hooks, never edits)."""
+    from kdformer.families import find_family
+
+    family = find_family(model)
+    if family is not None:
+        family.prepare(model)
+    return model
 
 
 def load_config(model: ModelConfig | str, **kwargs: Any) -> Any:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from kdformer.configbase import ConfigError
+from kdformer.families import family_of, find_family
 from kdformer.features import FeatureNeeds, Features, OutputSpec
 from kdformer.knowledge import ModelShape, build_term
 from kdformer.knowledge.base import KnowledgeTermConfig, scheduled
@@ -46,6 +47,23 @@ def term_names(configs: Sequence[KnowledgeTermConfig]) -> list[str]:
     """Unique log names: the type, suffixed with its position when a type repeats."""
     types = [getattr(c, "type", "term") for c in configs]
     return [t if types.count(t) == 1 else f"{t}_{i}" for i, t in enumerate(types)]
+
+
+def check_knowledge_supported(
+    knowledge: Sequence[KnowledgeTermConfig], teacher_config: Any, student_config: Any
+) -> None:
+    """ConfigError, before training, when either model's family cannot supply a requested
+    knowledge type (it names the family and the types it supports). Models of no declared
+    family can still give logits, hidden states and embeddings."""
+    types = [str(getattr(c, "type", "")) for c in knowledge]
+    for config, role in ((teacher_config, "teacher"), (student_config, "student")):
+        family = find_family(config)
+        if family is not None:
+            family.check_knowledge(config, types, role)
+            continue
+        needs_layout = sorted(set(types) - {"logits", "hidden", "embedding"})
+        if needs_layout:
+            family_of(config)  # the error lists the declared families
 
 
 class DistillationObjective(nn.Module):
@@ -66,6 +84,7 @@ class DistillationObjective(nn.Module):
         hard_label_weight_end: float | None = None,
     ):
         super().__init__()
+        check_knowledge_supported(knowledge, teacher_config, student_config)
         teacher, student = ModelShape.of(teacher_config), ModelShape.of(student_config)
         self.outputs = tuple(outputs)
         self.names = term_names(knowledge)

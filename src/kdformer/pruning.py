@@ -8,10 +8,11 @@ Importance comes from the teacher's task loss (cross-entropy, or MSE for regress
 batches of training data, in eval mode (no dropout), without editing model code:
 
 * heads (Michel et al., 2019, "Are Sixteen Heads Really Better than One?"): a mask of ones per
-  layer is multiplied into the attention context output (one factor per head) by a forward hook;
+  layer is multiplied into the per-head contexts (the input of the attention output
+  projection, one factor per head) by a forward pre-hook;
   importance is ``|dL/d mask_h|`` accumulated over batches. ``head_mask`` is not used (transformers
   5 dropped it).
-* FFN neurons: the same with a mask on the activated intermediate output.
+* FFN neurons: the same with a mask on the activated units (the input of the FFN output).
 * hidden dimensions: first-order Taylor score ``|h * dL/dh|`` summed over tokens, batches and the
   hidden states of all layers (embedding output included).
 
@@ -28,9 +29,9 @@ removed the outputs change only by what those neurons contributed; removing hidd
 also changes LayerNorm statistics (mean and variance over fewer dimensions), which
 distillation then recovers.
 
-Supported: BERT-style encoders (module layout ``encoder.layer[i].attention.self.{query,key,
-value}``, ``attention.output.dense``, ``intermediate.dense``, ``output.dense``: BERT, MiniLM,
-RoBERTa, XLM-R, ELECTRA, CamemBERT ...).
+Supported: every declared model family (:mod:`kdformer.families`); each says which layer
+modules hold heads, neurons and hidden dimensions in which weight dimension (fused Q/K/V and
+gated feed-forward blocks, Nyströmformer's per-head convolution included).
 """
 
 from __future__ import annotations
@@ -44,16 +45,9 @@ import torch
 from torch import nn
 
 from kdformer.configbase import ConfigError
-from kdformer.features import MODEL_INPUTS
-
-#: Module paths inside one encoder layer (BERT layout).
-ATTENTION = "attention.self"  # output: (context (batch, seq, heads * head_size), weights)
-QKV = ("attention.self.query", "attention.self.key", "attention.self.value")
-ATTENTION_OUT = "attention.output.dense"
-INTERMEDIATE = "intermediate"  # output: activated FFN neurons (batch, seq, intermediate)
-FFN_IN = "intermediate.dense"
-FFN_OUT = "output.dense"
-_REQUIRED = (ATTENTION, *QKV, ATTENTION_OUT, INTERMEDIATE, FFN_IN, FFN_OUT)
+from kdformer.families import ModelFamily, family_of
+from kdformer.families.base import Role
+from kdformer.features import model_inputs
 
 
 @dataclass
@@ -87,26 +81,20 @@ class PruningPlan:
 # ------------------------------------------------------------------------------------------
 
 
-def encoder_layers(model: nn.Module) -> tuple[Any, nn.ModuleList, str]:
-    """(embeddings module, encoder layers, state-dict prefix of the layers) of a BERT-style model;
-    a clear error for other architectures."""
-    base = getattr(model, "base_model", model)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    embeddings = getattr(base, "embeddings", None)
-    names = {id(m): n for n, m in model.named_modules()}
-    if not isinstance(layers, nn.ModuleList) or embeddings is None or not len(layers):
-        raise ConfigError(
-            f"init: pruned supports BERT-style encoders (BERT, MiniLM, RoBERTa, ELECTRA, ...); "
-            f"{type(model).__name__} has no embeddings + encoder.layer. Use init: teacher or random"
-        )
+def encoder_layers(model: nn.Module) -> tuple[nn.Module, nn.ModuleList, ModelFamily]:
+    """(embeddings module, encoder layers, family) of a model, with a clear error when its
+    family is not declared or its layers lack a module pruning needs."""
+    family = family_of(model)
+    layers = family.layer_list(model)
     found = dict(layers[0].named_modules())
-    missing = [path for path in _REQUIRED if path not in found]
+    required = [family.attention_output, family.ffn_output]
+    missing = [path for path in required if path not in found]
     if missing:
         raise ConfigError(
-            f"init: pruned needs BERT-style layers; {type(layers[0]).__name__} of "
-            f"{type(model).__name__} lacks {missing}. Use init: teacher or random"
+            f"init: pruned needs the {family.name} layer modules {missing}, which "
+            f"{type(layers[0]).__name__} of {type(model).__name__} lacks. Use init: teacher or random"
         )
-    return embeddings, layers, names[id(layers)]
+    return family.embedding_module(model), layers, family
 
 
 # ------------------------------------------------------------------------------------------
@@ -130,37 +118,34 @@ def compute_importance(
     (the model computes its own task loss from them); the first ``max_batches`` are used. The
     model's weights and mode are left as they were (no parameter gradients are accumulated).
     """
-    embeddings, layers, _ = encoder_layers(model)
+    embeddings, layers, family = encoder_layers(model)
     config = model.config
     heads, hidden = int(config.num_attention_heads), int(config.hidden_size)
     head_size = hidden // heads
     first = next(model.parameters())
     device, dtype = first.device, first.dtype
     head_masks = [torch.ones(heads, device=device, dtype=dtype, requires_grad=True) for _ in layers]
+    neurons = family.intermediate_size(config)
     neuron_masks = [
-        torch.ones(
-            layer.get_submodule(FFN_IN).out_features,
-            device=device,
-            dtype=dtype,
-            requires_grad=True,
-        )
-        for layer in layers
+        torch.ones(neurons, device=device, dtype=dtype, requires_grad=True) for _ in layers
     ]
     states: list[torch.Tensor] = []
 
+    # Masks multiply the *inputs* of the attention output projection (the per-head contexts)
+    # and of the feed-forward output projection (the activated units), wherever the family
+    # declares them.
     def mask_heads(index: int):
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-            context = _first(output)
+        def hook(_module: nn.Module, inputs: tuple) -> tuple:
+            context = inputs[0]
             shape = context.shape
             masked = context.reshape(*shape[:-1], heads, head_size) * head_masks[index][:, None]
-            masked = masked.reshape(shape)
-            return (masked, *output[1:]) if isinstance(output, tuple) else masked
+            return (masked.reshape(shape), *inputs[1:])
 
         return hook
 
     def mask_neurons(index: int):
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-            return _first(output) * neuron_masks[index]
+        def hook(_module: nn.Module, inputs: tuple) -> tuple:
+            return (inputs[0] * neuron_masks[index], *inputs[1:])
 
         return hook
 
@@ -169,8 +154,10 @@ def compute_importance(
 
     handles = [embeddings.register_forward_hook(keep_state)]
     for i, layer in enumerate(layers):
-        handles.append(layer.get_submodule(ATTENTION).register_forward_hook(mask_heads(i)))
-        handles.append(layer.get_submodule(INTERMEDIATE).register_forward_hook(mask_neurons(i)))
+        attention_output = layer.get_submodule(family.attention_output)
+        handles.append(attention_output.register_forward_pre_hook(mask_heads(i)))
+        ffn_output = layer.get_submodule(family.ffn_output)
+        handles.append(ffn_output.register_forward_pre_hook(mask_neurons(i)))
         handles.append(layer.register_forward_hook(keep_state))
     head_scores = torch.zeros(len(layers), heads, device=device)
     neuron_scores = torch.zeros(len(layers), neuron_masks[0].numel(), device=device)
@@ -186,7 +173,7 @@ def compute_importance(
                     "init: pruned scores importance with the task loss: batches need the gold "
                     f"labels {list(label_keys) or '(none: this task has no labels)'}"
                 )
-            inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+            inputs = {k: v.to(device) for k, v in model_inputs(model, batch).items()}
             labels = {k: batch[k].to(device) for k in label_keys}
             states.clear()
             loss = model(**inputs, **labels).loss
@@ -236,7 +223,7 @@ def plan_pruning(importance: Importance, student_config: Any, layers: list[int])
     head_size = teacher_hidden // teacher_heads
     heads = int(student_config.num_attention_heads)
     hidden = int(student_config.hidden_size)
-    neurons = int(student_config.intermediate_size)
+    neurons = family_of(student_config).intermediate_size(student_config)
     if heads > teacher_heads or neurons > importance.neurons.shape[1] or hidden > teacher_hidden:
         raise ConfigError(
             f"init: pruned cannot widen the teacher ({heads} heads, {hidden} hidden, {neurons} "
@@ -257,19 +244,28 @@ def plan_pruning(importance: Importance, student_config: Any, layers: list[int])
     )
 
 
-def _roles(local: str) -> list[str]:
-    """Per dimension of a layer parameter: 'heads', 'neurons', 'hidden' (by module role)."""
+def _roles(family: ModelFamily, local: str) -> tuple[tuple[Role, ...], int]:
+    """Per dimension of a layer parameter, its role (heads, head_index, neurons, hidden) as the
+    family declares it, and how many fused blocks its first dimension holds."""
     module, _, kind = local.rpartition(".")
-    weight = kind == "weight"
-    if module in QKV:
-        return ["heads", "hidden"] if weight else ["heads"]
-    if module == ATTENTION_OUT:
-        return ["hidden", "heads"] if weight else ["hidden"]
-    if module == FFN_IN:
-        return ["neurons", "hidden"] if weight else ["neurons"]
-    if module == FFN_OUT:
-        return ["hidden", "neurons"] if weight else ["hidden"]
-    return []  # LayerNorms and anything else: by size, below
+    sliced = family.sliced.get(module)
+    if sliced is None:
+        return (), 1  # LayerNorms and anything else: by size, below
+    return (sliced.weight if kind == "weight" else sliced.bias), sliced.blocks
+
+
+def _kept(plan: PruningPlan, role: Role, layer: int | None, blocks: int, size: int) -> list[int]:
+    """Indices a dimension of ``size`` keeps; fused blocks (Q/K/V, input/gate) alike."""
+    if role == "hidden":
+        keep = plan.hidden
+    elif role == "heads":
+        keep = plan.head_rows(layer)  # type: ignore[arg-type]
+    elif role == "head_index":
+        keep = plan.heads[layer]  # type: ignore[index]
+    else:
+        keep = plan.neurons[layer]  # type: ignore[index]
+    block = size // blocks
+    return [b * block + i for b in range(blocks) for i in keep]
 
 
 def copy_pruned_weights(
@@ -281,7 +277,8 @@ def copy_pruned_weights(
     hidden-indexed when it is the teacher's hidden size in the teacher and the student's in the
     student; every other dimension must already match.
     """
-    _, _, prefix = encoder_layers(teacher)
+    _, _, family = encoder_layers(teacher)
+    prefix = family.layers_prefix(teacher)
     source_state = teacher.state_dict()
     target_state = student.state_dict()
     teacher_hidden = int(teacher.config.hidden_size)
@@ -291,30 +288,26 @@ def copy_pruned_weights(
     mapping: dict[str, str] = {}
     problems: list[str] = []
     for key, target in target_state.items():
-        roles: list[str] = []
+        roles: tuple[Role, ...] = ()
+        blocks = 1
         source_key, layer = key, None
         if key.startswith(layer_prefix):
             index, _, local = key[len(layer_prefix) :].partition(".")
             layer = int(index)
             source_key = f"{layer_prefix}{plan.layers[layer]}.{local}"
-            roles = _roles(local)
+            roles, blocks = _roles(family, local)
         if source_key not in source_state:
             problems.append(f"{key} (no teacher weight {source_key})")
             continue
         value = source_state[source_key]
         for dim in range(value.dim()):
-            role = roles[dim] if dim < len(roles) else None
+            role: Role | None = roles[dim] if dim < len(roles) else None
             by_size = value.shape[dim] == teacher_hidden and target.shape[dim] == student_hidden
             if role is None and by_size:
                 role = "hidden"
             if role is None:
                 continue
-            if role == "hidden":
-                keep = plan.hidden
-            elif role == "heads":
-                keep = plan.head_rows(layer)  # type: ignore[arg-type]
-            else:
-                keep = plan.neurons[layer]  # type: ignore[index]
+            keep = _kept(plan, role, layer, blocks if dim == 0 else 1, value.shape[dim])
             value = value.index_select(dim, torch.as_tensor(keep, device=value.device))
         if value.shape != target.shape:
             problems.append(f"{key} ({tuple(value.shape)} from teacher vs {tuple(target.shape)})")

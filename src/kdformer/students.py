@@ -13,14 +13,15 @@ folder kdformer wrote, or a hub name).
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from kdformer.config import ConfigError, StudentConfig
+from kdformer.families import family_of, find_family
 from kdformer.matching import init_layers
+from kdformer.models import prepare_family
 
 #: BERT miniatures: (layers, hidden, heads, intermediate).
 PRESETS: dict[str, tuple[int, int, int, int]] = {
@@ -37,13 +38,23 @@ RELATIVE_PRESETS: dict[str, int] = {"half": 2, "third": 3, "quarter": 4}
 WIDTH_PRESETS: dict[str, int] = {"half-width": 2, "third-width": 3, "quarter-width": 4}
 
 SHAPE_FIELDS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
-_CONFIG_KEYS = {
-    "num_layers": "num_hidden_layers",
-    "hidden_size": "hidden_size",
-    "num_heads": "num_attention_heads",
-    "intermediate_size": "intermediate_size",
-}
-_LAYER_KEY = re.compile(r"^(.*?\.(?:layer|layers))\.(\d+)\.(.*)$")
+
+
+def config_shape(config: Any) -> dict[str, int]:
+    """(num_layers, hidden_size, num_heads, intermediate_size) of a model config; the
+    feed-forward width's field name comes from the model's family (DistilBERT: hidden_dim)."""
+    family = find_family(config)
+    intermediate = (
+        family.intermediate_size(config)
+        if family
+        else int(getattr(config, "intermediate_size", 4 * int(config.hidden_size)))
+    )
+    return {
+        "num_layers": int(config.num_hidden_layers),
+        "hidden_size": int(config.hidden_size),
+        "num_heads": int(config.num_attention_heads),
+        "intermediate_size": intermediate,
+    }
 
 
 def teacher_head_size(teacher_config: Any) -> int:
@@ -57,7 +68,7 @@ def student_shape(teacher_config: Any, cfg: StudentConfig) -> dict[str, int]:
     With ``init: pruned`` and ``num_heads`` unset, heads follow from the hidden size at the
     teacher's head size (pruning keeps whole heads, so hidden = heads x head size).
     """
-    shape = {k: getattr(teacher_config, v) for k, v in _CONFIG_KEYS.items()}
+    shape = config_shape(teacher_config)
     if cfg.preset is not None:
         if cfg.preset in PRESETS:
             shape = dict(zip(SHAPE_FIELDS, PRESETS[cfg.preset]))
@@ -99,8 +110,8 @@ def student_shape(teacher_config: Any, cfg: StudentConfig) -> dict[str, int]:
 def student_config(teacher_config: Any, cfg: StudentConfig) -> Any:
     """The teacher's config with the student's shape; checks ``init: teacher`` is possible."""
     shape = student_shape(teacher_config, cfg)
+    teacher = config_shape(teacher_config)
     if cfg.init == "teacher":
-        teacher = {k: getattr(teacher_config, v) for k, v in _CONFIG_KEYS.items()}
         wider = [
             k for k in ("hidden_size", "num_heads", "intermediate_size") if shape[k] != teacher[k]
         ]
@@ -119,15 +130,22 @@ def student_config(teacher_config: Any, cfg: StudentConfig) -> Any:
     if cfg.init == "pruned":
         check_pruned_shape(teacher_config, shape)
         init_layers(cfg.init_layers, teacher_config.num_hidden_layers, shape["num_layers"])
+    # The teacher layer each student layer stands for (its per-layer settings, e.g. Longformer
+    # windows, are kept): the copied layers, or for a random student its uniform spread.
+    spec = cfg.init_layers if cfg.init in ("teacher", "pruned") else "uniform"
+    layers = (
+        init_layers(spec, teacher["num_layers"], shape["num_layers"])
+        if shape["num_layers"] <= teacher["num_layers"]
+        else [min(i, teacher["num_layers"] - 1) for i in range(shape["num_layers"])]
+    )
     config = copy.deepcopy(teacher_config)
-    for key, value in shape.items():
-        setattr(config, _CONFIG_KEYS[key], value)
+    family_of(teacher_config).reshape_config(config, shape, layers)
     return config
 
 
 def check_pruned_shape(teacher_config: Any, shape: dict[str, int]) -> None:
     """``init: pruned`` keeps a subset of the teacher: never larger, and whole heads only."""
-    teacher = {k: getattr(teacher_config, v) for k, v in _CONFIG_KEYS.items()}
+    teacher = config_shape(teacher_config)
     larger = [k for k in SHAPE_FIELDS if shape[k] > teacher[k]]
     if larger:
         diffs = ", ".join(f"{k} {shape[k]} > teacher {teacher[k]}" for k in larger)
@@ -150,13 +168,16 @@ def copy_teacher_layers(
 ) -> dict[str, str]:
     """Copy every teacher weight into the student, student layer i taking teacher layer
     ``layers[i]``. Returns {student key: teacher key}; fails if any student weight has no source."""
+    prefix = family_of(student).layers_prefix(student) + "."
     source_state = teacher.state_dict()
     target_state = student.state_dict()
     mapping: dict[str, str] = {}
     missing: list[str] = []
     for key, value in target_state.items():
-        match = _LAYER_KEY.match(key)
-        source = f"{match[1]}.{layers[int(match[2])]}.{match[3]}" if match else key
+        source = key
+        if key.startswith(prefix):
+            index, _, local = key[len(prefix) :].partition(".")
+            source = f"{prefix}{layers[int(index)]}.{local}"
         if source in source_state and source_state[source].shape == value.shape:
             mapping[key] = source
         else:
@@ -209,7 +230,7 @@ def build_student(
     config = student_config(teacher.config, cfg)
     torch.manual_seed(seed)
     make = getattr(model_class, "from_config", None) or model_class
-    student = make(config)
+    student = prepare_family(make(config))
     if cfg.init in ("teacher", "pruned"):
         layers = init_layers(
             cfg.init_layers, teacher.config.num_hidden_layers, config.num_hidden_layers

@@ -17,14 +17,17 @@ from pydantic import Field
 from kdformer.features import FeatureNeeds, Features
 from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
 from kdformer.knowledge.layers import (
-    LayerMatchedConfig,
+    MapConfig,
     TeacherLayerMixer,
     average_heads_log,
     check_head_grouping,
-    distribution_kl,
+    chunked_sum,
+    distribution_kl_sum,
+    key_mask,
     layer_module,
     layer_module_needs,
     masked_log_softmax,
+    query_chunk,
     regroup_heads,
     scaled_dot,
 )
@@ -63,15 +66,25 @@ def attention_score_mse(
     -inf a softmax would use), so they contribute nothing; each (head, query) row's squared error
     is averaged over the example's real keys, and rows are averaged over heads and real queries.
     """
-    keys = mask[:, None, None, :].bool()
+    total = score_mse_sum(student_scores, teacher_scores, key_mask(mask, 0, mask.shape[-1]), mask)
+    return total / (mask.sum().clamp_min(1) * student_scores.shape[1])
+
+
+def score_mse_sum(
+    student_scores: torch.Tensor,
+    teacher_scores: torch.Tensor,
+    keys: torch.Tensor,
+    query_mask: torch.Tensor,
+) -> torch.Tensor:
+    """The sum behind :func:`attention_score_mse` over the query rows given (a chunk): ``keys``
+    is the (batch, 1, rows, k) mask of compared keys, ``query_mask`` the rows' (batch, rows)."""
     s = torch.where(keys, student_scores.float(), 0.0)
     t = torch.where(keys, teacher_scores.float(), 0.0)
-    rows = (s - t).pow(2).sum(-1) / mask.sum(-1).clamp_min(1)[:, None, None]  # (batch, heads, q)
-    weights = mask[:, None, :]
-    return (rows * weights).sum() / (weights.sum().clamp_min(1) * rows.shape[1])
+    rows = (s - t).pow(2).sum(-1) / keys.sum(-1).clamp_min(1)  # (batch, heads, rows)
+    return (rows * query_mask[:, None, :]).sum()
 
 
-class AttentionConfig(LayerMatchedConfig):
+class AttentionConfig(MapConfig):
     """Attention distillation."""
 
     type: Literal["attention"] = Field("attention", description="Knowledge type name.")
@@ -101,7 +114,11 @@ class AttentionKnowledge(KnowledgeTerm):
     when the term is built. many_to_one mixes the teacher layers' maps with learned weights (a
     mix of distributions is a distribution). Layer 0 (embeddings) has no attention and is
     skipped in explicit pairs. The maps equal the model's own attention for models whose
-    attention is softmax(QK^T/sqrt(d)) plus the padding mask (BERT, RoBERTa, ELECTRA)."""
+    attention is softmax(QK^T/sqrt(d)) plus the padding mask (families declaring ``full``
+    attention: BERT, RoBERTa, ELECTRA, DistilBERT, BigBird with full attention). For banded
+    families (Longformer) each query's distribution is over the keys within the window both
+    compared layers see (the narrower one), which is Longformer's local attention. Maps are
+    built in query chunks (``query_chunk``; memory bounded at any length, same loss)."""
 
     config: AttentionConfig
 
@@ -126,31 +143,59 @@ class AttentionKnowledge(KnowledgeTerm):
     def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
         return layer_module_needs(self.groups, side, ["query", "key"])
 
-    def _scores(self, features: Features, layer: int, heads: int, side: str) -> torch.Tensor:
-        query = layer_module(features, ("query", layer), side)
-        key = layer_module(features, ("key", layer), side)
-        return scaled_dot(query, key, heads)
+    def band(self, group_index: int) -> int | None:
+        """Keys each side of a query that both layers' attention sees (banded families), or
+        None for full attention on both sides."""
+        group = self.groups[group_index]
+        windows = []
+        if self.student_shape.attention_windows:
+            windows.append(self.student_shape.attention_windows[group.student - 1])
+        if self.teacher_shape.attention_windows:
+            windows += [self.teacher_shape.attention_windows[t - 1] for t in group.teachers]
+        return min(windows) if windows else None
 
     def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         sh, th = self.student_shape.num_heads, self.teacher_shape.num_heads
         average = self.config.heads == "average"
         heads = 1 if average else sh
+        kl = self.config.loss == "kl"
         losses = []
         for i, group in enumerate(self.groups):
-            s_scores = self._scores(student, group.student, sh, "student")
-            mask = token_mask(batch, s_scores[:, 0])
-            t_scores = [self._scores(teacher, t, th, "teacher") for t in group.teachers]
-            if self.config.loss == "kl":
-                s_log = masked_log_softmax(s_scores, mask)
-                if average:
-                    s_log = average_heads_log(s_log)
-                targets = [
-                    regroup_heads(masked_log_softmax(t, mask).exp(), heads) for t in t_scores
-                ]
-                losses.append(distribution_kl(s_log, self.mixer.mix(i, targets), mask))
-            else:
+            s_query = layer_module(student, ("query", group.student), "student")
+            s_key = layer_module(student, ("key", group.student), "student")
+            t_qk = [
+                (
+                    layer_module(teacher, ("query", t), "teacher"),
+                    layer_module(teacher, ("key", t), "teacher"),
+                )
+                for t in group.teachers
+            ]
+            mask = token_mask(batch, s_query)
+            band = self.band(i)
+
+            def rows_sum(start: int, stop: int, i=i, s_query=s_query, s_key=s_key, t_qk=t_qk,
+                         mask=mask, band=band) -> torch.Tensor:  # fmt: skip
+                keys = key_mask(mask, start, stop, band)
+                s_scores = scaled_dot(s_query[:, start:stop], s_key, sh)
+                t_scores = [scaled_dot(q[:, start:stop], k, th) for q, k in t_qk]
+                rows = mask[:, start:stop]
+                if kl:
+                    s_log = masked_log_softmax(s_scores, keys)
+                    if average:
+                        s_log = average_heads_log(s_log)
+                    targets = [
+                        regroup_heads(masked_log_softmax(t, keys).exp(), heads) for t in t_scores
+                    ]
+                    return distribution_kl_sum(s_log, self.mixer.mix(i, targets), rows)
                 if average:
                     s_scores = s_scores.mean(1, keepdim=True)
                 targets = [regroup_heads(t, heads) for t in t_scores]
-                losses.append(attention_score_mse(s_scores, self.mixer.mix(i, targets), mask))
+                return score_mse_sum(s_scores, self.mixer.mix(i, targets), keys, rows)
+
+            length = s_query.shape[1]
+            chunk = query_chunk(
+                mask.shape[0], max(sh, th) * len(t_qk), length, length, self.config.query_chunk
+            )
+            total = chunked_sum(rows_sum, length, chunk)
+            losses.append(total / (mask.sum().clamp_min(1) * heads))
         return torch.stack(losses).mean()

@@ -35,16 +35,30 @@ class ModelShape:
     num_heads: int
     intermediate_size: int
     num_labels: int
+    summary: str = "first"
+    """How one vector sums up a sequence: ``first`` token or ``mean`` of real tokens."""
+    attention_windows: tuple[int, ...] | None = None
+    """Banded attention (Longformer): per layer, how many keys each side a query sees."""
 
     @classmethod
     def of(cls, config: Any) -> ModelShape:
-        """Read the shape from a transformers ``PretrainedConfig``."""
+        """Read the shape from a transformers ``PretrainedConfig`` (through its family)."""
+        from kdformer.families import find_family
+
+        family = find_family(config)
+        hidden = int(config.hidden_size)
         return cls(
             num_layers=config.num_hidden_layers,
-            hidden_size=config.hidden_size,
+            hidden_size=hidden,
             num_heads=config.num_attention_heads,
-            intermediate_size=getattr(config, "intermediate_size", 4 * config.hidden_size),
+            intermediate_size=family.intermediate_size(config)
+            if family
+            else getattr(config, "intermediate_size", 4 * hidden),
             num_labels=getattr(config, "num_labels", 0),
+            summary=family.summary_of(config) if family else "first",
+            attention_windows=family.attention_windows(config)
+            if family and family.attention_kind(config) == "banded"
+            else None,
         )
 
 

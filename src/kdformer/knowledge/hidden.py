@@ -36,12 +36,27 @@ def masked_cosine(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tens
     return ((1 - cos) * mask).sum() / mask.sum().clamp_min(1)
 
 
-def cls_pkd(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def summarise(hidden: torch.Tensor, mask: torch.Tensor, how: str = "first") -> torch.Tensor:
+    """One vector per sequence of (batch, seq, dim) states: the first token's ([CLS], <s>), or
+    the mean over real tokens (models that pool by mean, e.g. ModernBERT's ``mean`` pooling)."""
+    if how == "first":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
+
+
+def cls_pkd(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    mask: torch.Tensor,
+    student_summary: str = "first",
+    teacher_summary: str = "first",
+) -> torch.Tensor:
     """BERT-PKD's patient loss on one layer: the squared distance between the L2-normalised
-    first-token ([CLS]) vectors, averaged over the batch; (batch, seq, dim) inputs. The first
-    token is always real, so ``mask`` is not needed (it is accepted for a common signature)."""
-    s = F.normalize(student[:, 0].float(), dim=-1)
-    t = F.normalize(teacher[:, 0].float(), dim=-1)
+    summary vectors (the first token, [CLS], unless a model pools by mean: see
+    :func:`summarise`), averaged over the batch; (batch, seq, dim) inputs."""
+    s = F.normalize(summarise(student.float(), mask, student_summary), dim=-1)
+    t = F.normalize(summarise(teacher.float(), mask, teacher_summary), dim=-1)
     return (s - t).pow(2).sum(-1).mean()
 
 
@@ -64,12 +79,13 @@ class HiddenConfig(LayerMatchedConfig):
 class HiddenKnowledge(KnowledgeTerm):
     """Hidden states: each matched student layer's output learns the teacher layer's.
 
-    Takes ``hidden_states[i]`` (layer outputs; 0 is the embedding output) from both models.
-    Loss per layer: MSE over real tokens (TinyBERT), 1 - cosine (DistilBERT), or pkd (BERT-PKD:
-    squared distance of the L2-normalised [CLS] vectors, averaged over the batch); averaged over
-    layers. Widths: a learned linear projection of the student (per layer or shared) when they
-    differ. Head counts do not matter. With layers: many_to_one each student layer learns a
-    learned softmax mix of a window of teacher layers."""
+        Takes ``hidden_states[i]`` (layer outputs; 0 is the embedding output) from both models.
+        Loss per layer: MSE over real tokens (TinyBERT), 1 - cosine (DistilBERT), or pkd (BERT-PKD:
+        squared distance of the L2-normalised [CLS] vectors, or mean vectors for a model that pools
+    by mean, averaged over the batch); averaged over
+        layers. Widths: a learned linear projection of the student (per layer or shared) when they
+        differ. Head counts do not matter. With layers: many_to_one each student layer learns a
+        learned softmax mix of a window of teacher layers."""
 
     config: HiddenConfig
 
@@ -96,7 +112,12 @@ class HiddenKnowledge(KnowledgeTerm):
     def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         assert student.hidden_states is not None and teacher.hidden_states is not None
         mask = token_mask(batch, student.hidden_states[0])
-        compare = {"mse": masked_mse, "cosine": masked_cosine, "pkd": cls_pkd}[self.config.loss]
+
+        def pkd(s: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            summaries = self.student_shape.summary, self.teacher_shape.summary
+            return cls_pkd(s, t, m, *summaries)
+
+        compare = {"mse": masked_mse, "cosine": masked_cosine, "pkd": pkd}[self.config.loss]
         losses = []
         for i, group in enumerate(self.groups):
             target = self.mixer.mix(i, [teacher.hidden_states[t] for t in group.teachers])

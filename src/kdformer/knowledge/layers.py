@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from kdformer.configbase import ConfigError
 from kdformer.features import FeatureNeeds, Features, LayerModule
@@ -25,6 +26,12 @@ LAYERS_DESCRIPTION = (
     "first, last, last_only (only last student <-> last teacher, MiniLM), many_to_one (each "
     "student layer <-> learned softmax mix of `window` teacher layers centred on its uniform "
     "target), or explicit (student, teacher) pairs such as [[1, 2], [2, 4]]."
+)
+
+CHUNK_DESCRIPTION = (
+    "Query rows per chunk when building seq x seq maps (bounded memory at long lengths; the "
+    "loss is the same). Unset: as many rows as keep one map within 2^24 elements (one chunk, "
+    "no recomputation, for short inputs)."
 )
 
 
@@ -48,6 +55,12 @@ class LayerMatchedConfig(KnowledgeTermConfig):
 
     def groups(self, teacher: ModelShape, student: ModelShape) -> list[LayerGroup]:
         return layer_groups(self.layers, teacher.num_layers, student.num_layers, self.window)
+
+
+class MapConfig(LayerMatchedConfig):
+    """Fields of the terms that build seq x seq maps (attention, relations)."""
+
+    query_chunk: int | None = Field(None, gt=0, description=CHUNK_DESCRIPTION)
 
 
 class TeacherLayerMixer(nn.Module):
@@ -125,7 +138,7 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     b, s, w = x.shape
     if w % heads:
         raise ValueError(f"width {w} does not split into {heads} heads")
-    return x.view(b, s, heads, w // heads).transpose(1, 2)
+    return x.reshape(b, s, heads, w // heads).transpose(1, 2)
 
 
 def scaled_dot(x: torch.Tensor, y: torch.Tensor, heads: int) -> torch.Tensor:
@@ -138,8 +151,9 @@ def scaled_dot(x: torch.Tensor, y: torch.Tensor, heads: int) -> torch.Tensor:
 
 def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log softmax over keys of (batch, heads, q, k) scores in float32; keys where the
-    (batch, k) ``mask`` is 0 (padding) get probability 0."""
-    keys = mask[:, None, None, :].bool()
+    (batch, k) ``mask`` is 0 (padding) get probability 0. ``mask`` may instead be a boolean
+    (batch, 1, q, k) key mask per query row (:func:`key_mask`, e.g. with a band)."""
+    keys = mask[:, None, None, :].bool() if mask.dim() == 2 else mask
     scores = scores.float().masked_fill(~keys, torch.finfo(torch.float32).min)
     return torch.log_softmax(scores, dim=-1)
 
@@ -165,10 +179,66 @@ def distribution_kl(
     averaged over heads and real query rows. The student side is in log space (exact); the
     teacher side is probabilities, so teacher heads or layers can be mixed first. Keys the
     teacher gives probability 0 (padding) contribute nothing."""
+    total = distribution_kl_sum(student_log_probs, teacher_probs, query_mask)
+    return total / (query_mask.sum().clamp_min(1) * student_log_probs.shape[1])
+
+
+def distribution_kl_sum(
+    student_log_probs: torch.Tensor, teacher_probs: torch.Tensor, query_mask: torch.Tensor
+) -> torch.Tensor:
+    """The sum over heads and real query rows behind :func:`distribution_kl` (for query
+    chunks, whose sums add up)."""
     log_t = teacher_probs.clamp_min(1e-12).log()
     rows = (teacher_probs * (log_t - student_log_probs)).sum(-1)  # (batch, heads, q)
-    weights = query_mask.unsqueeze(1)
-    return (rows * weights).sum() / (weights.sum().clamp_min(1) * rows.shape[1])
+    return (rows * query_mask.unsqueeze(1)).sum()
+
+
+# --------------------------------------------------------------------------------------------
+# Query chunks: bounded memory for seq x seq maps at long lengths
+# --------------------------------------------------------------------------------------------
+
+MAP_BUDGET = 2**24
+"""Elements (float32: 64 MiB) of one (batch, heads, query rows, keys) map per query chunk. A
+chunk holds a handful of such maps at once (scores, log-probabilities, each teacher layer's
+probabilities, the product), so an attention or relation term needs a few hundred MiB at any
+length, rather than the full maps' batch x heads x seq^2 (1.5 GiB per map at 4,096 tokens,
+batch 2, 12 heads); backward recomputes one chunk at a time (activation checkpointing)."""
+
+
+def query_chunk(batch: int, heads: int, rows: int, keys: int, chunk: int | None = None) -> int:
+    """Query rows per chunk: ``chunk`` when set, else as many as fit :data:`MAP_BUDGET`."""
+    if chunk is not None:
+        return max(1, chunk)
+    return max(1, min(rows, MAP_BUDGET // max(1, batch * heads * keys)))
+
+
+def key_mask(mask: torch.Tensor, start: int, stop: int, band: int | None = None) -> torch.Tensor:
+    """Boolean (batch, 1, rows, keys) mask of the keys each query row ``start..stop-1`` may
+    attend to: real (unpadded) keys, and with ``band`` only those within ``band`` positions
+    (a sliding window: Longformer's local attention)."""
+    keys = mask[:, None, None, :].bool()
+    if band is None:
+        return keys.expand(-1, 1, stop - start, -1)
+    rows = torch.arange(start, stop, device=mask.device)[:, None]
+    cols = torch.arange(mask.shape[-1], device=mask.device)[None, :]
+    return keys & ((rows - cols).abs() <= band)[None, None]
+
+
+def chunked_sum(rows_sum, rows: int, chunk: int) -> torch.Tensor:
+    """``rows_sum(start, stop)`` summed over query chunks. With more than one chunk under
+    autograd, each chunk is checkpointed (its maps are rebuilt in backward), so memory holds one
+    chunk's maps at a time; one chunk runs as plain code."""
+    if chunk >= rows:
+        return rows_sum(0, rows)
+    total = None
+    for start in range(0, rows, chunk):
+        stop = min(start + chunk, rows)
+        if torch.is_grad_enabled():
+            part = checkpoint(rows_sum, start, stop, use_reentrant=False)
+        else:
+            part = rows_sum(start, stop)
+        total = part if total is None else total + part
+    return total  # type: ignore[return-value]
 
 
 def layer_module(features: Features, request: LayerModule, side: str) -> torch.Tensor:

@@ -19,15 +19,19 @@ from kdformer.features import FeatureNeeds, Features
 from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
 from kdformer.knowledge.layers import (
     LAYERS_DESCRIPTION,
-    LayerMatchedConfig,
+    MapConfig,
     TeacherLayerMixer,
     average_heads_log,
     check_head_grouping,
+    chunked_sum,
     distribution_kl,
+    distribution_kl_sum,
     encoder_groups,
+    key_mask,
     layer_module,
     layer_module_needs,
     masked_log_softmax,
+    query_chunk,
     regroup_heads,
     scaled_dot,
 )
@@ -52,7 +56,7 @@ relation_kl = distribution_kl
 # --------------------------------------------------------------------------------------------
 
 
-class ValueRelationConfig(LayerMatchedConfig):
+class ValueRelationConfig(MapConfig):
     """Value-relation distillation (MiniLM)."""
 
     type: Literal["value_relation"] = Field("value_relation", description="Knowledge type name.")
@@ -100,21 +104,56 @@ class ValueRelationKnowledge(KnowledgeTerm):
     def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         sh, th = self.student_shape.num_heads, self.teacher_shape.num_heads
         average = self.config.heads == "average"
+        heads = 1 if average else sh
         losses = []
         for i, group in enumerate(self.groups):
             values = layer_module(student, ("value", group.student), "student")
+            targets = [layer_module(teacher, ("value", t), "teacher") for t in group.teachers]
             mask = token_mask(batch, values)
-            s_log = relation_log_probs(values, sh, mask)
-            if average:  # log of the mean of the heads' distributions
-                s_log = average_heads_log(s_log)
-            targets = []
-            for t in group.teachers:
-                t_probs = relation_log_probs(
-                    layer_module(teacher, ("value", t), "teacher"), th, mask
-                ).exp()
-                targets.append(regroup_heads(t_probs, 1 if average else sh))
-            losses.append(relation_kl(s_log, self.mixer.mix(i, targets), mask))
+            total = relation_kl_chunked(
+                values, sh, targets, th, heads, average, mask, self.mixer, i,
+                self.config.query_chunk,
+            )  # fmt: skip
+            losses.append(total / (mask.sum().clamp_min(1) * heads))
         return torch.stack(losses).mean()
+
+
+def relation_kl_chunked(
+    student: torch.Tensor,
+    student_heads: int,
+    teachers: list[torch.Tensor],
+    teacher_heads: int,
+    heads: int,
+    average: bool,
+    mask: torch.Tensor,
+    mixer: TeacherLayerMixer,
+    group: int,
+    chunk: int | None,
+) -> torch.Tensor:
+    """Sum over heads and real query rows of KL(teacher || student) between the relations
+    softmax(X_h X_h^T / sqrt(d_h)) of (batch, seq, width) vectors, built in query chunks (see
+    :func:`kdformer.knowledge.layers.chunked_sum`); teacher relations regrouped onto ``heads``
+    and mixed over the group's teacher layers."""
+
+    def rows_sum(start: int, stop: int) -> torch.Tensor:
+        keys = key_mask(mask, start, stop)
+        s_log = masked_log_softmax(scaled_dot(student[:, start:stop], student, student_heads), keys)
+        if average:  # log of the mean of the heads' distributions
+            s_log = average_heads_log(s_log)
+        targets = [
+            regroup_heads(
+                masked_log_softmax(scaled_dot(t[:, start:stop], t, teacher_heads), keys).exp(),
+                heads,
+            )
+            for t in teachers
+        ]
+        return distribution_kl_sum(s_log, mixer.mix(group, targets), mask[:, start:stop])
+
+    length = student.shape[1]
+    size = query_chunk(
+        mask.shape[0], max(student_heads, teacher_heads) * len(teachers), length, length, chunk
+    )
+    return chunked_sum(rows_sum, length, size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,7 +161,7 @@ class ValueRelationKnowledge(KnowledgeTerm):
 # --------------------------------------------------------------------------------------------
 
 
-class QKVRelationsConfig(LayerMatchedConfig):
+class QKVRelationsConfig(MapConfig):
     """Multi-head self-attention relation distillation (MiniLMv2)."""
 
     type: Literal["qkv_relations"] = Field("qkv_relations", description="Knowledge type name.")
@@ -204,15 +243,12 @@ class QKVRelationsKnowledge(KnowledgeTerm):
             for relation in self.config.relations:
                 kind = RELATION_MODULES[relation]
                 vectors = layer_module(student, (kind, group.student), "student")
+                targets = [layer_module(teacher, (kind, t), "teacher") for t in group.teachers]
                 mask = token_mask(batch, vectors)
-                s_log = relation_log_probs(vectors, heads, mask)
-                targets = [
-                    relation_log_probs(
-                        layer_module(teacher, (kind, t), "teacher"), heads, mask
-                    ).exp()
-                    for t in group.teachers
-                ]
-                kl = relation_kl(s_log, self.mixer.mix(i, targets), mask)
+                kl = relation_kl_chunked(
+                    vectors, heads, targets, heads, heads, False, mask, self.mixer, i,
+                    self.config.query_chunk,
+                ) / (mask.sum().clamp_min(1) * heads)  # fmt: skip
                 total = kl if total is None else total + kl
             losses.append(total)
         return torch.stack(losses).mean()

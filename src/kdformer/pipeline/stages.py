@@ -18,6 +18,7 @@ from kdformer.config import (
     TrainConfig,
     dump_config,
 )
+from kdformer.families import check_models
 from kdformer.models import check_same_tokenizer, load_model, load_tokenizer
 from kdformer.models import load_config as load_model_config
 from kdformer.objective import DistillationObjective
@@ -79,6 +80,9 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
             )
     else:
         student_cfg = student_config(teacher_config, config.student)
+    task.pad_to = check_models(
+        [(teacher_config, "teacher"), (student_cfg, "student")], task.config.max_length
+    )
     DistillationObjective(
         config.distill.knowledge,
         teacher_config,
@@ -105,6 +109,7 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     teacher_config = load_model_config(config.teacher)
     task.adapt_to_teacher(teacher_config)
     task.check_lengths(teacher_config, config.teacher.name)
+    task.pad_to = check_models([(teacher_config, "teacher")], task.config.max_length)
     if {"finetune", "distill"} & set(stages):
         task.load("train")
     task.load("eval")
@@ -113,6 +118,9 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
         general_task = build_task(stage_one.task, config.seed)
         general_task.adapt_to_teacher(teacher_config)
         general_task.check_lengths(teacher_config, config.teacher.name)
+        general_task.pad_to = check_models(
+            [(teacher_config, "teacher")], general_task.config.max_length
+        )
         general_task.load("train")
         general_task.load("eval")
         check_distill_setup(stage_one, general_task, teacher_config)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from kdformer.config import ConfigError, ReportConfig
-from kdformer.features import MODEL_INPUTS
+from kdformer.features import model_inputs
 from kdformer.models import count_parameters
 from kdformer.tasks import Task
 
@@ -97,7 +97,7 @@ def evaluate_model(
     )
     names = [o.name for o in task.outputs]
     for batch in tqdm(loader, desc=description, leave=False):
-        inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+        inputs = {k: v.to(device) for k, v in model_inputs(model, batch).items()}
         out = model(**inputs)
         scorer.add({name: out[name] for name in names}, batch)
     return scorer.metrics()

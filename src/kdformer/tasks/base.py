@@ -159,6 +159,10 @@ class Task(abc.ABC):
         self.seed = seed
         self.name = config.name.lower()
         self._splits: dict[str, datasets.Dataset] = {}
+        self.pad_to: int | None = None
+        """One length every batch is padded to, set when a model family needs it
+        (Nyströmformer's fixed length, BigBird's block-sparse minimum); None: each batch's own
+        longest input."""
 
     # ---- data -----------------------------------------------------------------------------
 
@@ -195,10 +199,11 @@ class Task(abc.ABC):
         return features.remove_columns(drop) if drop else features
 
     def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
-        """Pads each batch to its own longest feature, which is cheaper than padding everything."""
+        """Pads each batch to its own longest feature, which is cheaper than padding everything
+        (or to :attr:`pad_to` when a model family needs one length)."""
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(right_padded(tokenizer))
+        return DataCollatorWithPadding(right_padded(tokenizer), pad_to_multiple_of=self.pad_to)
 
     @property
     def label_keys(self) -> tuple[str, ...]:

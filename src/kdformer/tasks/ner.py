@@ -556,7 +556,9 @@ class TokenClassificationTask(LabelledTask):
     def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
         from transformers import DataCollatorForTokenClassification
 
-        return DataCollatorForTokenClassification(right_padded(tokenizer))
+        return DataCollatorForTokenClassification(
+            right_padded(tokenizer), pad_to_multiple_of=self.pad_to
+        )
 
     # ---- scoring -----------------------------------------------------------------------------
 

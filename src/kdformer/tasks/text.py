@@ -309,13 +309,15 @@ class TextTask(Task):
         tokenizer = right_padded(tokenizer)
         if self.mlm and purpose == "train":
             return DataCollatorForLanguageModeling(
-                tokenizer, mlm_probability=self.config.mlm_probability
+                tokenizer,
+                mlm_probability=self.config.mlm_probability,
+                pad_to_multiple_of=self.pad_to,
             )
         if self.mlm:
             from transformers import DataCollatorForTokenClassification
 
-            return DataCollatorForTokenClassification(tokenizer)  # pads the fixed labels
-        return DataCollatorWithPadding(tokenizer)
+            return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=self.pad_to)
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=self.pad_to)
 
     def describe_data(self) -> str:
         parts = [f"{s} {len(d)} segments" for s, d in self._splits.items()]

@@ -1,0 +1,58 @@
+"""BigBird: BERT's layout with block-sparse attention (sliding, global and random blocks of
+``block_size`` tokens) or, with ``attention_type: original_full``, BERT's full attention.
+
+``transformers`` silently switches block-sparse attention to full attention for any batch not
+longer than ``(5 + 2 * num_random_blocks) * block_size`` tokens; measuring or distilling that
+would be measuring the wrong model, so such settings are refused before training, and
+block-sparse models are fed batches padded to ``max_length`` (a short batch would fall back).
+Attention knowledge needs full attention: block-sparse maps include random blocks that
+differ from call to call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdformer.configbase import ConfigError
+from kdformer.families.base import ModelFamily
+from kdformer.families.bert import bert_layout, register_family
+
+
+def block_sparse(config: Any) -> bool:
+    return getattr(config, "attention_type", "block_sparse") == "block_sparse"
+
+
+def sparse_minimum(config: Any) -> int:
+    """Batches of at most this many tokens run full attention in ``transformers``."""
+    return (5 + 2 * int(config.num_random_blocks)) * int(config.block_size)
+
+
+class BigBirdFamily(ModelFamily):
+    """BigBird's block-sparse rules."""
+
+    def attention_kind(self, config: Any):
+        return None if block_sparse(config) else "full"
+
+    def check_inputs(self, config: Any, max_length: int, role: str) -> None:
+        if block_sparse(config) and max_length <= sparse_minimum(config):
+            raise ConfigError(
+                f"the {role} is BigBird with block-sparse attention, but inputs of {max_length} "
+                f"tokens are not longer than (5 + 2 x num_random_blocks {config.num_random_blocks})"
+                f" x block_size {config.block_size} = {sparse_minimum(config)}: transformers "
+                "would fall back to full attention, so the run would measure the wrong model. "
+                "Use longer inputs (task.max_length), a smaller block_size or num_random_blocks, "
+                "or attention_type: original_full"
+            )
+
+    def fixed_length(self, config: Any, max_length: int) -> int | None:
+        return max_length if block_sparse(config) else None
+
+
+BIGBIRD = register_family(
+    bert_layout(
+        "BigBird",
+        ("big_bird",),
+        family=BigBirdFamily,
+        attention_note="block-sparse attention has random blocks; set attention_type: "
+        "original_full, or use value_relation / qkv_relations",
+    )
+)

@@ -1,0 +1,68 @@
+"""Longformer: BERT's layer layout (RoBERTa weights) with sliding-window attention of
+``attention_window[i]`` tokens per layer (w/2 each side) and separate ``*_global``
+projections for tokens with global attention. Its self-attention runs sequence-first, so the
+hooked Q/K/V are (seq, batch, width), and inputs are padded inside the model to a multiple of
+the window (kdformer trims the taps back to the batch length).
+
+Attention knowledge is *banded*: each query's distribution over the keys of its own window
+(|i - j| <= w/2), which is Longformer's local attention for tokens without global attention;
+the rows of global tokens are compared over the same band, and global keys outside a query's
+window are not compared."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdformer.configbase import ConfigError
+from kdformer.families.base import ModelFamily, Sliced, Tap
+from kdformer.families.bert import BERT_SLICED, bert_layout, register_family
+
+_HEADS = Sliced(("heads", "hidden"))
+
+
+def _windows(config: Any) -> list[int]:
+    window = config.attention_window
+    if isinstance(window, int):
+        return [window] * int(config.num_hidden_layers)
+    return list(window)
+
+
+class LongformerFamily(ModelFamily):
+    """Longformer's window rule and per-layer windows."""
+
+    def attention_windows(self, config: Any) -> tuple[int, ...]:
+        return tuple(w // 2 for w in _windows(config))
+
+    def check_inputs(self, config: Any, max_length: int, role: str) -> None:
+        windows = _windows(config)
+        bad = [w for w in windows if not isinstance(w, int) or w <= 0 or w % 2]
+        if bad or len(windows) != int(config.num_hidden_layers):
+            raise ConfigError(
+                f"the {role}'s Longformer attention_window {config.attention_window} breaks the "
+                "rule: one positive even number of tokens (w/2 each side), or a list of them "
+                f"with one entry per layer ({config.num_hidden_layers} layers)"
+            )
+
+
+LONGFORMER = register_family(
+    bert_layout(
+        "Longformer",
+        ("longformer",),
+        family=LongformerFamily,
+        taps={
+            "query": Tap("attention.self.query", seq_first=True),
+            "key": Tap("attention.self.key", seq_first=True),
+            "value": Tap("attention.self.value", seq_first=True),
+            "intermediate": Tap("intermediate"),
+        },
+        sliced={
+            **BERT_SLICED,
+            "attention.self.query_global": _HEADS,
+            "attention.self.key_global": _HEADS,
+            "attention.self.value_global": _HEADS,
+        },
+        attention="banded",
+        attention_note="compared within each query's local window",
+        per_layer_keys=("attention_window",),
+    )
+)
