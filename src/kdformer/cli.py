@@ -388,6 +388,44 @@ def students(
 
 
 @app.command()
+def convert(
+    source: str = typer.Argument(..., help="A BERT/RoBERTa model folder, short name or hub name."),
+    to: str = typer.Option(
+        ..., "--to", help="longformer, bigbird, nystromformer or local_global (kdformer's)."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder to write the model to."),
+    max_length: int = typer.Option(4096, help="Positions of the converted model (tokens)."),
+    window: int = typer.Option(512, help="longformer: attention window (even; w/2 each side)."),
+    block_size: int = typer.Option(64, help="bigbird: block size; local_global: tokens per block."),
+    num_random_blocks: int = typer.Option(3, help="bigbird: random blocks per query block."),
+    num_landmarks: int = typer.Option(64, help="nystromformer: landmarks (divide max_length)."),
+    global_tokens: int = typer.Option(
+        1, help="local_global: leading tokens with global attention."
+    ),
+) -> None:
+    """Convert a full-attention BERT/RoBERTa encoder into an efficient-attention one with the
+    same weights (positions extended to --max-length); fine-tune it on the task next."""
+    from kdformer.conversion import TARGETS, convert_checkpoint
+
+    with user_errors():
+        if to not in TARGETS:
+            raise ConfigError(f"unknown --to '{to}'; valid: {', '.join(TARGETS)}")
+        options: dict[str, object] = {
+            "longformer": {"window": window},
+            "bigbird": {"block_size": block_size, "num_random_blocks": num_random_blocks},
+            "nystromformer": {"num_landmarks": num_landmarks},
+            "local_global": {"block_size": block_size, "global_tokens": global_tokens},
+        }[to]
+        out = convert_checkpoint(source, to, output, max_length, **options)  # type: ignore[arg-type]
+    note = (
+        ' (load with attn_implementation="kdformer_local_global" after `import kdformer`)'
+        if to == "local_global"
+        else ""
+    )
+    console.print(f"converted {source} -> {to} ({max_length} positions): {out}{note}")
+
+
+@app.command()
 def models() -> None:
     """List the short model names kdformer resolves offline."""
     from kdformer.models import SHORT_NAMES
