@@ -76,6 +76,7 @@ GLUE = SHARED / "glue"
 CONLL = SHARED / "conll2003"
 SQUAD = SHARED / "squad" / "dev-v1.1-part-a.json"
 LITBANK = SHARED / "litbank" / "entities"
+HOTPOTQA = SHARED / "hotpotqa" / "dev_distractor_sample100.json"
 TEXT = SHARED / "text" / "litbank-novels"
 
 

@@ -211,6 +211,16 @@ def test_real_litbank_layers_and_document_split():
     assert len(one["tokens"]) > 1500  # whole documents, not sentences
 
 
+@needs_data(LITBANK)
+def test_real_litbank_documents_fit_one_long_window(tokenizer):
+    task = ner_task(name="litbank", data_dir=LITBANK, unit="document", max_length=4096)
+    docs = task.load("eval")
+    features = task.tokenize(docs, tokenizer, "eval")
+    assert len(features) == len(docs) == 16  # one window per document: no splitting
+    lengths = [len(f["input_ids"]) for f in features]
+    assert min(lengths) > 2000 and max(lengths) <= 4096
+
+
 # --------------------------------------------------------------------------------------------
 # Tokenisation and windows
 # --------------------------------------------------------------------------------------------

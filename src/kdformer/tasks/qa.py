@@ -27,6 +27,7 @@ from transformers import AutoModelForQuestionAnswering
 
 from kdformer.features import OutputSpec
 from kdformer.tasks.base import DataError, Purpose, Scorer, Split, Task, TaskSection, load_hub_split
+from kdformer.tasks.long_qa import detect_format, join_articles, read_hotpotqa, read_triviaqa
 from kdformer.tasks.squad import best_answer, read_squad, squad_scores
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,21 @@ class QATaskConfig(TaskSection):
         None,
         description="SQuAD v2.0 scoring (unanswerable questions, null answers). Unset: from the "
         "file's version field, or the hub name.",
+    )
+    format: Literal["auto", "squad", "hotpotqa", "triviaqa"] = Field(
+        "auto",
+        description="File layout: squad (SQuAD v1.1/v2.0 JSON), hotpotqa (distractor setting: "
+        "10 paragraphs joined; yes/no answers left out and counted), triviaqa (official "
+        "layout with evidence_dir, or the Hugging Face one; evidence joined); auto: from the "
+        "file's top-level layout.",
+    )
+    join_paragraphs: bool = Field(
+        False,
+        description="squad: join each article's paragraphs into one long context (answer "
+        "offsets shifted): long-context SQuAD.",
+    )
+    evidence_dir: Path | None = Field(
+        None, description="triviaqa (official layout): folder holding wikipedia/ and web/."
     )
     n_best: int = Field(20, gt=0, description="Start and end candidates per window.")
     max_answer_length: int = Field(30, gt=0, description="Longest answer, in tokens.")
@@ -181,7 +197,12 @@ class QuestionAnsweringTask(Task):
         labels need them), for evaluation every gold text counts as given (the official
         scripts score texts only)."""
         if not Path(path).is_file():
-            raise DataError(f"SQuAD file not found: {path}")
+            raise DataError(f"QA data file not found: {path}")
+        layout = self.config.format
+        if layout == "auto":
+            layout = detect_format(Path(path))
+        if layout != "squad":
+            return self._long_rows(Path(path), layout)
         squad = read_squad(Path(path), check_offsets=split == "train")
         if self.config.version_2 is None and squad.version.startswith("v2"):
             self.version_2 = True
@@ -209,7 +230,27 @@ class QuestionAnsweringTask(Task):
                 message + "; those answers are left out (questions left with no "
                 "answer are not trained on)"
             )
-        return rows
+        return join_articles(rows) if self.config.join_paragraphs else rows
+
+    def _long_rows(self, path: Path, layout: str) -> list[dict[str, Any]]:
+        """HotpotQA or TriviaQA questions as long-context rows; what is left out is noted."""
+        if layout == "hotpotqa":
+            read = read_hotpotqa(path)
+            if read.yes_no:
+                self.notes.append(
+                    f"{path}: {len(read.yes_no)} yes/no question(s) left out (no answer span; "
+                    "extractive QA has no answer-type head)"
+                )
+        else:
+            read = read_triviaqa(path, self.config.evidence_dir)
+        if read.unmatched:
+            self.notes.append(
+                f"{path}: {len(read.unmatched)} question(s) left out: answer text found nowhere "
+                f"in the context (e.g. {read.unmatched[:3]})"
+            )
+        if not read.rows:
+            raise DataError(f"{path}: no question with an answer span in its context")
+        return read.rows
 
     def _hub_rows(self, split: Split) -> list[dict[str, Any]]:
         hub_split = "train" if split == "train" else "validation"

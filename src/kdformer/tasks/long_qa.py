@@ -1,0 +1,243 @@
+"""Long-context extractive QA data as publishers lay it out, read into SQuAD rows (``id,
+title, context, question, answers={text, answer_start}, impossible``) so the QA task windows,
+scores and distils them like SQuAD.
+
+* HotpotQA (distractor setting): the 10 paragraphs joined as one context (``title`` line, then
+  the paragraph's sentences), in the official layout (``_id``, ``context: [[title,
+  [sentences]]]``, ``supporting_facts: [[title, sent_id]]``) or the Hugging Face one
+  (``context: {title: [], sentences: [[]]}``). A span answer is located in the context,
+  preferring an occurrence inside a supporting sentence. Yes/no answers (comparison questions)
+  have no span: extractive QA has no answer-type head, so they are left out and counted.
+* TriviaQA (reading comprehension): the official layout (``{"Data": [{QuestionId, Question,
+  Answer: {Value, Aliases}, EntityPages: [{Filename}], SearchResults: [...]}]}`` with evidence
+  files under ``evidence_dir``) or the Hugging Face one (``entity_pages.wiki_context``). The
+  evidence documents are joined; the training span is the first occurrence of any alias
+  (distant supervision, as the TriviaQA baselines do); evaluation scores against every alias.
+* Long SQuAD: the paragraphs of each SQuAD article joined (answer offsets shifted), see
+  :func:`join_articles`: 2,943-17,512 word pieces per article on the local dev file.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdformer.tasks.base import DataError
+
+PARAGRAPH_SEPARATOR = "\n\n"
+
+
+@dataclass
+class LongQAFile:
+    """Rows in the SQuAD row layout, and what was left out (ids) and why."""
+
+    rows: list[dict[str, Any]]
+    yes_no: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"Cannot read {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}).") from exc
+
+
+def _field(record: dict[str, Any], key: str) -> Any:
+    """A field that the Hugging Face export may have stored as a Python-literal string."""
+    value = record.get(key)
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+def _hotpot_paragraphs(record: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    context = _field(record, "context")
+    if isinstance(context, dict):  # Hugging Face: {title: [...], sentences: [[...]]}
+        return list(zip(context["title"], context["sentences"], strict=True))
+    return [(str(title), list(sentences)) for title, sentences in context]
+
+
+def _hotpot_support(record: dict[str, Any]) -> set[tuple[str, int]]:
+    support = _field(record, "supporting_facts") or []
+    if isinstance(support, dict):
+        return set(zip(support["title"], (int(i) for i in support["sent_id"]), strict=True))
+    return {(str(title), int(i)) for title, i in support}
+
+
+def read_hotpotqa(path: Path) -> LongQAFile:
+    """HotpotQA distractor questions as long-context SQuAD rows (see the module docstring)."""
+    data = _load_json(path)
+    if not isinstance(data, list) or not data or "question" not in data[0]:
+        raise DataError(
+            f"{path} is not in the HotpotQA layout: expected a list of questions with "
+            "'question', 'answer', 'context' (10 titled paragraphs) and 'supporting_facts'"
+        )
+    out = LongQAFile(rows=[])
+    for n, record in enumerate(data):
+        qid = str(record.get("_id") or record.get("id") or f"hotpot-{n}")
+        answer = str(record.get("answer", ""))
+        if answer.lower() in ("yes", "no"):
+            out.yes_no.append(qid)
+            continue
+        support = _hotpot_support(record)
+        parts, supported_spans, at = [], [], 0
+        for title, sentences in _hotpot_paragraphs(record):
+            text = f"{title}\n" + "".join(sentences)
+            offset = at + len(title) + 1
+            for i, sentence in enumerate(sentences):
+                if (title, i) in support:
+                    supported_spans.append((offset, offset + len(sentence)))
+                offset += len(sentence)
+            parts.append(text)
+            at += len(text) + len(PARAGRAPH_SEPARATOR)
+        context = PARAGRAPH_SEPARATOR.join(parts)
+        found = [m.start() for m in re.finditer(re.escape(answer), context)] if answer else []
+        if not found:
+            out.unmatched.append(qid)
+            continue
+        inside = [s for s in found if any(a <= s < b for a, b in supported_spans)]
+        start = (inside or found)[0]
+        out.rows.append(
+            {
+                "id": qid,
+                "title": qid,  # each question has its own 10 paragraphs
+                "context": context,
+                "question": str(record["question"]),
+                "answers": {"text": [answer], "answer_start": [start]},
+                "impossible": False,
+            }
+        )
+    return out
+
+
+def _trivia_records(data: Any, path: Path) -> list[dict[str, Any]]:
+    if isinstance(data, dict) and isinstance(data.get("Data"), list):
+        return data["Data"]
+    if isinstance(data, list) and data and "question" in data[0]:
+        return data
+    raise DataError(
+        f"{path} is not in a TriviaQA layout: expected {{'Data': [{{QuestionId, Question, "
+        "Answer: {Value, Aliases}, EntityPages: [{Filename}]}}]}} (official) or a list of "
+        "{question_id, question, answer: {value, aliases}, entity_pages: {wiki_context}}"
+    )
+
+
+def _trivia_documents(record: dict[str, Any], evidence: Path | None, path: Path) -> list[str]:
+    if "EntityPages" in record or "SearchResults" in record:
+        if evidence is None:
+            raise DataError(
+                f"{path} is TriviaQA's official layout, whose evidence documents are separate "
+                "files: set task.evidence_dir to the folder holding wikipedia/ (and web/)"
+            )
+        texts = []
+        for kind, key in (("wikipedia", "EntityPages"), ("web", "SearchResults")):
+            for page in record.get(key, []) or []:
+                file = evidence / kind / page["Filename"]
+                if not file.is_file():
+                    raise DataError(f"TriviaQA evidence file not found: {file} (from {path})")
+                texts.append(file.read_text(encoding="utf-8"))
+        return texts
+    pages = record.get("entity_pages") or {}
+    results = record.get("search_results") or {}
+    return list(pages.get("wiki_context", [])) + list(results.get("search_context", []))
+
+
+def read_triviaqa(path: Path, evidence_dir: Path | None = None) -> LongQAFile:
+    """TriviaQA questions with their evidence joined as one long context (see the module
+    docstring); a question whose aliases occur nowhere in its evidence is left out (counted)."""
+    data = _load_json(path)
+    out = LongQAFile(rows=[])
+    for n, record in enumerate(_trivia_records(data, path)):
+        qid = str(record.get("QuestionId") or record.get("question_id") or f"trivia-{n}")
+        answer = record.get("Answer") or record.get("answer") or {}
+        value = str(answer.get("Value") or answer.get("value") or "")
+        aliases = [value, *(answer.get("Aliases") or answer.get("aliases") or [])]
+        aliases = list(dict.fromkeys(a for a in aliases if a))
+        context = PARAGRAPH_SEPARATOR.join(_trivia_documents(record, evidence_dir, path))
+        first = None
+        for alias in aliases:
+            at = context.find(alias)
+            if at >= 0 and (first is None or at < first[0]):
+                first = (at, alias)
+        if first is None:
+            out.unmatched.append(qid)
+            continue
+        others = [a for a in aliases if a != first[1]]
+        out.rows.append(
+            {
+                "id": qid,
+                "title": qid,
+                "context": context,
+                "question": str(record.get("Question") or record.get("question")),
+                # the located alias first (the training span), then every other alias with
+                # offset -1: evaluation scores against all of them, training uses the first
+                "answers": {
+                    "text": [first[1], *others],
+                    "answer_start": [first[0]] + [-1] * len(others),
+                },
+                "impossible": False,
+            }
+        )
+    return out
+
+
+def join_articles(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long SQuAD: each article's paragraphs joined as one context (in file order, separated
+    by a blank line) and every answer offset shifted to match; one row per question."""
+    contexts: dict[str, list[str]] = {}
+    rows = list(rows)
+    for row in rows:
+        paragraphs = contexts.setdefault(row["title"], [])
+        if row["context"] not in paragraphs:
+            paragraphs.append(row["context"])
+    shift: dict[tuple[str, str], int] = {}
+    joined: dict[str, str] = {}
+    for title, paragraphs in contexts.items():
+        at = 0
+        for paragraph in paragraphs:
+            shift[(title, paragraph)] = at
+            at += len(paragraph) + len(PARAGRAPH_SEPARATOR)
+        joined[title] = PARAGRAPH_SEPARATOR.join(paragraphs)
+    out = []
+    for row in rows:
+        delta = shift[(row["title"], row["context"])]
+        answers = row["answers"]
+        out.append(
+            {
+                **row,
+                "context": joined[row["title"]],
+                "answers": {
+                    "text": list(answers["text"]),
+                    "answer_start": [s + delta if s >= 0 else s for s in answers["answer_start"]],
+                },
+            }
+        )
+    return out
+
+
+def detect_format(path: Path) -> str:
+    """``squad``, ``hotpotqa`` or ``triviaqa`` from a JSON file's top-level layout."""
+    data = _load_json(path)
+    if isinstance(data, dict) and "data" in data:
+        return "squad"
+    if isinstance(data, dict) and "Data" in data:
+        return "triviaqa"
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        if "supporting_facts" in data[0]:
+            return "hotpotqa"
+        if "entity_pages" in data[0] or "question_id" in data[0]:
+            return "triviaqa"
+    raise DataError(
+        f"{path}: not a SQuAD, HotpotQA or TriviaQA layout (set task.format to say which)"
+    )
