@@ -432,3 +432,45 @@ def test_distillation_model_scales_gradient_accumulation_itself(make_bert, tmp_p
     trainer = DistillationTrainer(model=model, args=training_arguments(config, tmp_path, 0, False))
     assert DistillationModel.accepts_loss_kwargs is False
     assert trainer.model_accepts_loss_kwargs is False, "Trainer divides by the accumulation"
+
+
+@pytest.mark.parametrize(
+    "convert, efficient",
+    [
+        ("{to: longformer, max_length: 256, window: 16}", "LongformerForSequenceClassification"),
+        ("{to: local_global, max_length: 256, block_size: 16}", "BertForSequenceClassification"),
+    ],
+)
+def test_convert_then_distill_in_one_run(tiny_teacher, tmp_path, convert, efficient):
+    out = tmp_path / "converted-run"
+    args = [
+        *overrides(tiny_teacher, out),
+        f"convert={convert}",
+        "task.max_length=160",  # over the source's 128 positions: only the converted teacher fits
+        "distill.knowledge=[{type: logits}, {type: hidden}, {type: attention}]",
+    ]
+    result = runner.invoke(app, ["run", "configs/demo.yaml", *args])
+    assert result.exit_code == 0, result.output
+    converted = transformers.AutoConfig.from_pretrained(out / "converted")
+    assert converted.max_position_embeddings >= 256
+    for folder, layers in (("teacher", 4), ("student", 2)):
+        config = transformers.AutoConfig.from_pretrained(out / folder)
+        assert config.architectures == [efficient] and config.num_hidden_layers == layers
+    student = transformers.AutoConfig.from_pretrained(out / "student")
+    if efficient.startswith("Longformer"):
+        assert student.attention_window == [16, 16]
+    else:
+        assert student.lsg_block_size == 16
+        from kdformer.attention import IMPLEMENTATION
+        from kdformer.models import load_model
+
+        loaded = load_model(str(out / "student"), transformers.AutoModelForSequenceClassification)
+        assert loaded.config._attn_implementation == IMPLEMENTATION  # measured as it will run
+    report = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == ["teacher", "student"]
+
+
+def test_convert_needs_finetune_and_a_supported_source(tiny_teacher, tmp_path):
+    base = [*overrides(tiny_teacher, tmp_path / "x"), "convert={to: bigbird, max_length: 256}"]
+    result = runner.invoke(app, ["run", "configs/demo.yaml", *base, "finetune=null"])
+    assert result.exit_code != 0 and "convert: needs a `finetune:` section" in result.output

@@ -197,6 +197,31 @@ class ReportConfig(Section):
     )
 
 
+class ConvertConfig(Section):
+    """Convert the teacher to efficient attention before fine-tuning (convert-then-distill)."""
+
+    to: Literal["longformer", "bigbird", "nystromformer", "local_global"] = Field(
+        ..., description="Efficient attention to convert the full-attention teacher to."
+    )
+    max_length: int = Field(4096, gt=0, description="Positions of the converted teacher.")
+    window: int = Field(512, gt=0, description="longformer: attention window (even).")
+    block_size: int = Field(
+        64, gt=0, description="bigbird: block size; local_global: tokens per block."
+    )
+    num_random_blocks: int = Field(3, ge=0, description="bigbird: random blocks per query block.")
+    num_landmarks: int = Field(64, gt=0, description="nystromformer: landmarks.")
+    global_tokens: int = Field(1, ge=0, description="local_global: leading global tokens.")
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`kdformer.conversion.convert` for this target."""
+        return {
+            "longformer": {"window": self.window},
+            "bigbird": {"block_size": self.block_size, "num_random_blocks": self.num_random_blocks},
+            "nystromformer": {"num_landmarks": self.num_landmarks},
+            "local_global": {"block_size": self.block_size, "global_tokens": self.global_tokens},
+        }[self.to]
+
+
 class ExperimentConfig(Section):
     """One distillation experiment: optional teacher fine-tuning, distillation, evaluation."""
 
@@ -209,6 +234,12 @@ class ExperimentConfig(Section):
     )
     teacher: ModelConfig = Field(
         default_factory=lambda: ModelConfig(name="minilm-l6"), description="The teacher."
+    )
+    convert: ConvertConfig | None = Field(
+        None,
+        description="Convert the full-attention teacher to efficient attention first (into "
+        "<output_dir>/converted; needs finetune: the converted model has no task head). Unset: "
+        "the teacher is used as it is.",
     )
     finetune: TrainConfig | None = Field(
         None,

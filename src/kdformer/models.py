@@ -80,9 +80,12 @@ def load_model(model: ModelConfig | str, model_class: Any, **kwargs: Any) -> Any
 
 
 def prepare_family(model: Any) -> Any:
-    """Let the model's family install what it needs to run correctly (hooks, never edits)."""
+    """Let the model's family install what it needs to run correctly (hooks, never edits),
+    and give a model saved with kdformer's local + global attention that attention again."""
+    from kdformer.attention import restore
     from kdformer.families import find_family
 
+    restore(model)
     family = find_family(model)
     if family is not None:
         family.prepare(model)

@@ -4,9 +4,16 @@ from kdformer.attention.local_global import (
     IMPLEMENTATION,
     local_global_attention,
     register,
+    restore,
     use_local_global,
 )
 
 register()
 
-__all__ = ["IMPLEMENTATION", "local_global_attention", "register", "use_local_global"]
+__all__ = [
+    "IMPLEMENTATION",
+    "local_global_attention",
+    "register",
+    "restore",
+    "use_local_global",
+]

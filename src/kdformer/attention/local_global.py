@@ -156,3 +156,13 @@ def use_local_global(
     setattr(config, GLOBAL_TOKENS_KEY, int(global_tokens))
     model.set_attn_implementation(IMPLEMENTATION)
     return model
+
+
+def restore(model: nn.Module) -> nn.Module:
+    """A model saved with local + global settings (its config has ``lsg_block_size``) runs
+    with that attention again, whatever implementation it was loaded with."""
+    config = getattr(model, "config", None)
+    if getattr(config, BLOCK_SIZE_KEY, None) and config._attn_implementation != IMPLEMENTATION:  # type: ignore[union-attr]
+        register()
+        model.set_attn_implementation(IMPLEMENTATION)  # type: ignore[operator]
+    return model

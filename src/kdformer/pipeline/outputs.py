@@ -32,6 +32,11 @@ class Paths:
         return self.root / "teacher"
 
     @property
+    def converted(self) -> Path:
+        """The teacher converted to efficient attention (convert-then-distill runs)."""
+        return self.root / "converted"
+
+    @property
     def student(self) -> Path:
         return self.root / "student"
 

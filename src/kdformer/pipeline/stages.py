@@ -19,7 +19,7 @@ from kdformer.config import (
     dump_config,
 )
 from kdformer.families import check_models
-from kdformer.models import check_same_tokenizer, load_model, load_tokenizer
+from kdformer.models import check_same_tokenizer, load_model, load_tokenizer, resolve_name
 from kdformer.models import load_config as load_model_config
 from kdformer.objective import DistillationObjective
 from kdformer.pipeline.outputs import (
@@ -106,7 +106,12 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
         raise ConfigError(task.finetune_refusal)
     if "general" in stages and config.general is None:
         raise ConfigError("the general stage needs a `general:` section (raw text and training)")
-    teacher_config = load_model_config(config.teacher)
+    if config.convert is not None and config.finetune is None:
+        raise ConfigError(
+            "convert: needs a `finetune:` section too: the converted teacher has no task head "
+            "(and long inputs to learn), so it is fine-tuned on the task before distilling"
+        )
+    teacher_config = source_teacher_config(config)
     task.adapt_to_teacher(teacher_config)
     task.check_lengths(teacher_config, config.teacher.name)
     task.pad_to = check_models([(teacher_config, "teacher")], task.config.max_length)
@@ -197,6 +202,50 @@ def _train(
     return trainer
 
 
+def source_teacher_config(config: ExperimentConfig) -> Any:
+    """The config of the model fine-tuning starts from: the teacher, or (``convert:``) what
+    converting it will give, known before any weights are converted."""
+    teacher_config = load_model_config(config.teacher)
+    if config.convert is None:
+        return teacher_config
+    from kdformer.conversion import target_config
+
+    convert = config.convert
+    return target_config(teacher_config, convert.to, convert.max_length, **convert.options())
+
+
+def teacher_source(config: ExperimentConfig) -> ModelConfig:
+    """What fine-tuning loads: the teacher, or its converted copy in ``<output_dir>/converted``."""
+    if config.convert is None:
+        return config.teacher
+    return ModelConfig(name=str(Paths(config.output_dir).converted))
+
+
+def convert_teacher(config: ExperimentConfig, overwrite: bool = False) -> Path:
+    """Convert the full-attention teacher into ``<output_dir>/converted`` (skipped when done)."""
+    from kdformer.conversion import convert_checkpoint
+
+    assert config.convert is not None
+    paths = Paths(config.output_dir)
+    if is_finished(paths.converted) and not overwrite:
+        console.print(f"teacher already converted in {paths.converted}; skipping")
+        return paths.converted
+    convert = config.convert
+    console.print(
+        f"[bold]converting teacher[/] {config.teacher.name} -> {convert.to} "
+        f"({convert.max_length} positions)"
+    )
+
+    def save(folder: Path) -> None:
+        convert_checkpoint(
+            resolve_name(config.teacher.name), convert.to, folder, convert.max_length,
+            **convert.options(),
+        )  # fmt: skip
+
+    save_atomically(save, paths.converted)
+    return paths.converted
+
+
 def finetune(
     config: ExperimentConfig,
     overwrite: bool = False,
@@ -215,16 +264,17 @@ def finetune(
         )
         return paths.teacher
     write_config(config)
+    if config.convert is not None:
+        convert_teacher(config, overwrite)
     transformers.set_seed(config.seed)
-    tokenizer = load_tokenizer(config.teacher)
+    source = teacher_source(config)
+    tokenizer = load_tokenizer(source)
     # A head of another task or size (a checkpoint fine-tuned elsewhere) is replaced.
-    model = load_model(
-        config.teacher, task.model_class, ignore_mismatched_sizes=True, **task.head_kwargs()
-    )
+    model = load_model(source, task.model_class, ignore_mismatched_sizes=True, **task.head_kwargs())
     task.align_model(model)
     train_features = task.tokenize(task.load("train"), tokenizer, "train")
     console.print(
-        f"[bold]fine-tuning teacher[/] {config.teacher.name} on {task.describe_data()} "
+        f"[bold]fine-tuning teacher[/] {source.name} on {task.describe_data()} "
         f"({len(train_features)} training inputs)"
     )
     trainer = _train(
