@@ -388,10 +388,28 @@ def students(
 
 
 @app.command()
+def review(
+    review_file: Path = typer.Argument(..., help="The review file (YAML)."),
+    overwrite: bool = OverwriteOpt,
+    resume: bool = ResumeOpt,
+) -> None:
+    """The performance review: every architecture x task as a convert-then-distill run, then
+    latency and memory at each length; writes review.md / review.json / PNG plots."""
+    from kdformer.review import load_review, run_review
+
+    with user_errors():
+        config, folder = load_review(review_file)
+        run_review(config, folder, overwrite, resume)
+    console.print(f"review written to {config.output_dir / 'review.md'}")
+
+
+@app.command()
 def convert(
     source: str = typer.Argument(..., help="A BERT/RoBERTa model folder, short name or hub name."),
     to: str = typer.Option(
-        ..., "--to", help="longformer, bigbird, nystromformer or local_global (kdformer's)."
+        ...,
+        "--to",
+        help="longformer, bigbird, nystromformer, local_global (kdformer's) or full (positions only).",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write the model to."),
     max_length: int = typer.Option(4096, help="Positions of the converted model (tokens)."),
@@ -415,6 +433,7 @@ def convert(
             "bigbird": {"block_size": block_size, "num_random_blocks": num_random_blocks},
             "nystromformer": {"num_landmarks": num_landmarks},
             "local_global": {"block_size": block_size, "global_tokens": global_tokens},
+            "full": {},
         }[to]
         out = convert_checkpoint(source, to, output, max_length, **options)  # type: ignore[arg-type]
     note = (

@@ -200,8 +200,10 @@ class ReportConfig(Section):
 class ConvertConfig(Section):
     """Convert the teacher to efficient attention before fine-tuning (convert-then-distill)."""
 
-    to: Literal["longformer", "bigbird", "nystromformer", "local_global"] = Field(
-        ..., description="Efficient attention to convert the full-attention teacher to."
+    to: Literal["full", "longformer", "bigbird", "nystromformer", "local_global"] = Field(
+        ...,
+        description="Efficient attention to convert the full-attention teacher to (full: keep "
+        "full attention, extend the positions only).",
     )
     max_length: int = Field(4096, gt=0, description="Positions of the converted teacher.")
     window: int = Field(512, gt=0, description="longformer: attention window (even).")
@@ -219,6 +221,7 @@ class ConvertConfig(Section):
             "bigbird": {"block_size": self.block_size, "num_random_blocks": self.num_random_blocks},
             "nystromformer": {"num_landmarks": self.num_landmarks},
             "local_global": {"block_size": self.block_size, "global_tokens": self.global_tokens},
+            "full": {},
         }[self.to]
 
 

@@ -26,8 +26,9 @@ import transformers
 
 from kdformer.configbase import ConfigError
 
-Target = Literal["longformer", "bigbird", "nystromformer", "local_global"]
-TARGETS: tuple[str, ...] = ("longformer", "bigbird", "nystromformer", "local_global")
+Target = Literal["full", "longformer", "bigbird", "nystromformer", "local_global"]
+TARGETS: tuple[str, ...] = ("full", "longformer", "bigbird", "nystromformer", "local_global")
+"""``full`` keeps full attention and only extends the positions (the reference of a review)."""
 SOURCES = ("bert", "roberta", "xlm-roberta", "camembert")
 _COMMON = (
     "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -107,8 +108,9 @@ def target_config(
 
     config = type(source).from_dict(source.to_dict())
     config.max_position_embeddings = max_length + position_offset(source)
-    setattr(config, BLOCK_SIZE_KEY, block_size)
-    setattr(config, GLOBAL_TOKENS_KEY, global_tokens)
+    if target == "local_global":
+        setattr(config, BLOCK_SIZE_KEY, block_size)
+        setattr(config, GLOBAL_TOKENS_KEY, global_tokens)
     return config
 
 
@@ -138,7 +140,7 @@ def convert(source_model: Any, target: Target, max_length: int, **options: Any) 
     """The converted base model (no task head) of a loaded BERT/RoBERTa model."""
     source = getattr(source_model, "base_model", source_model)
     config = target_config(source.config, target, max_length, **options)
-    if target == "local_global":
+    if target in ("full", "local_global"):
         from kdformer.attention import use_local_global
 
         model = type(source)(config, add_pooling_layer=source.pooler is not None)

@@ -75,7 +75,7 @@ def load_model(model: ModelConfig | str, model_class: Any, **kwargs: Any) -> Any
             f"could not load model '{cfg.name}' ({source}): {exc}. Offline, give a local folder "
             "or a short name (see `kdformer models`); weights must be safetensors."
         ) from None
-    prepare_family(model)
+    prepare_family(model[0] if isinstance(model, tuple) else model)  # output_loading_info
     return model
 
 

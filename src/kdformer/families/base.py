@@ -190,6 +190,17 @@ class ModelFamily:
         then padded to it rather than to their longest input)."""
         return None
 
+    def set_length(self, model: nn.Module, length: int) -> int | None:
+        """Let a fixed-length model take inputs of ``length`` tokens (for timing at several
+        lengths; Nyströmformer's landmarks follow the length); returns the length it had, to
+        restore (None: the family has no fixed length)."""
+        return None
+
+    def length_note(self, config: Any, length: int) -> str:
+        """What the model really runs at ``length`` tokens, when that is not what it says
+        (BigBird falling back to full attention); empty otherwise."""
+        return ""
+
     def prepare(self, model: nn.Module) -> None:  # noqa: B027  (an optional hook)
         """Anything the family needs to run correctly, through hooks (never model edits);
         called on every model kdformer loads or builds."""

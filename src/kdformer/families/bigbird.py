@@ -43,6 +43,11 @@ class BigBirdFamily(ModelFamily):
                 "or attention_type: original_full"
             )
 
+    def length_note(self, config: Any, length: int) -> str:
+        if block_sparse(config) and length <= sparse_minimum(config):
+            return f"full attention (block-sparse needs > {sparse_minimum(config)} tokens)"
+        return ""
+
     def fixed_length(self, config: Any, max_length: int) -> int | None:
         return max_length if block_sparse(config) else None
 

@@ -58,6 +58,25 @@ class NystromformerFamily(ModelFamily):
     def fixed_length(self, config: Any, max_length: int) -> int | None:
         return int(config.segment_means_seq_len) if landmark(config) else None
 
+    def set_length(self, model: nn.Module, length: int) -> int | None:
+        if not landmark(model.config):
+            return None
+        previous = int(model.config.segment_means_seq_len)
+        landmarks = int(model.config.num_landmarks)
+        if length < landmarks:
+            raise ConfigError(
+                f"a Nyströmformer with {landmarks} landmarks cannot take {length} tokens"
+            )
+        if length % landmarks:
+            raise ConfigError(
+                f"a Nyströmformer with {landmarks} landmarks takes lengths that are multiples "
+                f"of {landmarks}, not {length}"
+            )
+        for layer in self.layer_list(model):
+            layer.get_submodule("attention.self").seq_len = length
+        model.config.segment_means_seq_len = length
+        return previous
+
     def prepare(self, model: nn.Module) -> None:
         if getattr(model, "_kdformer_nystrom_mask", False):
             return

@@ -29,6 +29,8 @@ from kdformer.pipeline.outputs import Paths, is_finished, save_atomically
 from kdformer.pipeline.stages import (
     STAGES,
     Stage,
+    convert_teacher,
+    default_stages,
     distill,
     evaluate,
     finetune,
@@ -56,6 +58,8 @@ __all__ = [
     "STAGES",
     "Paths",
     "Stage",
+    "convert_teacher",
+    "default_stages",
     "check_teacher",
     "distill",
     "evaluate",

@@ -531,6 +531,16 @@ def one_stage(
     return folder
 
 
+def default_stages(config: ExperimentConfig) -> list[Stage]:
+    """The stages a run config asks for: finetune and general only when configured."""
+    return [
+        s
+        for s in STAGES
+        if (s != "finetune" or config.finetune is not None)
+        and (s != "general" or config.general is not None)
+    ]
+
+
 def run(
     config: ExperimentConfig,
     stages: Sequence[Stage] | None = None,
@@ -541,12 +551,7 @@ def run(
     """Run the pipeline: finetune (when configured), general (two-stage runs), distill (and the
     one-stage comparison), evaluate."""
     if stages is None:
-        stages = [
-            s
-            for s in STAGES
-            if (s != "finetune" or config.finetune is not None)
-            and (s != "general" or config.general is not None)
-        ]
+        stages = default_stages(config)
     task = validate(config, stages)
     if "finetune" in stages:
         finetune(config, overwrite, resume, callbacks, task)

@@ -130,11 +130,34 @@ def measure_latencies(
     Models are timed round-robin (one pass of each per round) so that all of them see the same
     machine state; timing one model after another favours whichever runs later.
     """
+    from kdformer.families import find_family
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     inputs = []
+    restore = []
     for model in models:
         model.eval().to(device)
         inputs.append(_latency_inputs(model, batch_size, seq_length, device))
+        family = find_family(model)
+        if family is not None:  # a fixed-length model (Nyströmformer) is timed at this length
+            previous = family.set_length(model, seq_length)
+            if previous is not None:
+                restore.append((family, model, previous))
+    try:
+        return _timed(models, inputs, repeats, warmup, sync, batch_size)
+    finally:
+        for family, model, previous in restore:
+            family.set_length(model, previous)
+
+
+def _timed(
+    models: list[torch.nn.Module],
+    inputs: list[dict[str, torch.Tensor]],
+    repeats: int,
+    warmup: int,
+    sync: Any,
+    batch_size: int,
+) -> list[dict[str, float]]:
     for _ in range(warmup):
         for model, batch in zip(models, inputs):
             model(**batch)

@@ -1,0 +1,310 @@
+"""``kdformer review REVIEW.yaml``: the performance review of efficient-attention distillation
+(Brown et al., 2023), for any architectures and tasks.
+
+For each task and architecture, one convert-then-distill run (the base experiment with a
+``convert:`` section: ``to: full`` for the full-attention reference, which only extends the
+positions): the converted teacher is fine-tuned on the task and distilled into the student the
+base experiment describes (half depth, initialised from the teacher's layers). Then, per task,
+every teacher and student is timed at each length (round-robin in one process, batch
+``latency_batch_size``, median of ``latency_repeats``) and its peak inference memory measured
+in a fresh process (:mod:`kdformer.report.memory`). Writes ``review.json``, ``review.md``,
+``latency.png`` (latency vs length) and ``retention_speedup.png`` (retention vs speed-up at
+the longest length). Runs that finished are reused (the run pipeline skips finished stages).
+
+Limits: one seed per run; latency on the machine it runs on (``report.device``); a BigBird
+length at or under its block-sparse minimum is flagged (transformers runs full attention
+there); Nyströmformer is timed with its landmarks following each length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from kdformer.config import (
+    ConfigError,
+    ConvertConfig,
+    Section,
+    format_validation_error,
+    load_config,
+)
+
+
+class ReviewArchitecture(Section):
+    """One architecture of the review: how the teacher is converted."""
+
+    name: str = Field(..., min_length=1, description="Row name (full, longformer, ...).")
+    convert: ConvertConfig = Field(
+        ...,
+        description="The conversion (to: full for the full-attention reference); max_length "
+        "defaults to the review's longest length.",
+    )
+
+
+class ReviewTask(Section):
+    """One task of the review: overrides of the base experiment (its task section, training)."""
+
+    name: str = Field(..., min_length=1, description="Task name in the tables.")
+    overrides: list[str] = Field(default_factory=list, description="key.sub=value overrides.")
+
+
+class ReviewConfig(Section):
+    """A performance review: architectures x tasks, each a convert-then-distill run."""
+
+    output_dir: Path = Field(..., description="Where runs, tables and plots go.")
+    base: Path = Field(..., description="Run config (YAML), relative to the review file.")
+    overrides: list[str] = Field(default_factory=list, description="Applied to the base first.")
+    architectures: list[ReviewArchitecture] = Field(..., min_length=1)
+    tasks: list[ReviewTask] = Field(..., min_length=1)
+    reference: str = Field("full", description="Architecture whose teacher speed-ups refer to.")
+    lengths: list[int] = Field(
+        default_factory=lambda: [512, 1024, 2048, 4096],
+        description="Input lengths (tokens) at which every model is timed and measured.",
+    )
+    latency_batch_size: int = Field(1, gt=0, description="Batch size for timing.")
+    latency_repeats: int = Field(5, gt=0, description="Timed rounds (median reported).")
+    memory: bool = Field(True, description="Measure peak inference memory (fresh processes).")
+
+    @field_validator("lengths")
+    @classmethod
+    def _lengths(cls, value: list[int]) -> list[int]:
+        if not value or any(v <= 0 for v in value):
+            raise ValueError("lengths must list positive token counts")
+        return sorted(set(value))
+
+    def check(self) -> None:
+        names = [a.name for a in self.architectures]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"architecture names repeat: {names}")
+        if self.reference not in names:
+            raise ConfigError(f"reference '{self.reference}' is not an architecture ({names})")
+
+
+def load_review(path: str | Path) -> tuple[ReviewConfig, Path]:
+    """Read and validate a review file; returns it with its folder (for the relative base)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"review file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        review = ReviewConfig.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, ReviewConfig, str(path))) from None
+    review.check()
+    return review, path.parent
+
+
+def run_config(review: ReviewConfig, folder: Path, task: ReviewTask, arch: ReviewArchitecture):
+    """The experiment of one (task, architecture) cell."""
+    convert = arch.convert
+    if "max_length" not in convert.model_fields_set:
+        convert = convert.model_copy(update={"max_length": max(review.lengths)})
+    overrides = [
+        *review.overrides,
+        *task.overrides,
+        f"output_dir={review.output_dir / 'runs' / task.name / arch.name}",
+        f"convert={json.dumps(convert.model_dump(mode='json'))}",
+    ]
+    return load_config(folder / review.base, overrides)
+
+
+def run_review(
+    review: ReviewConfig, folder: Path, overwrite: bool = False, resume: bool = False
+) -> dict[str, Any]:
+    """Every run (validated first, then trained), the speed and memory measurements, and the
+    outputs; returns the review's JSON."""
+    from kdformer import pipeline
+
+    configs = {
+        (t.name, a.name): run_config(review, folder, t, a)
+        for t in review.tasks
+        for a in review.architectures
+    }
+    for config in configs.values():  # every mistake before any training
+        pipeline.validate(config, pipeline.default_stages(config))
+    cells = []
+    for (task_name, arch), config in configs.items():
+        report = pipeline.run(config, overwrite=overwrite, resume=resume)
+        assert report is not None
+        rows = {m["name"]: m for m in report["models"]}
+        cells.append(
+            {
+                "task": task_name,
+                "architecture": arch,
+                "main_metric": report["main_metric"],
+                "teacher_metric": rows["teacher"]["metrics"][report["main_metric"]],
+                "student_metric": rows["student"]["metrics"][report["main_metric"]],
+                "retention_pct": rows["student"]["retention_pct"],
+                "retention_meaningful": report.get("retention_meaningful", True),
+                "teacher_parameters": rows["teacher"]["parameters"],
+                "student_parameters": rows["student"]["parameters"],
+                "output_dir": str(config.output_dir),
+            }
+        )
+    for task in review.tasks:
+        measure_task(review, [c for c in cells if c["task"] == task.name], configs)
+    result = {"lengths": review.lengths, "reference": review.reference, "cells": cells}
+    write_review(review, result)
+    return result
+
+
+def measure_task(
+    review: ReviewConfig, cells: list[dict[str, Any]], configs: dict[tuple[str, str], Any]
+) -> None:
+    """Latency (round-robin over all of the task's models) and memory at every length."""
+    import torch
+
+    from kdformer.families import find_family
+    from kdformer.models import load_model
+    from kdformer.pipeline.outputs import Paths
+    from kdformer.report.measure import measure_latencies
+    from kdformer.report.memory import forward_peak_mib
+    from kdformer.tasks import build_task
+
+    config = configs[(cells[0]["task"], cells[0]["architecture"])]
+    model_class = build_task(config.task, config.seed).model_class
+    models, where = [], []
+    for cell in cells:
+        paths = Paths(Path(cell["output_dir"]))
+        for role, path in (("teacher", paths.teacher), ("student", paths.student)):
+            model = load_model(str(path), model_class).eval()
+            models.append(model)
+            where.append((cell, role, path))
+            cell[f"{role}_latency_ms"], cell[f"{role}_peak_mib"], cell["notes"] = {}, {}, {}
+    for length in review.lengths:
+        with torch.inference_mode():
+            timed = measure_latencies(
+                models, review.latency_batch_size, length, review.latency_repeats, 1,
+                torch.device("cpu"),
+            )  # fmt: skip
+        for (cell, role, path), model, timing in zip(where, models, timed, strict=True):
+            cell[f"{role}_latency_ms"][str(length)] = timing["latency_ms"]
+            family = find_family(model)
+            note = family.length_note(model.config, length) if family else ""
+            if note:
+                cell["notes"][f"{role} @ {length}"] = note
+            if review.memory:
+                cell[f"{role}_peak_mib"][str(length)] = forward_peak_mib(
+                    path, type(model).__name__, length, review.latency_batch_size
+                )
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+
+
+def _speedups(result: dict[str, Any], cell: dict[str, Any], length: int) -> tuple[float, float]:
+    """Student speed-up at ``length`` vs its own teacher and vs the reference teacher."""
+    key = str(length)
+    ref = next(
+        c for c in result["cells"]
+        if c["task"] == cell["task"] and c["architecture"] == result["reference"]
+    )  # fmt: skip
+    own = cell["teacher_latency_ms"][key] / cell["student_latency_ms"][key]
+    vs_ref = ref["teacher_latency_ms"][key] / cell["student_latency_ms"][key]
+    return own, vs_ref
+
+
+def render_markdown(review: ReviewConfig, result: dict[str, Any]) -> str:
+    longest = max(review.lengths)
+    lines = [
+        "# Performance review: efficient attention, distilled",
+        "",
+        f"Each row: the teacher converted to the architecture (positions to {longest}), "
+        "fine-tuned on the task, distilled into the student of the base experiment. Latency: "
+        f"batch {review.latency_batch_size}, median of {review.latency_repeats} round-robin "
+        "rounds, CPU; memory: peak a forward adds, fresh process. Speed-ups are the student's, "
+        f"at {longest} tokens, vs its own teacher and vs the {result['reference']} teacher.",
+        "",
+    ]
+    for task in review.tasks:
+        cells = [c for c in result["cells"] if c["task"] == task.name]
+        metric = cells[0]["main_metric"]
+        lines += [
+            f"## {task.name} ({metric})",
+            "",
+            "| architecture | teacher | student | retention | params T / S (M) | "
+            + " | ".join(f"ms @ {n} T / S" for n in review.lengths)
+            + f" | speed-up vs own teacher | vs {result['reference']} teacher | peak MiB @ {longest} T / S |",
+            "|---|---|---|---|---|" + "---|" * len(review.lengths) + "---|---|---|",
+        ]
+        for c in cells:
+            own, vs_ref = _speedups(result, c, longest)
+            times = " | ".join(
+                f"{c['teacher_latency_ms'][str(n)]:.0f} / {c['student_latency_ms'][str(n)]:.0f}"
+                for n in review.lengths
+            )
+            peak_t = c["teacher_peak_mib"].get(str(longest))
+            peak_s = c["student_peak_mib"].get(str(longest))
+            memory = f"{peak_t:.0f} / {peak_s:.0f}" if peak_t is not None else "-"
+            retention = f"{c['retention_pct']:.1f}%" if c["retention_pct"] is not None else "-"
+            if not c["retention_meaningful"]:
+                retention += " (teacher near baseline)"
+            lines.append(
+                f"| {c['architecture']} | {100 * c['teacher_metric']:.2f} | "
+                f"{100 * c['student_metric']:.2f} | {retention} | "
+                f"{c['teacher_parameters'] / 1e6:.1f} / {c['student_parameters'] / 1e6:.1f} | "
+                f"{times} | {own:.2f}x | {vs_ref:.2f}x | {memory} |"
+            )
+        notes = [f"{c['architecture']} {k}: {v}" for c in cells for k, v in c["notes"].items()]
+        if notes:
+            lines += ["", "Notes: " + "; ".join(notes) + "."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_review(review: ReviewConfig, result: dict[str, Any], folder: Path) -> None:
+    from matplotlib.figure import Figure
+
+    tasks = [t.name for t in review.tasks]
+    figure = Figure(figsize=(5 * len(tasks), 4), layout="constrained")
+    for i, task in enumerate(tasks):
+        ax = figure.add_subplot(1, len(tasks), i + 1)
+        for c in (c for c in result["cells"] if c["task"] == task):
+            for role, style in (("teacher", "-"), ("student", "--")):
+                values = [c[f"{role}_latency_ms"][str(n)] for n in review.lengths]
+                ax.plot(review.lengths, values, style, marker="o",
+                        label=f"{c['architecture']} {role}")  # fmt: skip
+        ax.set(title=task, xlabel="tokens", ylabel="ms per forward", xscale="log", yscale="log")
+        ax.set_xticks(review.lengths, [str(n) for n in review.lengths])
+        ax.legend(fontsize=7)
+    figure.savefig(folder / "latency.png", dpi=120)
+    figure = Figure(figsize=(5 * len(tasks), 4), layout="constrained")
+    longest = max(review.lengths)
+    for i, task in enumerate(tasks):
+        ax = figure.add_subplot(1, len(tasks), i + 1)
+        for c in (c for c in result["cells"] if c["task"] == task):
+            if c["retention_pct"] is None:
+                continue
+            _, vs_ref = _speedups(result, c, longest)
+            ax.scatter([vs_ref], [c["retention_pct"]])
+            ax.annotate(c["architecture"], (vs_ref, c["retention_pct"]), fontsize=8)
+        ax.axhline(100, color="grey", linestyle=":", linewidth=1)
+        ax.set(
+            title=task,
+            xlabel=f"student speed-up vs {result['reference']} teacher @ {longest} tokens",
+            ylabel="retention (% of own teacher)",
+        )
+    figure.savefig(folder / "retention_speedup.png", dpi=120)
+
+
+def write_review(review: ReviewConfig, result: dict[str, Any]) -> None:
+    folder = review.output_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "review.json").write_text(json.dumps(result, indent=2, default=_json))
+    (folder / "review.md").write_text(render_markdown(review, result))
+    plot_review(review, result, folder)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)

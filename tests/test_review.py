@@ -1,0 +1,109 @@
+"""End to end: a review of every architecture on tiny models at two lengths writes its table,
+JSON and plots; bad review files are refused before any training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import GLUE, needs_data
+from typer.testing import CliRunner
+
+from kdformer.cli import app
+from kdformer.config import ConfigError
+from kdformer.review import load_review
+
+runner = CliRunner()
+
+ARCHITECTURES = [
+    {"name": "full", "convert": {"to": "full"}},
+    {"name": "longformer", "convert": {"to": "longformer", "window": 16}},
+    {"name": "bigbird", "convert": {"to": "bigbird", "block_size": 4, "num_random_blocks": 1}},
+    {"name": "nystromformer", "convert": {"to": "nystromformer", "num_landmarks": 16}},
+    {"name": "local_global", "convert": {"to": "local_global", "block_size": 16}},
+]
+
+
+def review_file(tmp_path, teacher, architectures=ARCHITECTURES, **extra):
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        yaml.safe_dump(
+            {
+                "teacher": {"name": str(teacher)},
+                "task": {
+                    "name": "sst2",
+                    "data_dir": str(GLUE),
+                    "max_train_samples": 32,
+                    "max_eval_samples": 32,
+                    "max_length": 48,
+                },
+                "finetune": {
+                    "max_steps": 2,
+                    "batch_size": 16,
+                    "learning_rate": 1e-3,
+                    "save_steps": 2,
+                    "report_to": [],
+                },
+                "student": {"preset": "half", "init": "teacher"},
+                "distill": {
+                    "train": {"max_steps": 2, "batch_size": 16, "save_steps": 2, "report_to": []},
+                    "knowledge": [{"type": "logits"}, {"type": "hidden"}],
+                    "allow_weak_teacher": True,
+                },
+                "report": {"latency_repeats": 1, "latency_batch_size": 2, "latency_seq_length": 16},
+            }
+        )  # fmt: skip
+    )
+    review = {
+        "output_dir": str(tmp_path / "review"),
+        "base": "base.yaml",
+        "architectures": architectures,
+        "tasks": [{"name": "sst2"}],
+        "lengths": [32, 64],
+        "latency_repeats": 2,
+        **extra,
+    }
+    path = tmp_path / "review.yaml"
+    path.write_text(yaml.safe_dump(review))
+    return path
+
+
+@needs_data(GLUE)
+def test_review_of_every_architecture_writes_table_json_and_plots(tiny_teacher, tmp_path):
+    path = review_file(tmp_path, tiny_teacher)
+    result = runner.invoke(app, ["review", str(path)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "review"
+    data = json.loads((out / "review.json").read_text())
+    assert [c["architecture"] for c in data["cells"]] == [a["name"] for a in ARCHITECTURES]
+    for cell in data["cells"]:
+        assert set(cell["teacher_latency_ms"]) == set(cell["student_latency_ms"]) == {"32", "64"}
+        assert all(v > 0 for v in cell["student_latency_ms"].values())
+        assert cell["student_parameters"] < cell["teacher_parameters"]
+        assert cell["teacher_peak_mib"]["64"] is not None
+    bigbird = next(c for c in data["cells"] if c["architecture"] == "bigbird")
+    # (5 + 2 x 1) x 4 = 28 tokens: both lengths run block-sparse, so no fallback is noted
+    assert not bigbird["notes"]
+    table = (out / "review.md").read_text()
+    assert "| longformer |" in table and "ms @ 64 T / S" in table
+    assert (out / "latency.png").stat().st_size > 0
+    assert (out / "retention_speedup.png").stat().st_size > 0
+    # each run is a real convert-then-distill run
+    run = out / "runs" / "sst2" / "nystromformer"
+    assert (
+        json.loads((run / "student" / "config.json").read_text())["model_type"] == "nystromformer"
+    )
+
+
+def test_bad_review_files_are_refused(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": "x", "base": "b.yaml", "tasks": [{"name": "t"}],
+                                    "architectures": [{"name": "a", "convert": {"to": "reformer"}}]}))  # fmt: skip
+    with pytest.raises(ConfigError, match="architectures.0.convert.to: Input should be .full."):
+        load_review(path)
+    path.write_text(yaml.safe_dump({"output_dir": "x", "base": "b.yaml", "tasks": [{"name": "t"}],
+                                    "architectures": [{"name": "a", "convert": {"to": "full"}}],
+                                    "reference": "full"}))  # fmt: skip
+    with pytest.raises(ConfigError, match="reference 'full' is not an architecture"):
+        load_review(path)
