@@ -105,7 +105,7 @@ def test_unsupported_sources_and_bad_settings_are_refused():
         convert(distil, "longformer", 64)
     with pytest.raises(ConfigError, match="positive even number"):
         convert(source("bert"), "longformer", 64, window=7)
-    with pytest.raises(ConfigError, match="must divide max_length"):
+    with pytest.raises(ConfigError, match="must divide the input length 60"):
         convert(source("bert"), "nystromformer", 60, num_landmarks=16)
     with pytest.raises(ConfigError, match="unknown conversion target 'reformer'"):
         convert(source("bert"), "reformer", 64)  # type: ignore[arg-type]

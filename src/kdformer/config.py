@@ -212,6 +212,12 @@ class ConvertConfig(Section):
     )
     num_random_blocks: int = Field(3, ge=0, description="bigbird: random blocks per query block.")
     num_landmarks: int = Field(64, gt=0, description="nystromformer: landmarks.")
+    segment_length: int | None = Field(
+        None,
+        gt=0,
+        description="nystromformer: the one input length it trains on (inputs are padded to "
+        "it; task.max_length must fit). Unset: max_length.",
+    )
     global_tokens: int = Field(1, ge=0, description="local_global: leading global tokens.")
 
     def options(self) -> dict[str, Any]:
@@ -219,7 +225,10 @@ class ConvertConfig(Section):
         return {
             "longformer": {"window": self.window},
             "bigbird": {"block_size": self.block_size, "num_random_blocks": self.num_random_blocks},
-            "nystromformer": {"num_landmarks": self.num_landmarks},
+            "nystromformer": {
+                "num_landmarks": self.num_landmarks,
+                "segment_length": self.segment_length,
+            },
             "local_global": {"block_size": self.block_size, "global_tokens": self.global_tokens},
             "full": {},
         }[self.to]

@@ -62,6 +62,7 @@ def target_config(
     num_landmarks: int = 64,
     conv_kernel_size: int | None = 35,
     global_tokens: int = 1,
+    segment_length: int | None = None,
 ) -> Any:
     """The efficient model's config: the source's shape and settings, ``max_length`` positions."""
     if source.model_type not in SOURCES:
@@ -92,15 +93,17 @@ def target_config(
             max_position_embeddings=max_length,
         )
     if target == "nystromformer":
-        if max_length % num_landmarks:
+        length = segment_length or max_length
+        if length % num_landmarks or length > max_length:
             raise ConfigError(
                 f"Nyströmformer landmarks are means of equal segments: num_landmarks "
-                f"{num_landmarks} must divide max_length {max_length}"
+                f"{num_landmarks} must divide the input length {length} (segment_length, or "
+                f"max_length {max_length}), which must not exceed max_length"
             )
         return transformers.NystromformerConfig(
             **common,
             num_landmarks=num_landmarks,
-            segment_means_seq_len=max_length,
+            segment_means_seq_len=length,
             conv_kernel_size=conv_kernel_size,
             max_position_embeddings=max_length,
         )

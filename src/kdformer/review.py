@@ -56,7 +56,11 @@ class ReviewTask(Section):
 class ReviewConfig(Section):
     """A performance review: architectures x tasks, each a convert-then-distill run."""
 
-    output_dir: Path = Field(..., description="Where runs, tables and plots go.")
+    output_dir: Path = Field(..., description="Where the tables and plots go.")
+    runs_dir: Path | None = Field(
+        None,
+        description="Where each cell's run (models, checkpoints) goes. Unset: output_dir/runs.",
+    )
     base: Path = Field(..., description="Run config (YAML), relative to the review file.")
     overrides: list[str] = Field(default_factory=list, description="Applied to the base first.")
     architectures: list[ReviewArchitecture] = Field(..., min_length=1)
@@ -109,7 +113,7 @@ def run_config(review: ReviewConfig, folder: Path, task: ReviewTask, arch: Revie
     overrides = [
         *review.overrides,
         *task.overrides,
-        f"output_dir={review.output_dir / 'runs' / task.name / arch.name}",
+        f"output_dir={(review.runs_dir or review.output_dir / 'runs') / task.name / arch.name}",
         f"convert={json.dumps(convert.model_dump(mode='json'))}",
     ]
     return load_config(folder / review.base, overrides)
