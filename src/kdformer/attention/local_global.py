@@ -6,7 +6,9 @@ own block and its two neighbours (so every token sees at least ``lsg_block_size`
 each side) plus the first ``lsg_global_tokens`` tokens of the sequence ([CLS] by default),
 and those global tokens attend to everything. Built from ``torch``'s scaled-dot-product
 attention on blocks, so it trains (backward) and runs on CPU and GPU alike; cost grows as
-``seq x (3 x block + globals)`` instead of ``seq^2``.
+``seq x (3 x block + globals)`` instead of ``seq^2``. (FlexAttention would express the pattern
+directly, but torch 2.13 raises "FlexAttention does not support backward on CPU", eager or
+compiled: checked on this project's CPU build.)
 
 A model keeps plain BERT/RoBERTa weights: the block settings are two extra config fields, and
 once ``kdformer`` is imported, ``AutoModel.from_pretrained(path,
