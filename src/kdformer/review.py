@@ -267,18 +267,23 @@ def render_markdown(review: ReviewConfig, result: dict[str, Any]) -> str:
 
 def plot_review(review: ReviewConfig, result: dict[str, Any], folder: Path) -> None:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
 
     tasks = [t.name for t in review.tasks]
     figure = Figure(figsize=(5 * len(tasks), 4), layout="constrained")
     for i, task in enumerate(tasks):
         ax = figure.add_subplot(1, len(tasks), i + 1)
-        for c in (c for c in result["cells"] if c["task"] == task):
+        cells = [c for c in result["cells"] if c["task"] == task]
+        for colour, c in enumerate(cells):
             for role, style in (("teacher", "-"), ("student", "--")):
                 values = [c[f"{role}_latency_ms"][str(n)] for n in review.lengths]
-                ax.plot(review.lengths, values, style, marker="o",
+                ax.plot(review.lengths, values, style, marker="o", color=f"C{colour}",
                         label=f"{c['architecture']} {role}")  # fmt: skip
-        ax.set(title=task, xlabel="tokens", ylabel="ms per forward", xscale="log", yscale="log")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set(title=task, xlabel="tokens", ylabel="ms per forward (teacher -, student --)")
         ax.set_xticks(review.lengths, [str(n) for n in review.lengths])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.legend(fontsize=7)
     figure.savefig(folder / "latency.png", dpi=120)
     figure = Figure(figsize=(5 * len(tasks), 4), layout="constrained")
