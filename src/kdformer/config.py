@@ -533,3 +533,21 @@ def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "")
     text = text.replace("kdformer.config.", "").replace("<class '", "").replace("'>", "")
     return text.replace("NoneType", "None")
+
+
+def load_section_file(path: str | Path, cls: type[BaseModel], what: str) -> Any:
+    """Read a YAML file holding one ``cls`` (a study, a review) and validate it, with errors
+    that name the file; ``what`` lists its main keys for the not-a-mapping error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{cls.__name__.removesuffix('Config').lower()} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping ({what})")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, cls, str(path))) from None

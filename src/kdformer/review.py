@@ -23,16 +23,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from kdformer.config import (
-    ConfigError,
-    ConvertConfig,
-    Section,
-    format_validation_error,
-    load_config,
-)
+from kdformer.config import ConfigError, ConvertConfig, Section, load_config, load_section_file
 
 
 class ReviewArchitecture(Section):
@@ -91,18 +84,9 @@ class ReviewConfig(Section):
 
 def load_review(path: str | Path) -> tuple[ReviewConfig, Path]:
     """Read and validate a review file; returns it with its folder (for the relative base)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"review file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        review = ReviewConfig.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, ReviewConfig, str(path))) from None
+    review = load_section_file(path, ReviewConfig, "output_dir, base, architectures, tasks")
     review.check()
-    return review, path.parent
+    return review, Path(path).parent
 
 
 def run_config(review: ReviewConfig, folder: Path, task: ReviewTask, arch: ReviewArchitecture):

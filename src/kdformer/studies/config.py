@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from kdformer.config import ConfigError, Section, format_validation_error
+from kdformer.config import Section, load_section_file
 
 Overrides = list[str] | dict[str, Any]
 _RESERVED = {"seed": "use `seeds:`", "output_dir": "each run gets <output_dir>/runs/<run-id>"}
@@ -140,19 +140,8 @@ def value_text(value: Any) -> str:
 
 def load_study(path: str | Path) -> tuple[StudyConfig, Path]:
     """Read and validate a study file; returns it with its folder (for a relative ``base``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping (name, output_dir, base, grid, seeds, ...)")
-    try:
-        return StudyConfig.model_validate(data), path.parent
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, StudyConfig, str(path))) from None
+    study = load_section_file(path, StudyConfig, "name, output_dir, base, grid, seeds, ...")
+    return study, Path(path).parent
 
 
 def short_keys(keys: Sequence[str]) -> dict[str, str]:
