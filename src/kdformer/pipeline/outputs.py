@@ -132,6 +132,6 @@ def write_training_record(trainer: TaskTrainer, folder: Path) -> None:
         "steps": state.global_step,
         "tokens": int(state.num_input_tokens_seen or 0),
         "epochs": state.epoch,
-        "train_seconds": round(trainer.train_seconds, 1),
+        "train_seconds": round(trainer.train_seconds, 3),  # tiny runs take under 0.05 s
     }
     (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
