@@ -34,6 +34,15 @@ def tiny_bert(seed: int = 0, **shape: int) -> transformers.BertForSequenceClassi
     return transformers.BertForSequenceClassification(tiny_bert_config(**shape)).eval()
 
 
+def tiny_mpnet(hidden: int = 16, heads: int = 2) -> transformers.MPNetForSequenceClassification:
+    """A tiny model of an architecture kdformer declares no family for (MPNet)."""
+    config = transformers.MPNetConfig(
+        vocab_size=100, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=heads,
+        intermediate_size=2 * hidden, max_position_embeddings=64,
+    )  # fmt: skip
+    return transformers.MPNetForSequenceClassification(config)
+
+
 @pytest.fixture
 def make_config():
     """Factory: ``make_config(layers=4, hidden=32, heads=4, intermediate=64, num_labels=2)``."""

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import transformers
+from conftest import tiny_mpnet
 from pydantic import ValidationError
 
 from kdformer.config import DistillConfig
@@ -425,11 +426,7 @@ def test_resolver_finds_roberta_layout():
 
 
 def test_model_of_no_declared_family_fails_at_prepare_naming_class_and_families(batch):
-    config = transformers.MPNetConfig(
-        vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64,
-    )  # fmt: skip
-    model = transformers.MPNetForSequenceClassification(config)
+    model = tiny_mpnet()
     needs = FeatureNeeds(layer_modules=frozenset({("query", 1)}))
     with pytest.raises(ConfigError) as info:
         prepare_model(model, needs)

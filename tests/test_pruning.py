@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers
-from conftest import GLUE, needs_data, save_tiny_glue_teacher
+from conftest import GLUE, needs_data, save_tiny_glue_teacher, tiny_mpnet
 from transformers import AutoModelForSequenceClassification
 
 from kdformer.config import ConfigError, StudentConfig
@@ -284,11 +283,7 @@ def test_pruned_shape_errors(bert_config, fields, message):
 
 
 def test_pruned_rejects_undeclared_architectures():
-    config = transformers.MPNetConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    model = transformers.MPNetForSequenceClassification(config)
+    model = tiny_mpnet(hidden=32, heads=4)
     with pytest.raises(ConfigError, match="no model family for model_type 'mpnet'"):
         compute_importance(model, make_batches())
 

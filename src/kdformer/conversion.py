@@ -25,6 +25,7 @@ import torch
 import transformers
 
 from kdformer.configbase import ConfigError
+from kdformer.models import OFFSET_POSITIONS
 
 Target = Literal["full", "longformer", "bigbird", "nystromformer", "local_global"]
 TARGETS: tuple[str, ...] = ("full", "longformer", "bigbird", "nystromformer", "local_global")
@@ -38,18 +39,13 @@ _COMMON = (
 
 
 def position_offset(config: Any) -> int:
-    """Row of the position embedding that the first token uses."""
-    model_type = config.model_type
-    if model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
+    """Row of the position embedding that the first token uses (the position-limit check,
+    :func:`kdformer.models.position_limit`, reads the same table of offsets)."""
+    if config.model_type in OFFSET_POSITIONS:
         return int(config.pad_token_id) + 1
-    if model_type == "nystromformer":
-        return 2
+    if config.model_type == "nystromformer":
+        return 2  # its table has two rows before the first position
     return 0
-
-
-def source_length(config: Any) -> int:
-    """Positions the source model has learned (after its offset)."""
-    return int(config.max_position_embeddings) - position_offset(config)
 
 
 def target_config(

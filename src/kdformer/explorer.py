@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from kdformer.configbase import ConfigError
+from kdformer.families import intermediate_size_of
 
 DEFAULT_HEAD_SIZE = 64
 DEFAULT_MAX_LAYERS = 12
@@ -167,7 +168,7 @@ def resolve_target(
             raise ConfigError(f"{like} ({type(config).__name__}) has no '{key}' in its config")
     layers, hidden = int(config.num_hidden_layers), int(config.hidden_size)
     heads = int(config.num_attention_heads)
-    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
+    intermediate = intermediate_size_of(config)
     teacher_params = count_shape_parameters(config, layers, hidden, heads, intermediate)
     budget = parse_budget(params) if params is not None else int(round(ratio * teacher_params))  # type: ignore[operator]
     return Target(

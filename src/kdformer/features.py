@@ -240,9 +240,7 @@ def model_inputs(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[s
 
 @functools.cache
 def _forward_parameters(model_class: type) -> frozenset[str]:
-    parameters = inspect.signature(model_class.forward).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        names = set(parameters)
-        # **kwargs models still reject unknown inputs further down; keep the named ones only.
-        return frozenset(names) if "input_ids" in names else frozenset(MODEL_INPUTS)
-    return frozenset(parameters)
+    """The inputs a model class's forward names; one that names no ``input_ids`` takes them
+    all through ``**kwargs`` (then every usual input is passed)."""
+    names = frozenset(inspect.signature(model_class.forward).parameters)
+    return names if "input_ids" in names else frozenset(MODEL_INPUTS)

@@ -136,7 +136,7 @@ def count_parameters(model: Any) -> int:
 
 #: Model types whose position ids start after the padding index (``padding_idx + 1``), so
 #: ``max_position_embeddings`` overstates the usable length by that much.
-_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
 
 
 def position_limit(config: Any) -> int | None:
@@ -148,6 +148,6 @@ def position_limit(config: Any) -> int | None:
         or getattr(config, "position_embedding_type", "absolute") != "absolute"
     ):
         return None
-    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+    if getattr(config, "model_type", "") in OFFSET_POSITIONS:
         limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
     return limit

@@ -19,7 +19,6 @@ there); Nyströmformer is timed with its landmarks following each length.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -292,12 +291,6 @@ def plot_review(review: ReviewConfig, result: dict[str, Any], folder: Path) -> N
 def write_review(review: ReviewConfig, result: dict[str, Any]) -> None:
     folder = review.output_dir
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "review.json").write_text(json.dumps(result, indent=2, default=_json))
+    (folder / "review.json").write_text(json.dumps(result, indent=2, default=str))
     (folder / "review.md").write_text(render_markdown(review, result))
     plot_review(review, result, folder)
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from kdformer.config import ConfigError, StudentConfig
-from kdformer.families import family_of, find_family
+from kdformer.families import family_of, intermediate_size_of
 from kdformer.matching import init_layers
 from kdformer.models import prepare_family
 
@@ -43,17 +43,11 @@ SHAPE_FIELDS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
 def config_shape(config: Any) -> dict[str, int]:
     """(num_layers, hidden_size, num_heads, intermediate_size) of a model config; the
     feed-forward width's field name comes from the model's family (DistilBERT: hidden_dim)."""
-    family = find_family(config)
-    intermediate = (
-        family.intermediate_size(config)
-        if family
-        else int(getattr(config, "intermediate_size", 4 * int(config.hidden_size)))
-    )
     return {
         "num_layers": int(config.num_hidden_layers),
         "hidden_size": int(config.hidden_size),
         "num_heads": int(config.num_attention_heads),
-        "intermediate_size": intermediate,
+        "intermediate_size": intermediate_size_of(config),
     }
 
 

@@ -19,6 +19,7 @@ from kdformer.families.base import (
     families,
     family_of,
     find_family,
+    intermediate_size_of,
     register_family,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "families",
     "family_of",
     "find_family",
+    "intermediate_size_of",
     "register_family",
 ]

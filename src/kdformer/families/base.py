@@ -272,6 +272,15 @@ def family_of(model_or_config: Any) -> ModelFamily:
     )
 
 
+def intermediate_size_of(config: Any) -> int:
+    """Feed-forward width of any model config: its family's field (DistilBERT: hidden_dim), or
+    ``intermediate_size`` (4 x hidden when absent) for a model of no declared family."""
+    family = find_family(config)
+    if family is not None:
+        return family.intermediate_size(config)
+    return int(getattr(config, "intermediate_size", 4 * int(config.hidden_size)))
+
+
 def check_models(models: Sequence[tuple[Any, str]], max_length: int) -> int | None:
     """Check each (config, role) against its family's input rules for inputs of up to
     ``max_length`` tokens, before any long work; return the one length batches must be padded

@@ -43,17 +43,14 @@ class ModelShape:
     @classmethod
     def of(cls, config: Any) -> ModelShape:
         """Read the shape from a transformers ``PretrainedConfig`` (through its family)."""
-        from kdformer.families import find_family
+        from kdformer.families import find_family, intermediate_size_of
 
         family = find_family(config)
-        hidden = int(config.hidden_size)
         return cls(
             num_layers=config.num_hidden_layers,
-            hidden_size=hidden,
+            hidden_size=int(config.hidden_size),
             num_heads=config.num_attention_heads,
-            intermediate_size=family.intermediate_size(config)
-            if family
-            else getattr(config, "intermediate_size", 4 * hidden),
+            intermediate_size=intermediate_size_of(config),
             num_labels=getattr(config, "num_labels", 0),
             summary=family.summary_of(config) if family else "first",
             attention_windows=family.attention_windows(config)
