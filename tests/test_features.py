@@ -92,9 +92,16 @@ def test_unknown_module_name_raises_key_error(teacher_model, batch):
 
 
 def test_feature_needs_union():
-    a = FeatureNeeds(hidden_states=True, modules=frozenset({"x"}))
-    b = FeatureNeeds(outputs=frozenset({"logits"}), modules=frozenset({"y"}))
-    assert a | b == FeatureNeeds(frozenset({"logits"}), True, frozenset({"x", "y"}))
+    a = FeatureNeeds(hidden_states=True, hidden_layers=frozenset({2}), modules=frozenset({"x"}))
+    b = FeatureNeeds(
+        outputs=frozenset({"logits"}), hidden_layers=frozenset({0}), modules=frozenset({"y"})
+    )
+    assert a | b == FeatureNeeds(
+        outputs=frozenset({"logits"}),
+        hidden_states=True,
+        hidden_layers=frozenset({0, 2}),
+        modules=frozenset({"x", "y"}),
+    )
 
 
 # --------------------------------------------------------------------------------------------

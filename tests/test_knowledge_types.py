@@ -441,7 +441,9 @@ def test_default_terms_request_no_hooks(make_config):
     objective = DistillationObjective(
         [LogitsConfig(), HiddenConfig()], make_config(), make_config(), OUTPUTS
     )
-    assert objective.needs == FeatureNeeds(outputs=frozenset({"logits"}), hidden_states=True)
+    assert objective.needs == FeatureNeeds(
+        outputs=frozenset({"logits"}), hidden_states=True, hidden_layers=frozenset({1, 2, 3, 4})
+    )
 
 
 def test_objective_needs_per_side(make_config):

@@ -474,3 +474,54 @@ def test_convert_needs_finetune_and_a_supported_source(tiny_teacher, tmp_path):
     base = [*overrides(tiny_teacher, tmp_path / "x"), "convert={to: bigbird, max_length: 256}"]
     result = runner.invoke(app, ["run", "configs/demo.yaml", *base, "finetune=null"])
     assert result.exit_code != 0 and "convert: needs a `finetune:` section" in result.output
+
+
+def logged_losses(out: Path, steps: int) -> list[dict]:
+    state = json.loads(
+        (out / f"checkpoints/student/checkpoint-{steps}/trainer_state.json").read_text()
+    )
+    return [entry for entry in state["log_history"] if "loss" in entry]
+
+
+def test_cached_teacher_trains_like_the_live_one_and_is_reused(tiny_teacher, tmp_path):
+    """Distillation from the cache (float32) logs the live run's losses step by step; a second
+    run (another output folder, same teacher and data) reuses the entry without the teacher."""
+    cache = tmp_path / "cache"
+    args = ["distill.train.logging_steps=1", "distill.knowledge=[{type: logits}, {type: hidden}]"]
+    runs = {}
+    for name, extra in [
+        ("live", []),
+        ("cached", [f"distill.cache={{enabled: true, dir: {cache}, dtype: float32}}"]),
+        ("again", [f"distill.cache={{enabled: true, dir: {cache}, dtype: float32}}"]),
+    ]:
+        out = tmp_path / name
+        if name != "live":  # the same fine-tuned teacher: copy it instead of training another
+            import shutil
+
+            shutil.copytree(tmp_path / "live" / "teacher", out / "teacher")
+        result = runner.invoke(
+            app,
+            ["run", "configs/demo.yaml", *overrides(tiny_teacher, out, steps=6), *args, *extra,
+             "--stages", "finetune,distill"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        runs[name] = (logged_losses(out, 6), result.output)
+    live, cached = runs["live"][0], runs["cached"][0]
+    assert len(live) == len(cached) == 6
+    for a, b in zip(live, cached):
+        for key in ("loss", "loss/logits", "loss/hidden", "loss/hard_label"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-5), key
+    assert "teacher cache: computing" in runs["cached"][1]
+    assert "teacher cache: reusing" in runs["again"][1]
+    entries = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
+
+
+def test_cache_top_k_with_the_mse_logits_loss_is_refused(tiny_teacher, tmp_path):
+    args = overrides(tiny_teacher, tmp_path / "run") + [
+        "distill.knowledge=[{type: logits, loss: mse}]",
+        "distill.cache={enabled: true, topk: 1}",
+    ]
+    result = runner.invoke(app, ["run", "configs/demo.yaml", *args])
+    assert result.exit_code != 0 and "use loss: kl, or drop cache.topk" in result.output
+    assert not (tmp_path / "run" / "teacher").exists()

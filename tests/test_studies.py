@@ -239,3 +239,20 @@ def test_shipped_studies_share_one_teacher_per_task():
             keys.setdefault(run.task, set()).add(run.teacher.key)
     assert set(keys) == {"sst2", "mrpc", "conll2003"}
     assert all(len(found) == 1 for found in keys.values()), keys
+
+
+def test_study_arms_share_one_teacher_cache_entry(tiny_teacher, tmp_path):
+    """Every run of a study on one teacher and data reads one cache entry: the first arm fills
+    the logits, the second adds only the hidden states it lacks."""
+    cache = tmp_path / "cache"
+    path = write_study(tmp_path, tiny_teacher, seeds=[1])
+    study = yaml.safe_load(path.read_text())
+    study["overrides"]["distill.cache"] = {"enabled": True, "dir": str(cache)}
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    result = runner.invoke(app, ["study", str(path)])
+    assert result.exit_code == 0, result.output
+    (entry,) = [p for p in cache.iterdir() if p.is_dir()]
+    items = sorted(p.name for p in entry.iterdir() if p.is_dir())
+    assert items == ["hidden.2-float16", "hidden.4-float16", "out.logits-float16"]
+    assert result.output.count("teacher cache: computing") == 2
+    assert "computing 2 item(s)" in result.output  # the second arm: its hidden states only

@@ -107,6 +107,12 @@ def main_callback(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library warnings and logs."),
 ) -> None:
     _quiet_libraries(verbose)
+    from kdformer import distributed
+
+    if distributed.process_count() > 1 and not distributed.is_main():
+        from kdformer.pipeline.outputs import console as stage_console
+
+        console.quiet = stage_console.quiet = True  # one process prints; errors still show
 
 
 @app.command(epilog=SECTIONS_HELP)

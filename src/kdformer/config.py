@@ -51,6 +51,20 @@ class ModelConfig(Section):
     )
 
 
+class ExtraTeacherConfig(ModelConfig):
+    """One more task-trained teacher (several-teacher distillation)."""
+
+    id: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The name knowledge terms use in `teacher:` (not main, all or each).",
+    )
+    weight: float = Field(
+        1.0, gt=0, description="Its weight in the soft-label mix (the main teacher's: "
+        "distill.teacher_weight).",
+    )  # fmt: skip
+
+
 class TrainConfig(Section):
     """Optimisation settings, mapped onto `transformers.TrainingArguments`."""
 
@@ -131,6 +145,53 @@ class StudentConfig(Section):
     )
 
 
+def default_cache_dir() -> Path:
+    """``$KDFORMER_CACHE_DIR``, else ``~/.cache/kdformer/teacher-outputs``: one place, so every
+    run, study and review of a teacher on the same data shares its entry."""
+    import os
+
+    return Path(os.environ.get("KDFORMER_CACHE_DIR") or "~/.cache/kdformer/teacher-outputs")
+
+
+class TeacherCacheConfig(Section):
+    """Offline distillation: the teacher's outputs computed once and read back every epoch."""
+
+    enabled: bool = Field(
+        False,
+        description="Run the teacher once over the training data, store what the objective "
+        "reads (safetensors shards, memory-mapped) and read it back in every epoch, run and "
+        "study arm. Entries are keyed by the teacher's weights, the tokenizer, the data, "
+        "max_length and the stored items: a change is a new entry, never a stale one.",
+    )
+    dir: Path | None = Field(
+        None,
+        description="Cache root (default: $KDFORMER_CACHE_DIR or ~/.cache/kdformer/"
+        "teacher-outputs, shared by all runs).",
+    )
+    dtype: Literal["float16", "bfloat16", "float32"] = Field(
+        "float16", description="Storage dtype of the cached tensors (read back as float32)."
+    )
+    topk: int | None = Field(
+        None,
+        gt=0,
+        description="Keep only the k largest logits per row (the rest read back as far below "
+        "them: probability 0). For large output layers such as a masked LM's vocabulary; "
+        "needs the kl logits loss.",
+    )
+    max_gb: float = Field(
+        20.0, gt=0, description="The most one cache entry may grow to; checked before writing."
+    )
+
+    @field_validator("dir")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @property
+    def root(self) -> Path:
+        return (self.dir or default_cache_dir()).expanduser()
+
+
 class DistillConfig(Section):
     """What knowledge moves from teacher to student, and how the student is trained."""
 
@@ -148,12 +209,51 @@ class DistillConfig(Section):
         "over training (optimiser step / total steps).",
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation settings.")
+    teachers: list[ExtraTeacherConfig] = Field(
+        default_factory=list,
+        description="More task-trained teachers beside `teacher` (which shapes and initialises "
+        "the student), each `{id: ID, name: MODEL, weight: W}`; they must share its tokenizer. "
+        "Soft labels mix all teachers; a knowledge term's `teacher:` picks another source.",
+    )
+    teacher_weight: float = Field(
+        1.0, gt=0, description="The main teacher's weight in the soft-label mix."
+    )
+    teacher_weighting: Literal["fixed", "confidence"] = Field(
+        "fixed",
+        description="fixed: the teachers' weights; confidence: also each teacher's top "
+        "probability on each example (or token), renormalised per example.",
+    )
+    cache: TeacherCacheConfig = Field(
+        default_factory=TeacherCacheConfig,
+        description="Teacher-output cache (offline distillation); `cache: true` turns it on.",
+    )
     allow_weak_teacher: bool = Field(
         False,
         description="Distil even when the teacher does not beat the task's trivial baseline by "
         "report.min_teacher_gain (the report then marks retention as meaningless). CLI: "
         "--allow-weak-teacher.",
     )
+
+    @field_validator("teachers")
+    @classmethod
+    def _unique_ids(cls, value: list[ExtraTeacherConfig]) -> list[ExtraTeacherConfig]:
+        ids = [t.id for t in value]
+        reserved = sorted({"main", "all", "each"} & set(ids))
+        if reserved:
+            raise ValueError(f"teacher ids {reserved} are reserved; name them otherwise")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"teacher ids must be unique; repeated: {repeated}")
+        return value
+
+    def teacher_weights(self) -> dict[str, float]:
+        """Every teacher's soft-label weight by id (the main one is ``main``)."""
+        return {"main": self.teacher_weight, **{t.id: t.weight for t in self.teachers}}
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_shorthand(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
 
 
 class GeneralConfig(DistillConfig):

@@ -62,6 +62,10 @@ class FeatureNeeds:
     outputs: frozenset[str] = frozenset()
     """Names of task outputs to keep (``logits``, ``start_logits``, ...)."""
     hidden_states: bool = False
+    hidden_layers: frozenset[int] = frozenset()
+    """Which ``hidden_states`` entries the terms read (0: the embedding output); empty with
+    ``hidden_states`` means all. A forward pass returns them all anyway; the teacher-output
+    cache stores only these."""
     modules: frozenset[str] = frozenset()
     layer_modules: frozenset[LayerModule] = frozenset()
     """Symbolic per-layer modules, (kind, 1-based layer); resolved against each model by
@@ -72,6 +76,7 @@ class FeatureNeeds:
         return FeatureNeeds(
             outputs=self.outputs | other.outputs,
             hidden_states=self.hidden_states or other.hidden_states,
+            hidden_layers=self.hidden_layers | other.hidden_layers,
             modules=self.modules | other.modules,
             layer_modules=self.layer_modules | other.layer_modules,
         )

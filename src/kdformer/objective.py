@@ -34,7 +34,11 @@ from kdformer.families import family_of, find_family
 from kdformer.features import FeatureNeeds, Features, OutputSpec
 from kdformer.knowledge import ModelShape, build_term
 from kdformer.knowledge.base import KnowledgeTermConfig, scheduled
-from kdformer.knowledge.logits import hard_label_loss
+from kdformer.knowledge.logits import TeacherMixture, hard_label_loss
+
+MAIN = "main"
+"""The id of the teacher the student is shaped and initialised from."""
+ALL, EACH = "all", "each"
 
 
 @dataclass
@@ -47,6 +51,28 @@ def term_names(configs: Sequence[KnowledgeTermConfig]) -> list[str]:
     """Unique log names: the type, suffixed with its position when a type repeats."""
     types = [getattr(c, "type", "term") for c in configs]
     return [t if types.count(t) == 1 else f"{t}_{i}" for i, t in enumerate(types)]
+
+
+def term_teachers(config: KnowledgeTermConfig, teachers: Sequence[str]) -> list[str]:
+    """The teachers one knowledge term learns from: a list of ids, or ``[ALL]`` for the
+    mix of every teacher's soft labels."""
+    kind = getattr(config, "type", "term")
+    chosen = config.teacher or (ALL if kind == "logits" else MAIN)
+    if chosen == EACH:
+        return list(teachers)
+    if chosen == ALL:
+        if kind != "logits":
+            raise ConfigError(
+                f"teacher: all mixes soft labels, which only logits knowledge has; give the "
+                f"{kind} term one teacher ({', '.join(teachers)}) or each"
+            )
+        return [ALL] if len(teachers) > 1 else [MAIN]
+    if chosen not in teachers:
+        raise ConfigError(
+            f"the {kind} knowledge term names teacher '{chosen}', which is not one of the "
+            f"teachers ({', '.join(teachers)}; more go in distill.teachers with an id), each or all"
+        )
+    return [chosen]
 
 
 def check_knowledge_supported(
@@ -72,7 +98,14 @@ class DistillationObjective(nn.Module):
 
     ``hard_label_weight_end``, when set, moves the hard-label weight linearly from
     ``hard_label_weight`` (progress 0) to it (progress 1); :meth:`set_progress` sets the training
-    progress that this and scheduled terms (e.g. the logits temperature) read."""
+    progress that this and scheduled terms (e.g. the logits temperature) read.
+
+    Several teachers: ``other_teachers`` maps more teachers' ids to their configs (the main
+    one is ``main``); each term learns from the teacher(s) its ``teacher:`` names, with
+    projections of that teacher's width (``each``: one term per teacher, named ``type@id``).
+    Soft labels default to the mix of all teachers, weighted by ``teacher_weights`` (fixed) or
+    also by each teacher's confidence per row (``weighting: confidence``). :meth:`forward` then
+    takes a mapping of teacher id to features."""
 
     def __init__(
         self,
@@ -82,18 +115,35 @@ class DistillationObjective(nn.Module):
         outputs: Sequence[OutputSpec],
         hard_label_weight: float = 0.0,
         hard_label_weight_end: float | None = None,
+        other_teachers: Mapping[str, Any] | None = None,
+        teacher_weights: Mapping[str, float] | None = None,
+        weighting: Literal["fixed", "confidence"] = "fixed",
     ):
         super().__init__()
-        check_knowledge_supported(knowledge, teacher_config, student_config)
-        teacher, student = ModelShape.of(teacher_config), ModelShape.of(student_config)
+        configs = {MAIN: teacher_config, **(other_teachers or {})}
+        self.teacher_ids = list(configs)
+        self.mixture_weights = [float((teacher_weights or {}).get(i, 1.0)) for i in configs]
+        self.weighting = weighting
+        plan = []  # (name, config, teacher id or ALL)
+        for name, cfg in zip(term_names(knowledge), knowledge):
+            targets = term_teachers(cfg, self.teacher_ids)
+            for target in targets:
+                plan.append((name if len(targets) == 1 else f"{name}@{target}", cfg, target))
+        for teacher_id, config in configs.items():
+            used = [c for _, c, t in plan if t in (teacher_id, ALL)]
+            check_knowledge_supported(used, config, student_config)
+        student = ModelShape.of(student_config)
         self.outputs = tuple(outputs)
-        self.names = term_names(knowledge)
+        self.targets = {name: target for name, _, target in plan}
         self.terms = nn.ModuleDict(
             {
-                name: build_term(cfg, teacher, student, self.outputs)
-                for name, cfg in zip(self.names, knowledge)
+                name: build_term(
+                    cfg, ModelShape.of(configs[MAIN if t == ALL else t]), student, self.outputs
+                )
+                for name, cfg, t in plan
             }
         )
+        self.names = list(self.terms)
         self.hard_label_weight = hard_label_weight
         self.hard_label_weight_end = hard_label_weight_end
         self.progress = 0.0
@@ -123,13 +173,37 @@ class DistillationObjective(nn.Module):
         return weight > 0 and any(o.label_key for o in self.outputs)
 
     def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
-        """What one model's forward pass must expose (per-layer modules differ by side)."""
+        """What one model's forward pass must expose (per-layer modules differ by side); for
+        the teacher side, the main teacher's."""
+        if side == "teacher":
+            return self.needs_of_teacher(MAIN)
         needs = FeatureNeeds()
-        if side == "student" and self.uses_hard_labels:
+        if self.uses_hard_labels:
             needs = FeatureNeeds(outputs=frozenset(o.name for o in self.outputs if o.label_key))
         for term in self.terms.values():
             needs = needs | term.needs_for(side)
         return needs
+
+    def needs_of_teacher(self, teacher_id: str) -> FeatureNeeds:
+        """What one teacher's forward pass must expose: the needs of the terms that learn from
+        it (the soft-label mix learns from every teacher)."""
+        needs = FeatureNeeds()
+        for name, term in self.terms.items():
+            if self.targets[name] in (teacher_id, ALL):
+                needs = needs | term.needs_for("teacher")
+        return needs
+
+    def teacher_features(
+        self, teacher: Features | Mapping[str, Features], name: str
+    ) -> Features | TeacherMixture:
+        """What one term compares with: its teacher's features, or the mix of all."""
+        if isinstance(teacher, Features):
+            return teacher
+        target = self.targets[name]
+        if target == ALL:
+            members = [teacher[i] for i in self.teacher_ids]
+            return TeacherMixture(members, self.mixture_weights, self.weighting)
+        return teacher[target]
 
     @property
     def needs(self) -> FeatureNeeds:
@@ -150,15 +224,16 @@ class DistillationObjective(nn.Module):
     def forward(
         self,
         student: Features,
-        teacher: Features | None,
+        teacher: Features | Mapping[str, Features] | None,
         batch: Mapping[str, torch.Tensor],
     ) -> ObjectiveOutput:
+        """``teacher``: the one teacher's features, or every teacher's by id."""
         if teacher is None and len(self.terms):
             raise ValueError("teacher features are needed: the objective has knowledge terms")
         weighted: list[torch.Tensor] = []
         values: dict[str, torch.Tensor] = {}
         for name, term in self.terms.items():
-            value = term(student, teacher, batch)
+            value = term(student, self.teacher_features(teacher, name), batch)
             values[name] = value.detach()
             weighted.append(term.config.weight * value)
         if self.uses_hard_labels:

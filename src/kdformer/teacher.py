@@ -34,3 +34,14 @@ class LiveTeacher:
             self.model.to(device)
         self.model.eval()
         return extract_features(self.model, inputs, self.needs)
+
+
+class TeacherEnsemble:
+    """Several teachers' signals (live or cached) as one: every teacher's features by id, for
+    a :class:`~kdformer.objective.DistillationObjective` built with ``other_teachers``."""
+
+    def __init__(self, signals: Mapping[str, TeacherSignal]):
+        self.signals = dict(signals)
+
+    def __call__(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, Features]:
+        return {teacher_id: signal(inputs) for teacher_id, signal in self.signals.items()}

@@ -76,7 +76,8 @@ class DistillationModel(nn.Module):
         inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
         student = extract_features(self.student, inputs, self.objective.needs_for("student"))
         # With no knowledge terms (a hard-label-only baseline) the teacher has nothing to give.
-        teacher = self._teacher[0](inputs) if len(self.objective.terms) else None
+        # It gets the whole batch: a cached teacher reads its rows by the batch's row index.
+        teacher = self._teacher[0](batch) if len(self.objective.terms) else None
         out = self.objective(student, teacher, batch)
         self.last_terms = out.terms
         return {"loss": out.loss, **student.outputs}
@@ -350,12 +351,29 @@ def training_arguments(
         report_to=list(train.report_to) or "none",
         seed=seed,
         data_seed=seed,
-        use_cpu=train.use_cpu,
+        # Without an accelerator, transformers runs each launched CPU process as a job of its
+        # own (unsharded copies) unless told to use the CPU.
+        use_cpu=train.use_cpu or not torch.accelerator.is_available(),
         remove_unused_columns=False,
         label_names=list(label_names or []),
         disable_tqdm=False,
         restore_callback_states_from_checkpoint=True,
     )
+
+
+def gathered_state_dict(trainer: Trainer, prefix: str = "") -> dict[str, torch.Tensor] | None:
+    """The full weights under ``prefix`` (``student.`` for a DistillationModel), gathered onto
+    the main process when training shards them (FSDP, DeepSpeed); None when the model in memory
+    already holds them. A collective: every process must call it."""
+    from accelerate.utils import DistributedType
+
+    accelerator = trainer.accelerator
+    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return None
+    state = accelerator.get_state_dict(trainer.model)
+    if not state:
+        return None
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:

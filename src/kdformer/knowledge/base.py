@@ -24,6 +24,12 @@ class KnowledgeTermConfig(Section):
     """Fields every knowledge term has; subclasses add a ``type`` literal and their own."""
 
     weight: float = Field(1.0, ge=0, description="Weight of this term in the total loss.")
+    teacher: str | None = Field(
+        None,
+        description="With several teachers (distill.teachers): main, a teacher's id, each (one "
+        "term per teacher, each with its own projections) or, for logits only, all (the weighted "
+        "mix of every teacher's soft labels). Default: all for logits, main for the rest.",
+    )
 
 
 @dataclass(frozen=True)

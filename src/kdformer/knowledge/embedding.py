@@ -52,7 +52,7 @@ class EmbeddingKnowledge(KnowledgeTerm):
 
     @property
     def needs(self) -> FeatureNeeds:
-        return FeatureNeeds(hidden_states=True)
+        return FeatureNeeds(hidden_states=True, hidden_layers=frozenset({0}))
 
     def forward(self, student: Features, teacher: Features, batch) -> torch.Tensor:
         assert student.hidden_states is not None and teacher.hidden_states is not None

@@ -104,7 +104,15 @@ class HiddenKnowledge(KnowledgeTerm):
 
     @property
     def needs(self) -> FeatureNeeds:
-        return FeatureNeeds(hidden_states=True)
+        return self.needs_for("student") | self.needs_for("teacher")
+
+    def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
+        layers = (
+            {g.student for g in self.groups}
+            if side == "student"
+            else {t for g in self.groups for t in g.teachers}
+        )
+        return FeatureNeeds(hidden_states=True, hidden_layers=frozenset(layers))
 
     def project(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
         return self.projections.project(index, hidden)

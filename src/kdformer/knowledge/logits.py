@@ -4,6 +4,7 @@ distribution, for whatever outputs the task distils (per example, per token, sta
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -42,6 +43,68 @@ def kl_with_temperature(
     teacher_log_probs = F.log_softmax(teacher, dim=-1)
     student_log_probs = F.log_softmax(student, dim=-1)
     kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)
+    return kl.mean() * t * t
+
+
+@dataclass
+class TeacherMixture:
+    """Several teachers' features for a soft-label term (``teacher: all``): each teacher's
+    features, its fixed weight, and how each row's weights are set."""
+
+    members: list[Features]
+    weights: list[float]
+    weighting: Literal["fixed", "confidence"] = "fixed"
+
+
+def mixture_weights(
+    teacher_rows: Sequence[torch.Tensor],
+    fixed: Sequence[float],
+    weighting: Literal["fixed", "confidence"] = "fixed",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(teachers, rows) weights that sum to 1 over the teachers in every row.
+
+    ``fixed``: the fixed weights, normalised. ``confidence``: each fixed weight times that
+    teacher's top probability on the row (at T=1; over the real positions for span outputs),
+    normalised per row: a teacher sure of an example counts more on it. A single-output
+    (regression) head has no probabilities and keeps the fixed weights."""
+    first = teacher_rows[0]
+    weights = torch.tensor(list(fixed), dtype=torch.float32, device=first.device)
+    weights = weights.view(-1, *([1] * (first.dim() - 1))).expand(len(fixed), *first.shape[:-1])
+    if weighting == "confidence" and first.shape[-1] > 1:
+        confidence = []
+        for rows in teacher_rows:
+            rows = rows.float()
+            if mask is not None:
+                rows = rows.masked_fill(~mask, torch.finfo(torch.float32).min)
+            confidence.append(rows.softmax(-1).max(-1).values)
+        weights = weights * torch.stack(confidence)
+    return weights / weights.sum(0, keepdim=True).clamp_min(1e-12)
+
+
+def kl_to_mixture(
+    student_logits: torch.Tensor,
+    teacher_logits: Sequence[torch.Tensor],
+    weights: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """KL(sum_i w_i softmax(t_i / T) || softmax(s / T)) * T^2, averaged over rows: the student
+    learns the teachers' weighted mix of soft labels. ``weights``: (teachers, rows) from
+    :func:`mixture_weights`; ``mask`` as in :func:`kl_with_temperature`. One teacher with
+    weight 1 gives :func:`kl_with_temperature`."""
+    t = temperature
+    low = torch.finfo(torch.float32).min
+    student = student_logits.float() / t
+    if mask is not None:
+        student = student.masked_fill(~mask, low)
+    mixed = torch.zeros_like(student)
+    for weight, logits in zip(weights, teacher_logits):
+        scaled = logits.float() / t
+        if mask is not None:
+            scaled = scaled.masked_fill(~mask, low)
+        mixed = mixed + weight.unsqueeze(-1) * scaled.softmax(-1)
+    kl = (torch.xlogy(mixed, mixed) - mixed * F.log_softmax(student, dim=-1)).sum(-1)
     return kl.mean() * t * t
 
 
@@ -184,8 +247,13 @@ class LogitsKnowledge(KnowledgeTerm):
         return scheduled(self.config.temperature, end, self.progress)
 
     def forward(
-        self, student: Features, teacher: Features, batch: Mapping[str, torch.Tensor]
+        self,
+        student: Features,
+        teacher: Features | TeacherMixture,
+        batch: Mapping[str, torch.Tensor],
     ) -> torch.Tensor:
+        if isinstance(teacher, TeacherMixture):
+            return self.mixture_loss(student, teacher, batch)
         losses = []
         for spec in self.outputs:
             s, t = student.outputs[spec.name], teacher.outputs[spec.name]
@@ -204,4 +272,31 @@ class LogitsKnowledge(KnowledgeTerm):
                 losses.append(logits_mse(s, t))
             else:
                 losses.append(kl_with_temperature(s, t, self.temperature, mask))
+        return torch.stack(losses).mean()
+
+    def mixture_loss(
+        self, student: Features, mixture: TeacherMixture, batch: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The loss against several teachers: KL to their weighted mix of soft labels, or MSE to
+        their weighted mean logits (mse loss, regression)."""
+        losses = []
+        for spec in self.outputs:
+            s, mask = comparable_rows(spec, student.outputs[spec.name], batch)
+            rows = [comparable_rows(spec, m.outputs[spec.name], batch)[0] for m in mixture.members]
+            for t in rows:
+                if t.shape != s.shape:
+                    raise ValueError(
+                        f"student {spec.name} {tuple(s.shape)} != teacher {tuple(t.shape)}"
+                    )
+            if s.shape[0] == 0:
+                losses.append(s.sum() * 0.0)
+                continue
+            weights = mixture_weights(rows, mixture.weights, mixture.weighting, mask)
+            if self.config.loss == "mse" or s.shape[-1] == 1:
+                target = sum(w.unsqueeze(-1) * t.float() for w, t in zip(weights, rows))
+                if mask is not None:
+                    s, target = s[mask], target[mask]
+                losses.append(logits_mse(s, target))
+            else:
+                losses.append(kl_to_mixture(s, rows, weights, self.temperature, mask))
         return torch.stack(losses).mean()

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from kdformer import distributed
 from kdformer.config import ConfigError, ExperimentConfig, dump_config
 from kdformer.training import (
     TaskTrainer,
@@ -88,12 +89,22 @@ def start_mode(final: Path, checkpoints: Path, overwrite: bool, resume: bool) ->
                 f"{checkpoints} holds {last.name} from an unfinished run: pass --resume to continue "
                 "from it, or --overwrite to start over"
             )
-        shutil.rmtree(checkpoints)
+        distributed.wait()  # every process has seen the checkpoint before it goes
+        if distributed.is_main():
+            shutil.rmtree(checkpoints)
+        distributed.wait()
     return "fresh"
 
 
 def save_atomically(save: Callable[[Path], None], final: Path) -> None:
-    """Write into a scratch folder, then swap it in, so a finished model is never half-replaced."""
+    """Write into a scratch folder, then swap it in, so a finished model is never half-replaced.
+    Under several processes the main one writes while the others wait for it."""
+    if distributed.is_main():
+        _swap_in(save, final)
+    distributed.wait()
+
+
+def _swap_in(save: Callable[[Path], None], final: Path) -> None:
     partial = final.with_name(final.name + ".partial")
     previous = final.with_name(final.name + ".previous")
     shutil.rmtree(partial, ignore_errors=True)
@@ -106,20 +117,32 @@ def save_atomically(save: Callable[[Path], None], final: Path) -> None:
 
 
 def write_config(config: ExperimentConfig) -> None:
+    if not distributed.is_main():
+        return
     config.output_dir.mkdir(parents=True, exist_ok=True)
     (config.output_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
 
 
-def save_model(model: Any, tokenizer: Any, config: ExperimentConfig, folder: Path) -> None:
+def save_model(
+    model: Any,
+    tokenizer: Any,
+    config: ExperimentConfig,
+    folder: Path,
+    state_dict: dict[str, Any] | None = None,
+) -> None:
     """Weights (safetensors), tokenizer and the config that made them, loadable with plain
-    ``from_pretrained``. Refuses non-finite weights."""
-    bad = non_finite_parameters(model)
+    ``from_pretrained``. Refuses non-finite weights. ``state_dict``: the full weights when
+    training sharded them (see :func:`kdformer.training.gathered_state_dict`)."""
+    if state_dict is not None:
+        bad = [k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()]
+    else:
+        bad = non_finite_parameters(model)
     if bad:
         raise TrainingDiverged(
             f"the trained model has non-finite weights (e.g. {bad}); it was not saved. Lower the "
             "learning rate and train again"
         )
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
     (folder / "kdformer_config.yaml").write_text(dump_config(config), encoding="utf-8")
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import transformers
 
+from kdformer import distributed
 from kdformer.config import (
     ConfigError,
     ExperimentConfig,
@@ -33,12 +34,14 @@ from kdformer.pipeline.outputs import (
     write_training_record,
 )
 from kdformer.pipeline.teachers import (
+    check_cache_setup,
     check_teacher,
     evaluate_teacher,
     load_task_model,
     load_teacher,
     teacher_fingerprint,
     teacher_reference,
+    teacher_signal,
 )
 from kdformer.pipeline.two_stage import (
     general_config,
@@ -50,12 +53,13 @@ from kdformer.report import build_report, measure_loaded, print_report, write_re
 from kdformer.report.card import write_model_card
 from kdformer.students import build_student, student_config
 from kdformer.tasks import DataError, Task, TaskSection, build_task
-from kdformer.teacher import LiveTeacher
+from kdformer.teacher import TeacherEnsemble
 from kdformer.training import (
     DistillationModel,
     DistillationTrainer,
     TaskTrainer,
     TrainingDiverged,
+    gathered_state_dict,
     latest_checkpoint,
     training_arguments,
 )
@@ -83,13 +87,39 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
     task.pad_to = check_models(
         [(teacher_config, "teacher"), (student_cfg, "student")], task.config.max_length
     )
-    DistillationObjective(
+    check_cache_setup(config)
+    others = {}
+    for extra in config.distill.teachers:
+        others[extra.id] = load_model_config(extra)
+        task.check_lengths(others[extra.id], extra.name)
+        check_same_tokenizer(load_tokenizer(config.teacher), load_tokenizer(extra))
+    if others:
+        task.pad_to = check_models(
+            [(teacher_config, "teacher"), (student_cfg, "student")]
+            + [(c, f"teacher {i}") for i, c in others.items()],
+            task.config.max_length,
+        )
+    build_objective(config, task, teacher_config, student_cfg, others)
+
+
+def build_objective(
+    config: ExperimentConfig,
+    task: Task,
+    teacher_config: Any,
+    student_config: Any,
+    other_teachers: dict[str, Any],
+) -> DistillationObjective:
+    """The distillation objective a config asks for (several teachers included)."""
+    return DistillationObjective(
         config.distill.knowledge,
         teacher_config,
-        student_cfg,
+        student_config,
         task.outputs,
         config.distill.hard_label_weight,
         hard_label_weight_end=config.distill.hard_label_weight_end,
+        other_teachers=other_teachers,
+        teacher_weights=config.distill.teacher_weights(),
+        weighting=config.distill.teacher_weighting,
     )
 
 
@@ -165,6 +195,7 @@ def _train(
     callbacks: Sequence[Any],
     mode: str,
     setting: str,
+    collator: Any = None,
 ) -> TaskTrainer:
     """Train with the library's Trainer (a task-aware subclass), resuming from the last
     checkpoint. ``setting``: the config section of the training settings (for messages)."""
@@ -176,7 +207,7 @@ def _train(
         args=args,
         train_dataset=train_features,
         eval_dataset=eval_examples,
-        data_collator=task.collator(tokenizer, "train"),
+        data_collator=collator or task.collator(tokenizer, "train"),
         processing_class=tokenizer,
         callbacks=list(callbacks),
         task=task,
@@ -291,8 +322,10 @@ def finetune(
         "finetune",
     )
 
+    weights = gathered_state_dict(trainer)
+
     def save(folder: Path) -> None:
-        save_model(model, tokenizer, config, folder)
+        save_model(model, tokenizer, config, folder, weights)
         write_training_record(trainer, folder)
 
     save_atomically(save, paths.teacher)
@@ -351,16 +384,25 @@ def distill(
     )
     if config.student.init == "pretrained":
         task.align_model(student)
-    objective = DistillationObjective(
-        config.distill.knowledge,
-        teacher.config,
-        student.config,
-        task.outputs,
-        config.distill.hard_label_weight,
-        hard_label_weight_end=config.distill.hard_label_weight_end,
+    others = {}
+    for extra in config.distill.teachers:
+        others[extra.id] = load_teacher(extra, task)
+        check_same_tokenizer(tokenizer, load_tokenizer(extra))
+    objective = build_objective(
+        config, task, teacher.config, student.config, {i: m.config for i, m in others.items()}
     )
-    teacher_signal = LiveTeacher(teacher, objective.needs_for("teacher"))
-    model = DistillationModel(student, objective, teacher_signal)
+    signal, train_features, collator = teacher_signal(
+        config, teacher, tokenizer, task, objective.needs_for("teacher"), train_features
+    )
+    if others:
+        signals = {"main": signal}
+        for teacher_id, model in others.items():
+            signals[teacher_id], train_features, collator = teacher_signal(
+                config, model, tokenizer, task, objective.needs_of_teacher(teacher_id),
+                train_features,
+            )  # fmt: skip
+        signal = TeacherEnsemble(signals)
+    model = DistillationModel(student, objective, signal)
     terms = ", ".join(f"{n} x{t.config.weight}" for n, t in objective.terms.items())
     hard = (
         f"hard labels x{config.distill.hard_label_weight}"
@@ -384,11 +426,13 @@ def distill(
         callbacks,
         mode,
         "distill.train",
+        collator,
     )
     held_out = trainer.held_out_objective() if not task.outputs else None
+    weights = gathered_state_dict(trainer, prefix="student.")
 
     def save(folder: Path) -> None:
-        save_model(student, tokenizer, config, folder)
+        save_model(student, tokenizer, config, folder, weights)
         write_training_record(trainer, folder)
         if held_out is not None:
             (folder / "held_out.json").write_text(
@@ -463,6 +507,7 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
     ]
     if two_stage:
         models.append(("one-stage student", paths.one_stage / "student"))
+    models += [(f"teacher {t.id}", t.name) for t in config.distill.teachers]
     known = {}
     stored = paths.root / "teacher_eval.json"
     if stored.is_file():
@@ -561,6 +606,6 @@ def run(
         distill(config, overwrite, resume, callbacks, task)
         if config.general is not None and config.general.compare_one_stage:
             one_stage(config, overwrite, resume, callbacks, task)
-    if "evaluate" in stages:
+    if "evaluate" in stages and distributed.is_main():  # one process measures and reports
         return evaluate(config, task)
     return None

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from kdformer.config import ConfigError, ExperimentConfig, ModelConfig
+from kdformer.features import FeatureNeeds
 from kdformer.models import load_model
 from kdformer.pipeline.outputs import Paths, console
 from kdformer.report.render import teacher_gain_is_clear
 from kdformer.tasks import Task, TaskSection
+from kdformer.teacher import LiveTeacher
 
 
 def teacher_reference(config: ExperimentConfig) -> ModelConfig:
@@ -80,6 +82,15 @@ def evaluate_teacher(
     """The teacher's metrics on the evaluation set and the task's trivial baseline, measured
     once per teacher and task (``teacher_eval.json`` in ``output_dir``). None when the task
     has no baseline to compare with (raw text)."""
+    from kdformer import distributed
+
+    with distributed.main_first():  # the others then read what the main process stored
+        return _evaluate_teacher(config, task, teacher, tokenizer)
+
+
+def _evaluate_teacher(
+    config: ExperimentConfig, task: Task, teacher: Any, tokenizer: Any
+) -> dict[str, Any] | None:
     from kdformer.report.measure import evaluate_model, resolve_device
 
     reference = teacher_reference(config)
@@ -146,3 +157,55 @@ def check_teacher(config: ExperimentConfig, task: Task, measured: dict[str, Any]
         f"{message} {fix}; or pass --allow-weak-teacher (distill.allow_weak_teacher: true) to "
         "distil anyway."
     )
+
+
+def teacher_signal(
+    config: ExperimentConfig,
+    teacher: Any,
+    tokenizer: Any,
+    task: Task,
+    needs: FeatureNeeds,
+    train_features: Any,
+) -> tuple[Any, Any, Any]:
+    """The teacher signal distillation trains on, with the training features and collator it
+    goes with: the live teacher, or (``distill.cache``) the teacher-output cache, filled once
+    by the main process and read by every process."""
+    from kdformer import distributed
+    from kdformer.cache import RowIndexCollator, TeacherCache, with_row_index
+
+    live = LiveTeacher(teacher, needs)
+    cache = config.distill.cache
+    if not cache.enabled or needs == FeatureNeeds():
+        return live, train_features, task.collator(tokenizer, "train")
+    train_features = with_row_index(task.static_training_features(train_features, tokenizer))
+    collator = RowIndexCollator(task.collator(tokenizer, "train"))
+    store = TeacherCache(cache.root, cache.dtype, cache.topk, cache.max_gb, log=console.print)
+    with distributed.main_first():
+        signal = store.prepare(
+            teacher,
+            tokenizer,
+            train_features,
+            collator,
+            task.outputs,
+            needs,
+            task.config.max_length,
+            task.pad_to,
+            config.distill.train.eval_batch_size,
+            distributed.training_device(config.distill.train.use_cpu),
+            live,
+            distributed.is_main(),
+        )
+    return signal, train_features, collator
+
+
+def check_cache_setup(config: ExperimentConfig) -> None:
+    """ConfigError, before training, for a cache setting the objective cannot use."""
+    cache = config.distill.cache
+    if not cache.enabled or cache.topk is None:
+        return
+    for term in config.distill.knowledge:
+        if getattr(term, "type", None) == "logits" and getattr(term, "loss", "kl") == "mse":
+            raise ConfigError(
+                f"distill.cache.topk: {cache.topk} keeps only the largest logits, and the mse "
+                "logits loss compares every logit: use loss: kl, or drop cache.topk"
+            )

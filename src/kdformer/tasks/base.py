@@ -193,6 +193,15 @@ class Task(abc.ABC):
     ) -> datasets.Dataset:
         """Features: model inputs, the label keys and the side columns, not padded."""
 
+    def static_training_features(
+        self, features: datasets.Dataset, tokenizer: Any
+    ) -> datasets.Dataset:
+        """Training features whose model inputs are the same in every epoch, for a teacher-output
+        cache (it stores the teacher's outputs per feature). Most tasks' already are; a task
+        that changes inputs per batch (dynamic masking) fixes them here, and its training
+        collator then only pads."""
+        return features
+
     def model_features(self, features: datasets.Dataset) -> datasets.Dataset:
         """The features without side columns, as the collator and the model take them."""
         drop = [c for c in self.side_columns if c in features.column_names]

@@ -176,6 +176,8 @@ class TextTask(Task):
     )
 
     def __init__(self, config: TextTaskConfig, seed: int = 42):
+        self.static_masking = False
+        """Training blocks masked once (teacher cache) rather than anew every batch."""
         super().__init__(config, seed)
         self.mlm = config.mlm == "on"
         self._bind()
@@ -303,11 +305,28 @@ class TextTask(Task):
             data["labels"] = [lab.tolist() for _, lab in masked]
         return datasets.Dataset.from_dict(data)
 
+    def static_training_features(
+        self, features: datasets.Dataset, tokenizer: Any
+    ) -> datasets.Dataset:
+        """Static masking (BERT's original recipe) instead of a new mask every batch: each block
+        is masked once, seeded, so the teacher's masked-LM outputs can be cached."""
+        if not self.mlm or "labels" in features.column_names:
+            return features
+        rng = np.random.default_rng(self.seed + 1)
+        masked = [
+            mask_tokens(np.asarray(ids), tokenizer, self.config.mlm_probability, rng)
+            for ids in features["input_ids"]
+        ]
+        features = features.remove_columns("input_ids")
+        features = features.add_column("input_ids", [m.tolist() for m, _ in masked])
+        self.static_masking = True
+        return features.add_column("labels", [labels.tolist() for _, labels in masked])
+
     def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
         from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
         tokenizer = right_padded(tokenizer)
-        if self.mlm and purpose == "train":
+        if self.mlm and purpose == "train" and not self.static_masking:
             return DataCollatorForLanguageModeling(
                 tokenizer,
                 mlm_probability=self.config.mlm_probability,
