@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint bench docs clean
+.PHONY: install demo test lint bench bench-offline docs clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_distill.py --data-dir $(DATA)/glue --out benchmarks/results $(ARGS)
+
+# The teacher cache and TextBrewer 0.2.1 side by side (needs the headline teacher, see README).
+bench-offline: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/bench_offline.py --data-dir $(DATA)/glue --out benchmarks/results $(ARGS)
 
 docs: install
 	$(VENV)/bin/kdformer config reference --output docs/config.md

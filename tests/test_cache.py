@@ -199,6 +199,8 @@ def test_entries_change_with_every_input_they_depend_on(tokenizer, tmp_path):
     assert key(model=changed) != base
     assert key(feats=fake_features(seed=1)) != base
     assert key(feats=features.select(range(11))) != base
+    assert key(feats=features.select(list(reversed(range(12))))) != base  # rows are indices
+    assert key(feats=features.select(range(12))) == base  # a view of the same rows
     assert key(max_length=32) != base
     assert key(pad_to=16) != base
     bigger = transformers.AutoTokenizer.from_pretrained(tokenizer.name_or_path)

@@ -163,3 +163,14 @@ def test_distillation_model_forward_trains_student_and_projections(make_bert, ba
     assert student.classifier.weight.grad is not None
     assert model.objective.terms["hidden"].projections[0].weight.grad is not None
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_keep_freed_memory_on_linux_and_its_opt_out(monkeypatch):
+    import sys
+
+    from kdformer.training import keep_freed_memory
+
+    monkeypatch.setenv("KDFORMER_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("KDFORMER_KEEP_FREED_MEMORY")
+    assert keep_freed_memory() is sys.platform.startswith("linux")

@@ -515,6 +515,12 @@ def test_cached_teacher_trains_like_the_live_one_and_is_reused(tiny_teacher, tmp
     assert "teacher cache: reusing" in runs["again"][1]
     entries = [p for p in cache.iterdir() if p.is_dir()]
     assert len(entries) == 1 and (entries[0] / "entry.json").is_file()
+    # training.json says what the cache cost: a fill in the first run, none in the second.
+    first = json.loads((tmp_path / "cached" / "student" / "training.json").read_text())
+    second = json.loads((tmp_path / "again" / "student" / "training.json").read_text())
+    assert first["teacher_cache"]["main"]["fill_seconds"] > 0
+    assert second["teacher_cache"]["main"]["fill_seconds"] == 0
+    assert first["teacher_cache"]["main"]["bytes_per_input"] > 0
 
 
 def test_cache_top_k_with_the_mse_logits_loss_is_refused(tiny_teacher, tmp_path):

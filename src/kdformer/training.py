@@ -27,6 +27,30 @@ from kdformer.objective import DistillationObjective
 from kdformer.teacher import TeacherSignal
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of handing each large block back to the
+    operating system. A training step on the CPU frees and reallocates its large buffers every
+    step (gradients are set to None; a word-embedding gradient alone is 47 MB for BERT's
+    vocabulary at width 384); handed back, each returns as fresh pages that fault on first
+    touch, which cost a MiniLM student 20% of its step (284 -> 229 ms, see README). The
+    process keeps its peak memory instead. Linux (glibc) only; a no-op elsewhere, or when
+    ``KDFORMER_KEEP_FREED_MEMORY=0``. Returns whether it took effect."""
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("KDFORMER_KEEP_FREED_MEMORY") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
+    return bool(
+        libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 2**31 - 1)
+    )
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the weights became non-finite; nothing non-finite was saved."""
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -279,6 +280,24 @@ class CachedTeacher:
         self.live = live
         rows = int(entry.fields["rows"])
         self.readers = {item: _ItemReader(entry.item_folder(item, dtype), rows) for item in items}
+        self.fill_seconds = 0.0
+        """Seconds this run spent filling the entry (0 when it was all there)."""
+
+    def record(self) -> dict[str, Any]:
+        """What the cache cost this run, for ``training.json``."""
+        stored = sum(
+            p.stat().st_size
+            for item in self.items
+            for p in self.entry.item_folder(item, self.readers[item].meta["dtype"]).iterdir()
+        )
+        rows = int(self.entry.fields["rows"])
+        return {
+            "entry": str(self.entry.folder),
+            "items": [item.key for item in self.items],
+            "fill_seconds": round(self.fill_seconds, 3),
+            "bytes": stored,
+            "bytes_per_input": round(stored / max(1, rows), 1),
+        }
 
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> Features:
         if ROW_KEY not in batch:
@@ -393,6 +412,7 @@ class TeacherCache:
         columns = [c for c in features.column_names if c in MODEL_INPUTS] + label_keys
         entry = self.entry(teacher, tokenizer, features, columns, max_length, pad_to)
         missing = [item for item in items if not entry.has(item, self.dtype)]
+        started = time.perf_counter()
         if missing and is_main_process:
             self._fill(entry, missing, teacher, features, collator, needs, batch_size, device)
         elif not missing:
@@ -400,7 +420,9 @@ class TeacherCache:
                 f"teacher cache: reusing {entry.folder} ({len(items)} items, "
                 f"{format_bytes(entry.size())})"
             )
-        return CachedTeacher(entry, items, self.dtype, num_layers, live)
+        signal = CachedTeacher(entry, items, self.dtype, num_layers, live)
+        signal.fill_seconds = time.perf_counter() - started if missing else 0.0
+        return signal
 
     def _fill(
         self,

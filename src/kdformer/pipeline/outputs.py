@@ -147,14 +147,19 @@ def save_model(
     (folder / "kdformer_config.yaml").write_text(dump_config(config), encoding="utf-8")
 
 
-def write_training_record(trainer: TaskTrainer, folder: Path) -> None:
+def write_training_record(trainer: TaskTrainer, folder: Path, teacher_signal: Any = None) -> None:
     """What the training cost: optimiser steps, (padded) input tokens processed and seconds
-    spent training (summed over resumed runs)."""
+    spent training (summed over resumed runs); with a teacher cache, what filling it cost
+    (not part of ``train_seconds``)."""
     state = trainer.state
-    record = {
+    record: dict[str, Any] = {
         "steps": state.global_step,
         "tokens": int(state.num_input_tokens_seen or 0),
         "epochs": state.epoch,
         "train_seconds": round(trainer.train_seconds, 3),  # tiny runs take under 0.05 s
     }
+    signals = getattr(teacher_signal, "signals", {"main": teacher_signal})
+    caches = {i: s.record() for i, s in signals.items() if hasattr(s, "record")}
+    if caches:
+        record["teacher_cache"] = caches
     (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

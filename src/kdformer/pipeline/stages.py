@@ -60,6 +60,7 @@ from kdformer.training import (
     TaskTrainer,
     TrainingDiverged,
     gathered_state_dict,
+    keep_freed_memory,
     latest_checkpoint,
     training_arguments,
 )
@@ -215,6 +216,8 @@ def _train(
         eval_features=task.tokenize(eval_examples, tokenizer, "eval") if train.eval_steps else None,
     )
     last = latest_checkpoint(checkpoints) if mode == "resume" else None
+    if args.device.type == "cpu":
+        keep_freed_memory()
     try:
         trainer.train(resume_from_checkpoint=str(last) if last else None)
     except TrainingDiverged as exc:
@@ -396,9 +399,9 @@ def distill(
     )
     if others:
         signals = {"main": signal}
-        for teacher_id, model in others.items():
+        for teacher_id, other in others.items():
             signals[teacher_id], train_features, collator = teacher_signal(
-                config, model, tokenizer, task, objective.needs_of_teacher(teacher_id),
+                config, other, tokenizer, task, objective.needs_of_teacher(teacher_id),
                 train_features,
             )  # fmt: skip
         signal = TeacherEnsemble(signals)
@@ -433,7 +436,7 @@ def distill(
 
     def save(folder: Path) -> None:
         save_model(student, tokenizer, config, folder, weights)
-        write_training_record(trainer, folder)
+        write_training_record(trainer, folder, signal)
         if held_out is not None:
             (folder / "held_out.json").write_text(
                 json.dumps(held_out, indent=2) + "\n", encoding="utf-8"
