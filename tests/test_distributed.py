@@ -78,3 +78,14 @@ def test_one_process_needs_no_process_group(monkeypatch):
 def test_shipped_accelerate_configs_parse(name):
     config = yaml.safe_load((Path("configs/accelerate") / f"{name}.yaml").read_text())
     assert config["num_processes"] >= 2 and config["compute_environment"] == "LOCAL_MACHINE"
+
+
+def test_commands_that_do_not_train_refuse_several_processes(monkeypatch):
+    from typer.testing import CliRunner
+
+    from kdformer.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(app, ["study", "configs/studies/matching.yaml"])
+    assert result.exit_code == 2
+    assert "runs in one process" in result.output and "run, finetune, distill" in result.output

@@ -102,14 +102,28 @@ def user_errors() -> Iterator[None]:
         _fail(exc)
 
 
+SHARDED_COMMANDS = ("run", "finetune", "distill")
+"""The commands that train, and so can spread over several processes."""
+
+
 @app.callback()
 def main_callback(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library warnings and logs."),
 ) -> None:
     _quiet_libraries(verbose)
     from kdformer import distributed
 
-    if distributed.process_count() > 1 and not distributed.is_main():
+    processes = distributed.process_count()
+    if processes > 1 and ctx.invoked_subcommand not in SHARDED_COMMANDS:
+        _fail(
+            ConfigError(
+                f"`kdformer {ctx.invoked_subcommand}` runs in one process, and this one was "
+                f"launched as one of {processes} (torchrun / accelerate launch): run it directly. "
+                f"Only {', '.join(SHARDED_COMMANDS)} spread training over several processes"
+            )
+        )
+    if processes > 1 and not distributed.is_main():
         from kdformer.pipeline.outputs import console as stage_console
 
         console.quiet = stage_console.quiet = True  # one process prints; errors still show
