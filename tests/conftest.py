@@ -7,10 +7,27 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Runs from configs that turn the teacher cache on write it here, not in ~/.cache.
+os.environ.setdefault(
+    "KDFORMER_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="kdformer-cache-")
+)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def teacher_cache_in_tmp(tmp_path_factory):
+    """Runs from configs that turn the teacher cache on (the demo's) write it under pytest's
+    temporary folder, not in ~/.cache."""
+    previous = os.environ.get("KDFORMER_CACHE_DIR")
+    os.environ["KDFORMER_CACHE_DIR"] = str(tmp_path_factory.mktemp("teacher-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("KDFORMER_CACHE_DIR", None)
+    else:
+        os.environ["KDFORMER_CACHE_DIR"] = previous
 
 
 def tiny_bert_config(

@@ -490,7 +490,7 @@ def test_cached_teacher_trains_like_the_live_one_and_is_reused(tiny_teacher, tmp
     args = ["distill.train.logging_steps=1", "distill.knowledge=[{type: logits}, {type: hidden}]"]
     runs = {}
     for name, extra in [
-        ("live", []),
+        ("live", ["distill.cache=false"]),  # (the demo config turns the cache on)
         ("cached", [f"distill.cache={{enabled: true, dir: {cache}, dtype: float32}}"]),
         ("again", [f"distill.cache={{enabled: true, dir: {cache}, dtype: float32}}"]),
     ]:
