@@ -32,7 +32,8 @@ def keep_freed_memory() -> bool:
     operating system. A training step on the CPU frees and reallocates its large buffers every
     step (gradients are set to None; a word-embedding gradient alone is 47 MB for BERT's
     vocabulary at width 384); handed back, each returns as fresh pages that fault on first
-    touch, which cost a MiniLM student 20% of its step (284 -> 229 ms, see README). The
+    touch, which cost a MiniLM student 21% of its step (293 -> 231 ms: benchmarks/
+    bench_freed_memory.py). The
     process keeps its peak memory instead. Linux (glibc) only; a no-op elsewhere, or when
     ``KDFORMER_KEEP_FREED_MEMORY=0``. Returns whether it took effect."""
     import ctypes
