@@ -315,6 +315,9 @@ def test_qkv_relation_heads_must_divide_both_widths(teacher_width, student_width
     assert f"teacher width ({teacher_width})" in message
     assert f"student width ({student_width})" in message
     assert f"width ({bad})" in message.split("does not divide")[1]
+    # Every value suggested divides both widths.
+    suggested = [int(x) for x in message.split("common divisor: ")[1].split(", ")]
+    assert suggested and all(teacher_width % d == 0 and student_width % d == 0 for d in suggested)
 
 
 def test_qkv_relations_config_validation():

@@ -531,3 +531,25 @@ def test_cache_top_k_with_the_mse_logits_loss_is_refused(tiny_teacher, tmp_path)
     result = runner.invoke(app, ["run", "configs/demo.yaml", *args])
     assert result.exit_code != 0 and "use loss: kl, or drop cache.topk" in result.output
     assert not (tmp_path / "run" / "teacher").exists()
+
+
+def test_resume_finishes_an_interrupted_overwrite(tiny_teacher, tmp_path):
+    """A finished student, then `--overwrite` interrupted: `--resume` continues the new run
+    (the old student stays in place until the new one is saved)."""
+    config = load_config("configs/demo.yaml", overrides(tiny_teacher, tmp_path / "again", steps=6))
+    pipeline.finetune(config)
+    pipeline.distill(config)
+    before = (tmp_path / "again/student/model.safetensors").read_bytes()
+    time.sleep(0.05)  # the new checkpoints are newer than the finished model
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.distill(config, overwrite=True, callbacks=[Slow(), StopAt(3)])
+    assert (tmp_path / "again/student/model.safetensors").read_bytes() == before
+    first = FirstStep()
+    pipeline.distill(config, resume=True, callbacks=[first])
+    assert first.first == 2, "--resume must continue the interrupted --overwrite"
+    record = json.loads((tmp_path / "again/student/training.json").read_text())
+    assert record["steps"] == 6
+    # Once finished, a plain rerun skips the stage again.
+    untouched = FirstStep()
+    pipeline.distill(config, callbacks=[untouched])
+    assert untouched.first is None

@@ -106,6 +106,37 @@ SHARDED_COMMANDS = ("run", "finetune", "distill")
 """The commands that train, and so can spread over several processes."""
 
 
+@contextmanager
+def explain_interrupt(output_dir: Path) -> Iterator[None]:
+    """Ctrl-C ends a training command with what was kept and the command that resumes it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        import shlex
+
+        from kdformer.pipeline.outputs import is_finished
+        from kdformer.training import latest_checkpoint
+
+        root = Path(output_dir)
+        names = ("converted", "teacher", "general/student", "student", "one_stage/student")
+        finished = [str(root / n) for n in names if is_finished(root / n)]
+        folders = sorted((root / "checkpoints").glob("*")) + sorted(root.glob("*/checkpoints/*"))
+        last = [str(c) for c in (latest_checkpoint(f) for f in folders) if c is not None]
+        again = [a for a in sys.argv[1:] if a != "--overwrite"]
+        again += [] if "--resume" in again else ["--resume"]
+        err.print(
+            "[bold yellow]interrupted.[/] Kept: finished models "
+            + (", ".join(finished) if finished else "none")
+            + "; checkpoints "
+            + (", ".join(last) if last else "none yet (nothing to resume from)")
+            + ". Continue with: "
+            + shlex.join(["kdformer", *again]),
+            soft_wrap=True,
+            markup=True,
+        )
+        raise typer.Exit(130) from None
+
+
 @app.callback()
 def main_callback(
     ctx: typer.Context,
@@ -143,7 +174,8 @@ def finetune(
         cfg = _load(config, overrides)
         if cfg.finetune is None:
             cfg = cfg.model_copy(update={"finetune": cfg.distill.train})
-        pipeline.finetune(cfg, overwrite=overwrite, resume=resume)
+        with explain_interrupt(cfg.output_dir):
+            pipeline.finetune(cfg, overwrite=overwrite, resume=resume)
 
 
 @app.command(epilog=SECTIONS_HELP)
@@ -160,7 +192,8 @@ def distill(
 
     with user_errors():
         cfg = _load(config, overrides, allow_weak_teacher)
-        pipeline.distill(cfg, overwrite=overwrite, resume=resume)
+        with explain_interrupt(cfg.output_dir):
+            pipeline.distill(cfg, overwrite=overwrite, resume=resume)
 
 
 @app.command(epilog=SECTIONS_HELP)
@@ -185,7 +218,8 @@ def run(
         _fail(ConfigError(f"unknown stage(s) {bad}; valid: {', '.join(pipeline.STAGES)}"))
     with user_errors():
         cfg = _load(config, overrides, allow_weak_teacher)
-        pipeline.run(cfg, chosen or None, overwrite=overwrite, resume=resume)  # type: ignore[arg-type]
+        with explain_interrupt(cfg.output_dir):
+            pipeline.run(cfg, chosen or None, overwrite=overwrite, resume=resume)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -278,8 +312,9 @@ def evaluate(
         if bad:
             raise ConfigError(f"evaluate takes only task.* settings as overrides, not {bad}")
         experiment = load_config(None, [f"task={json.dumps(section)}", *(task_overrides or [])])
-        report_cfg = (base.report if base else ReportConfig()).model_copy(
-            update={
+        report_cfg = ReportConfig.model_validate(  # validated: a device this machine lacks fails
+            {
+                **(base.report if base else ReportConfig()).model_dump(),
                 "latency_batch_size": latency_batch_size,
                 "latency_seq_length": latency_seq_length,
                 "latency_repeats": repeats,

@@ -79,6 +79,19 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Fraction of steps for LR warm-up.")
     lr_scheduler: str = Field("linear", description="transformers scheduler name.")
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        from transformers.trainer_utils import SchedulerType
+
+        valid = [s.value for s in SchedulerType]
+        if value not in valid:
+            close = difflib.get_close_matches(value, valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown scheduler '{value}'{hint}; valid: {', '.join(valid)}")
+        return value
+
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "no", description="Mixed precision (fp16/bf16 need a GPU; bf16 also works on CPU)."
@@ -285,6 +298,15 @@ class ReportConfig(Section):
     latency_repeats: int = Field(20, gt=0, description="Timed forward passes (median reported).")
     latency_warmup: int = Field(3, ge=0, description="Untimed warm-up passes.")
     device: str = Field("auto", description="Where to evaluate and time: auto, cpu, cuda, cuda:1.")
+
+    @field_validator("device")
+    @classmethod
+    def _available_device(cls, value: str) -> str:
+        from kdformer.report.measure import resolve_device
+
+        resolve_device(value)  # raises a ConfigError naming the problem
+        return value
+
     min_teacher_gain: float = Field(
         0.1,
         ge=0,

@@ -7,9 +7,12 @@ unpickling) and ``trust_remote_code`` off unless the config turns it on.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from safetensors import SafetensorError
 
 from kdformer.config import ConfigError, ModelConfig
 
@@ -75,6 +78,12 @@ def load_model(model: ModelConfig | str, model_class: Any, **kwargs: Any) -> Any
             f"could not load model '{cfg.name}' ({source}): {exc}. Offline, give a local folder "
             "or a short name (see `kdformer models`); weights must be safetensors."
         ) from None
+    except SafetensorError as exc:
+        raise ConfigError(
+            f"the weights of '{cfg.name}' ({source}) are damaged ({exc}): the file is truncated "
+            "or not safetensors. Save or download the model again (a kdformer stage redoes it "
+            "with --overwrite)"
+        ) from None
     prepare_family(model[0] if isinstance(model, tuple) else model)  # output_loading_info
     return model
 
@@ -96,12 +105,22 @@ def load_config(model: ModelConfig | str, **kwargs: Any) -> Any:
     from transformers import AutoConfig
 
     cfg = _as_model_config(model)
-    return AutoConfig.from_pretrained(
-        resolve_name(cfg.name),
-        revision=cfg.revision,
-        trust_remote_code=cfg.trust_remote_code,
-        **kwargs,
-    )
+    source = resolve_name(cfg.name)
+    try:
+        return AutoConfig.from_pretrained(
+            source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **kwargs
+        )
+    except OSError as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        raise ConfigError(
+            f"could not load model '{cfg.name}': it is not a local folder, and "
+            + (
+                "the hub is off (HF_HUB_OFFLINE=1) and its cache has no such model"
+                if offline
+                else f"the hub gave no such model ({str(exc).splitlines()[0]})"
+            )
+            + ". Check the spelling, give a local folder, or a short name (`kdformer models`)"
+        ) from None
 
 
 def load_tokenizer(model: ModelConfig | str) -> Any:

@@ -161,6 +161,13 @@ def relation_kl_chunked(
 # --------------------------------------------------------------------------------------------
 
 
+def common_divisors_near(a: int, b: int, wanted: int, count: int = 3) -> list[int]:
+    """The ``count`` numbers dividing both ``a`` and ``b`` closest to ``wanted`` (ascending)."""
+    g = math.gcd(a, b)
+    divisors = [d for d in range(1, g + 1) if g % d == 0]
+    return sorted(sorted(divisors, key=lambda d: (abs(d - wanted), d))[:count])
+
+
 class QKVRelationsConfig(MapConfig):
     """Multi-head self-attention relation distillation (MiniLMv2)."""
 
@@ -223,8 +230,11 @@ class QKVRelationsKnowledge(KnowledgeTerm):
             raise ConfigError(
                 f"qkv_relations: relation_heads {r} must divide both the teacher width "
                 f"({teacher.hidden_size}) and the student width ({student.hidden_size}); it does "
-                f"not divide {' or '.join(bad)}. Choose a common divisor, e.g. "
-                f"{math.gcd(teacher.hidden_size, student.hidden_size)} or one of its divisors"
+                f"not divide {' or '.join(bad)}. Choose a common divisor: "
+                + ", ".join(
+                    str(d)
+                    for d in common_divisors_near(teacher.hidden_size, student.hidden_size, r)
+                )
             )
 
     @property

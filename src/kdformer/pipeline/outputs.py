@@ -55,6 +55,28 @@ class Paths:
         return self.root / "checkpoints" / stage
 
 
+def check_output_dir(path: Path) -> None:
+    """ConfigError, before any work, when ``output_dir`` is a file or cannot be written (it
+    need not exist yet: its nearest existing parent must be a folder this user can write)."""
+    import os
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output_dir {path} is a file, not a folder: choose another output_dir")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"output_dir {path} cannot be created: {existing} is a file, not a folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"output_dir {path} cannot be written: {existing} is read-only for this user; "
+            "choose an output_dir you can write to"
+        )
+
+
 def is_finished(model_dir: Path) -> bool:
     """A saved model: its config and safetensors weights whose header reads."""
     if not (model_dir / "config.json").is_file():
@@ -74,10 +96,23 @@ def is_finished(model_dir: Path) -> bool:
 
 
 def start_mode(final: Path, checkpoints: Path, overwrite: bool, resume: bool) -> str:
-    """'skip' a finished stage, 'resume' from a checkpoint, or start 'fresh'."""
-    if is_finished(final) and not overwrite:
-        return "skip"
+    """'skip' a finished stage, 'resume' from a checkpoint, or start 'fresh'.
+
+    A checkpoint newer than the finished model is an interrupted ``--overwrite``: ``--resume``
+    finishes it (the finished model stays in place until the new one is saved)."""
     last = latest_checkpoint(checkpoints)
+    newer = (
+        last is not None
+        and is_finished(final)
+        and last.stat().st_mtime > (final / "config.json").stat().st_mtime
+    )
+    if is_finished(final) and not overwrite and not (resume and newer):
+        if newer:
+            console.print(
+                f"[yellow]{checkpoints} holds {last.name}, newer than the finished model in "
+                f"{final} (an interrupted --overwrite): --resume finishes it[/]"
+            )
+        return "skip"
     if resume:
         if last is None:
             console.print(f"[yellow]no checkpoint in {checkpoints}; starting from scratch[/]")

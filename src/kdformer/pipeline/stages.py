@@ -25,6 +25,7 @@ from kdformer.models import load_config as load_model_config
 from kdformer.objective import DistillationObjective
 from kdformer.pipeline.outputs import (
     Paths,
+    check_output_dir,
     console,
     is_finished,
     save_atomically,
@@ -128,6 +129,7 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     """Fail fast: data, labels, lengths, model shapes, knowledge terms and tokenizers, before
     training. ``task``: reuse one built from ``config.task`` and ``config.seed`` (studies share
     them)."""
+    check_output_dir(config.output_dir)
     task = task or build_task(config.task, config.seed)
     if "finetune" in stages and config.finetune is None:
         raise ConfigError(
@@ -201,6 +203,7 @@ def _train(
     """Train with the library's Trainer (a task-aware subclass), resuming from the last
     checkpoint. ``setting``: the config section of the training settings (for messages)."""
     eval_examples = task.load("eval")
+    note_unused_length(task, train_features)
     args = training_arguments(train, checkpoints, config.seed, True, list(task.label_keys))
     args.include_num_input_tokens_seen = "all"
     trainer = trainer_class(
@@ -234,6 +237,25 @@ def _train(
             "would restore the optimiser state that diverged)."
         ) from None
     return trainer
+
+
+def note_unused_length(task: Task, features: Any) -> None:
+    """Say so when ``max_length`` is far beyond the longest training input: harmless with
+    per-batch padding, wasted compute when a model family pads every batch to one length."""
+    limit = task.config.max_length
+    longest = max((len(ids) for ids in features["input_ids"]), default=0)
+    if not longest or longest * 2 > limit:
+        return
+    if task.pad_to:
+        console.print(
+            f"[yellow]note: every batch is padded to {task.pad_to} tokens, but the longest "
+            f"training input has {longest}: a lower task.max_length saves most of the compute[/]"
+        )
+    else:
+        console.print(
+            f"note: task.max_length is {limit} and the longest training input has {longest} "
+            "tokens; nothing is truncated, and batches pad to their own longest input"
+        )
 
 
 def source_teacher_config(config: ExperimentConfig) -> Any:

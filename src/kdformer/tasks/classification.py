@@ -155,17 +155,23 @@ def read_delimited(
             index = {out: names.index(col) for out, col in wanted.items()}
             needed = max(index.values()) + 1
             columns: dict[str, list[str]] = {out: [] for out in wanted}
-            skipped = 0
+            skipped: list[int] = []  # line numbers (1-based, as an editor shows them)
             for row in reader:
                 if len(row) < needed:
-                    skipped += 1
+                    skipped.append(reader.line_num)
                     continue
                 for out, i in index.items():
                     columns[out].append(row[i])
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"Cannot read {path}: {exc}") from exc
     if skipped:
-        logger.warning("%s: skipped %d malformed row(s) with too few fields", path, skipped)
+        shown = ", ".join(str(n) for n in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+        logger.warning(
+            "%s: skipped %d malformed row(s) with fewer than %d fields, at line(s) %s",
+            path, len(skipped), needed, shown,
+        )  # fmt: skip
+    if not columns[next(iter(wanted))]:
+        raise DataError(f"{path} holds no examples (a header row only, or only malformed rows).")
     return columns
 
 

@@ -1,0 +1,152 @@
+"""Bad input a new user gives, each answered before any work with a message that names the
+problem and the fix (no traceback); Ctrl-C says what was kept and how to resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import GLUE, needs_data
+from typer.testing import CliRunner
+
+from kdformer import pipeline
+from kdformer.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, ["run", "configs/demo.yaml", *args])
+
+
+def test_a_misspelt_hub_name_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run("teacher.name=bert-bsae-uncased")
+    assert result.exit_code == 2, result.output
+    assert "not a local folder" in result.output and "HF_HUB_OFFLINE" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unknown_scheduler_is_refused_with_the_closest_name():
+    result = run("distill.train.lr_scheduler=linearr")
+    assert result.exit_code == 2
+    assert "did you mean 'linear'" in result.output and "cosine" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_device_the_machine_lacks_is_refused():
+    result = run("report.device=cuda")
+    assert result.exit_code == 2 and "lacks" in result.output
+    result = runner.invoke(app, ["students", "--params", "5M", "--device", "cuda"])
+    assert result.exit_code == 2 and "lacks" in result.output
+    result = runner.invoke(app, ["evaluate", "minilm-l6", "--device", "cuda"])
+    assert result.exit_code == 2 and "lacks" in result.output
+
+
+def test_an_output_dir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    result = run(f"output_dir={file}")
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output
+    result = run(f"output_dir={file / 'below'}")
+    assert result.exit_code == 2 and "cannot be created" in result.output
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: real(path, mode) and not mode & os.W_OK)
+    result = run(f"output_dir={tmp_path / 'new'}")
+    assert result.exit_code == 2 and "read-only" in result.output
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+
+    def interrupted(config, *args, **kwargs):
+        checkpoint = Path(config.output_dir) / "checkpoints" / "student" / "checkpoint-2"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run", interrupted)
+    result = run(f"output_dir={out}", "--overwrite")
+    assert result.exit_code == 130
+    text = " ".join(result.output.split())
+    assert "interrupted." in text and "finished models none" in text
+    assert str(out / "checkpoints" / "student" / "checkpoint-2") in text
+    assert "Continue with: kdformer" in text and text.endswith("--resume")
+    assert "--overwrite" not in text.split("Continue with:")[1]
+
+
+@needs_data(GLUE)
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_damaged_weights_are_never_finished_nor_loaded(tiny_teacher, tmp_path, damage):
+    import os
+    import shutil
+
+    from kdformer.pipeline.outputs import is_finished
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_teacher, folder)
+    assert is_finished(folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        with weights.open("r+b") as handle:
+            handle.truncate(weights.stat().st_size // 2)
+    else:
+        weights.write_bytes(os.urandom(5000))
+    assert not is_finished(folder)
+    result = runner.invoke(
+        app, ["evaluate", str(folder), "--data-dir", str(GLUE), "--max-eval-samples", "4"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "damaged" in result.output and "Traceback" not in result.output
+
+
+def test_a_header_only_file_and_a_malformed_row_are_named(tmp_path, caplog):
+    from kdformer.tasks import ClassificationTaskConfig, DataError, build_task
+
+    folder = tmp_path / "SST-2"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("sentence\tlabel\n")
+    (folder / "dev.tsv").write_text("sentence\tlabel\nfine\t1\nbroken row\nalso fine\t0\n")
+    task = build_task(ClassificationTaskConfig(name="sst2", data_dir=tmp_path))
+    with pytest.raises(DataError, match="train.tsv holds no examples"):
+        task.load("train")
+    with caplog.at_level("WARNING"):
+        assert len(task.load("eval")) == 2
+    assert "dev.tsv: skipped 1 malformed row(s)" in caplog.text and "at line(s) 3" in caplog.text
+
+
+@needs_data(GLUE)
+def test_max_length_far_beyond_the_data_is_said(tiny_teacher, tmp_path):
+    result = run(
+        f"output_dir={tmp_path / 'run'}", f"teacher.name={tiny_teacher}", f"task.data_dir={GLUE}",
+        "task.max_train_samples=32", "task.max_eval_samples=16", "task.max_length=128",
+        "finetune={max_steps: 1, report_to: []}", "distill.train={max_steps: 1, report_to: []}",
+        "distill.allow_weak_teacher=true", "report.latency_repeats=1",
+        "--stages", "finetune",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "task.max_length is 128 and the longest training input has" in text
+
+
+def test_missing_shared_data_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    missing = Path("/nonexistent/kdformer-shared-data")
+    monkeypatch.setenv("CI", "true")
+    assert needs_data(missing).args[0] is False  # the test runs, and fails on the missing data
+    monkeypatch.setenv("CI", "")
+    assert needs_data(missing).args[0] is True
+
+
+def test_a_missing_teacher_folder_and_an_empty_objective(tmp_path):
+    result = run(f"output_dir={tmp_path / 'a'}", "teacher.name=runs/no-such/teacher")
+    assert result.exit_code == 2 and "model folder not found: runs/no-such/teacher" in result.output
+    result = run(
+        f"output_dir={tmp_path / 'b'}", "distill.knowledge=[]", "distill.hard_label_weight=0",
+        "--stages", "distill",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "the distillation objective is empty" in " ".join(result.output.split())
