@@ -77,6 +77,16 @@ def test_cli_run_distils_and_reports(tiny_teacher, tmp_path, task):
     card = (out / "student" / "README.md").read_text()
     assert "kdformer" in card and "retention" in card.lower() or "% of teacher" in card
     assert (out / "student" / "kdformer_config.yaml").is_file()
+    # The card's front matter is a proper Hugging Face card with the student's results.
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(out / "student" / "README.md").data
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-classification"
+    assert data.datasets == ["nyu-mll/glue"] and data.tags == ["kdformer", "knowledge-distillation"]
+    results = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert results["accuracy"] == pytest.approx(student["metrics"]["accuracy"], abs=1e-4)
+    assert data.eval_results[0].dataset_config == task
+    assert data.base_model is None  # a local tiny teacher names no hub model
     assert not list((out / "student").glob("*.bin")), "weights must be safetensors only"
     # Every knowledge term is logged separately.
     state = json.loads((out / "checkpoints/student/checkpoint-4/trainer_state.json").read_text())

@@ -103,3 +103,17 @@ def test_a_teacher_at_the_baseline_makes_retention_meaningless():
     assert report["models"][1]["retention_pct"] == pytest.approx(100 * 0.505 / 0.155)
     text = to_markdown(report)
     assert "325.8% (!)" in text and "Warning: retention is meaningless" in text
+
+
+def test_base_model_follows_short_names_and_kdformer_folders(tmp_path):
+    from kdformer.models import base_model_of
+
+    assert base_model_of("minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert base_model_of("bert-base-uncased") == "bert-base-uncased"
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "kdformer_config.yaml").write_text("teacher:\n  name: minilm-l6\n")
+    assert base_model_of(str(teacher)) == "sentence-transformers/all-MiniLM-L6-v2"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert base_model_of(str(plain)) is None

@@ -57,6 +57,29 @@ def resolve_name(name: str) -> str:
     return name
 
 
+HUB_ORIGINS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2"}
+"""The hub models that the offline short names package."""
+
+
+def base_model_of(name: str, depth: int = 0) -> str | None:
+    """The hub model a model comes from, for a model card's ``base_model``: a short name's
+    origin, a hub name itself, or for a folder kdformer wrote, the teacher its config names
+    (followed back); None for other local folders."""
+    if name in HUB_ORIGINS:
+        return HUB_ORIGINS[name]
+    path = Path(name).expanduser()
+    if not path.exists():
+        return name if "/" in name or not name.startswith(".") else None
+    written = path / "kdformer_config.yaml"
+    if depth < 5 and written.is_file():
+        import yaml
+
+        teacher = (yaml.safe_load(written.read_text(encoding="utf-8")) or {}).get("teacher") or {}
+        if teacher.get("name") and teacher["name"] != name:
+            return base_model_of(str(teacher["name"]), depth + 1)
+    return None
+
+
 def _as_model_config(model: ModelConfig | str) -> ModelConfig:
     return model if isinstance(model, ModelConfig) else ModelConfig(name=str(model))
 

@@ -464,8 +464,9 @@ def distill(
                 json.dumps(held_out, indent=2) + "\n", encoding="utf-8"
             )
         write_model_card(
-            folder, dump_config(config), reference.name, None, task.model_class.__name__
-        )
+            folder, dump_config(config), config.teacher.name, None, task.model_class.__name__,
+            task.card_dataset(),
+        )  # fmt: skip
 
     save_atomically(save, paths.student)
     console.print(f"student saved to {paths.student}")
@@ -558,8 +559,9 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
     write_report(report, config.output_dir)
     write_report(report, paths.student)
     write_model_card(
-        paths.student, dump_config(config), config.teacher.name, report, task.model_class.__name__
-    )
+        paths.student, dump_config(config), config.teacher.name, report,
+        task.model_class.__name__, task.card_dataset(),
+    )  # fmt: skip
     print_report(report)
     return report
 

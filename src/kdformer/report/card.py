@@ -7,6 +7,56 @@ from typing import Any
 
 from kdformer.report.render import to_markdown
 
+PIPELINE_TAGS = {
+    "AutoModelForSequenceClassification": "text-classification",
+    "AutoModelForTokenClassification": "token-classification",
+    "AutoModelForQuestionAnswering": "question-answering",
+    "AutoModelForMaskedLM": "fill-mask",
+    "AutoModel": "feature-extraction",
+}
+
+
+def card_metadata(
+    model_dir: str | Path,
+    teacher_name: str,
+    report: dict[str, Any] | None,
+    model_class: str,
+    dataset: dict[str, str] | None,
+) -> dict[str, Any]:
+    """The Hugging Face card's front matter: library, pipeline tag, base model, data sets and
+    a model-index with the student's measured metrics (so the Hub renders its results)."""
+    from kdformer.models import base_model_of
+
+    meta: dict[str, Any] = {"library_name": "transformers"}
+    tag = PIPELINE_TAGS.get(model_class)
+    if tag:
+        meta["pipeline_tag"] = tag
+    meta["tags"] = ["kdformer", "knowledge-distillation"]
+    base = base_model_of(teacher_name)
+    if base:
+        meta["base_model"] = base
+    if dataset:
+        meta["datasets"] = [dataset["type"]]
+    student = next(
+        (m for m in (report or {}).get("models", []) if "student" in str(m.get("name"))), None
+    )
+    if student and student.get("metrics"):
+        main = (report or {}).get("main_metric")
+        names = sorted(student["metrics"], key=lambda k: (k != main, k))
+        result: dict[str, Any] = {
+            "metrics": [
+                {"type": k, "name": k.replace("_", " "), "value": round(float(v), 4)}
+                for k, v in ((k, student["metrics"][k]) for k in names)
+                if isinstance(v, int | float)
+            ]
+        }
+        if tag:
+            result["task"] = {"type": tag}
+        if dataset:
+            result["dataset"] = {k: v for k, v in dataset.items() if v}
+        meta["model-index"] = [{"name": Path(model_dir).name, "results": [result]}]
+    return meta
+
 
 def write_model_card(
     model_dir: str | Path,
@@ -14,14 +64,16 @@ def write_model_card(
     teacher_name: str,
     report: dict[str, Any] | None,
     model_class: str = "AutoModel",
+    dataset: dict[str, str] | None = None,
 ) -> Path:
-    """README.md with Hub-style front matter, the report table and the config that made it."""
+    """README.md with Hugging Face front matter (:func:`card_metadata`), the report table and
+    the config that made it."""
+    import yaml
+
+    meta = card_metadata(model_dir, teacher_name, report, model_class, dataset)
     body = [
         "---",
-        "library_name: transformers",
-        "tags:",
-        "- kdformer",
-        "- knowledge-distillation",
+        yaml.safe_dump(meta, sort_keys=False).rstrip(),
         "---",
         "",
         "# Distilled student",

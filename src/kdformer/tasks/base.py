@@ -293,6 +293,11 @@ class Task(abc.ABC):
         """A fresh :class:`Scorer` for ``features`` (from :meth:`tokenize` with purpose eval) of
         ``examples``."""
 
+    def card_dataset(self) -> dict[str, str] | None:
+        """The evaluation data as a Hugging Face card names it (``name``, ``type``: the hub
+        id, ``config``, ``split``), or None for the user's own files."""
+        return None
+
     def baseline(
         self, train: datasets.Dataset, examples: datasets.Dataset
     ) -> dict[str, float] | None:

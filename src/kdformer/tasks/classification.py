@@ -388,6 +388,16 @@ class ClassificationTask(LabelledTask):
     baseline_name = "majority class"
     config: ClassificationTaskConfig
 
+    def card_dataset(self) -> dict[str, str] | None:
+        if self.spec is None:
+            return None
+        return {
+            "name": f"GLUE {self.spec.hub_config.upper()}",
+            "type": self.config.hub_dataset,
+            "config": self.spec.hub_config,
+            "split": self.spec.hub_eval_split,
+        }
+
     def __init__(self, config: ClassificationTaskConfig, seed: int = 42):
         super().__init__(config, seed)
         if self.name not in CLASSIFICATION_TASK_NAMES:

@@ -264,6 +264,14 @@ class TokenClassificationTask(LabelledTask):
     table_metrics = ("f1", "precision", "recall")
     config: NerTaskConfig
 
+    def card_dataset(self) -> dict[str, str] | None:
+        """The hub data set when the data came from the hub (own files: None)."""
+        cfg = self.config
+        if cfg.format != "hub" and (cfg.data_dir or cfg.train_file or cfg.eval_file):
+            return None
+        split = "validation" if cfg.eval_split == "valid" else cfg.eval_split
+        return {"name": cfg.hub_dataset, "type": cfg.hub_dataset, "split": split}
+
     def __init__(self, config: NerTaskConfig, seed: int = 42):
         super().__init__(config, seed)
         self._documents: dict[str, list[Document]] = {}

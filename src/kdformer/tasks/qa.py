@@ -181,6 +181,13 @@ class QuestionAnsweringTask(Task):
     table_metrics = ("exact_match", "f1", "HasAns_f1", "NoAns_f1")
     config: QATaskConfig
 
+    def card_dataset(self) -> dict[str, str] | None:
+        """The hub data set when the data came from the hub (own files: None)."""
+        cfg = self.config
+        if cfg.train_file or cfg.eval_file:
+            return None
+        return {"name": cfg.hub_dataset, "type": cfg.hub_dataset, "split": "validation"}
+
     def __init__(self, config: QATaskConfig, seed: int = 42):
         super().__init__(config, seed)
         self.version_2 = (
