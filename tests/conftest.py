@@ -163,3 +163,28 @@ def save_byte_level_tokenizer(folder: Path) -> Path:
     merges = [tuple(line.split()) for line in lines if line]
     transformers.RobertaTokenizer(vocab=vocab, merges=merges).save_pretrained(folder)
     return folder
+
+
+def write_tiny_sst2_config(
+    path: Path, output_dir: Path, teacher: Path, cache: Path, train: dict, samples: int
+) -> Path:
+    """A YAML run config for CLI subprocess tests: the tiny teacher on ``samples`` SST-2
+    sentences, a 2-layer student, logits + hidden knowledge from the teacher cache."""
+    import yaml
+
+    config = {
+        "output_dir": str(output_dir),
+        "task": {"name": "sst2", "data_dir": str(GLUE), "max_train_samples": samples,
+                 "max_eval_samples": 16, "max_length": 32},
+        "teacher": {"name": str(teacher)},
+        "student": {"num_layers": 2},
+        "distill": {
+            "allow_weak_teacher": True,
+            "knowledge": [{"type": "logits"}, {"type": "hidden"}],
+            "cache": {"enabled": True, "dir": str(cache)},
+            "train": {"logging_steps": 1, "report_to": [], **train},
+        },
+        "report": {"latency_repeats": 2, "latency_batch_size": 4, "latency_seq_length": 16},
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    return path

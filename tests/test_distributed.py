@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import GLUE, needs_data
+from conftest import GLUE, needs_data, write_tiny_sst2_config
 
 from kdformer import distributed
 
@@ -19,23 +19,10 @@ from kdformer import distributed
 @needs_data(GLUE)
 def test_two_cpu_processes_shard_the_data_and_save_once(tiny_teacher, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
-    config = {
-        "output_dir": str(out),
-        "task": {"name": "sst2", "data_dir": str(GLUE), "max_train_samples": 256,
-                 "max_eval_samples": 64, "max_length": 32},
-        "teacher": {"name": str(tiny_teacher)},
-        "student": {"num_layers": 2},
-        "distill": {
-            "allow_weak_teacher": True,
-            "knowledge": [{"type": "logits"}, {"type": "hidden"}],
-            "cache": {"enabled": True, "dir": str(cache)},
-            "train": {"epochs": 2, "batch_size": 16, "save_steps": 4, "logging_steps": 1,
-                      "report_to": []},
-        },
-        "report": {"latency_repeats": 2, "latency_batch_size": 4, "latency_seq_length": 16},
-    }  # fmt: skip
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_tiny_sst2_config(
+        tmp_path / "config.yaml", out, tiny_teacher, cache,
+        {"epochs": 2, "batch_size": 16, "save_steps": 4}, samples=256,
+    )  # fmt: skip
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(

@@ -12,30 +12,16 @@ from pathlib import Path
 
 import pytest
 import safetensors.torch
-import yaml
-from conftest import GLUE, needs_data
+from conftest import GLUE, needs_data, write_tiny_sst2_config
 
 pytestmark = needs_data(GLUE)
 
 
 def config(tmp_path: Path, teacher: Path, name: str) -> Path:
-    data = {
-        "output_dir": str(tmp_path / name),
-        "task": {"name": "sst2", "data_dir": str(GLUE), "max_train_samples": 128,
-                 "max_eval_samples": 16, "max_length": 32},
-        "teacher": {"name": str(teacher)},
-        "student": {"num_layers": 2},
-        "distill": {
-            "allow_weak_teacher": True,
-            "knowledge": [{"type": "logits"}, {"type": "hidden"}],
-            "cache": {"enabled": True, "dir": str(tmp_path / "cache")},
-            "train": {"max_steps": 40, "batch_size": 8, "save_steps": 2, "save_total_limit": 20,
-                      "logging_steps": 1, "report_to": []},
-        },
-    }  # fmt: skip
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    train = {"max_steps": 40, "batch_size": 8, "save_steps": 2, "save_total_limit": 20}
+    return write_tiny_sst2_config(
+        tmp_path / f"{name}.yaml", tmp_path / name, teacher, tmp_path / "cache", train, 128
+    )
 
 
 def command(path: Path, *extra: str) -> list[str]:
