@@ -150,3 +150,26 @@ def test_a_missing_teacher_folder_and_an_empty_objective(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "the distillation objective is empty" in " ".join(result.output.split())
+
+
+@needs_data(GLUE)
+def test_distill_dry_run_prints_the_plan_and_trains_nothing(tiny_teacher, tmp_path):
+    out = tmp_path / "dry"
+    result = runner.invoke(
+        app,
+        ["distill", "configs/demo.yaml", "--dry-run", f"output_dir={out}",
+         f"teacher.name={tiny_teacher}", f"task.data_dir={GLUE}", "task.max_train_samples=64",
+         "task.max_eval_samples=16", "task.max_length=32", "finetune=null",
+         "student.num_layers=2", "student.hidden_size=16", "student.num_heads=2",
+         "student.init=random", "distill.train.batch_size=8",
+         "distill.knowledge=[{type: logits}, {type: hidden}, {type: attention, heads: average}]"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    # 4 -> 2 layers, uniform: student layer 1 learns teacher layer 2, layer 2 learns layer 4.
+    assert "hidden (x1.0, teacher main): student L1 <- teacher L2, student L2 <- teacher L4" in text
+    assert "projections/mixers 1,088 parameters" in text  # 2 x (16 x 32 + 32)
+    assert "bert.encoder.layer.1.attention.self.query" in text  # the student's second layer
+    assert "bert.encoder.layer.3.attention.self.key" in text  # the teacher's fourth layer
+    assert "s/step measured" in text and "memory estimate:" in text
+    assert not out.exists(), "a dry run writes nothing"

@@ -185,6 +185,12 @@ def distill(
     overwrite: bool = OverwriteOpt,
     resume: bool = ResumeOpt,
     allow_weak_teacher: bool = WeakTeacherOpt,
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the plan (matched layers and modules per knowledge term, projections, "
+        "parameters, measured step time, memory estimate) without training.",
+    ),
 ) -> None:
     """Distill the teacher into a student, into <output_dir>/student: on a task (the teacher
     trained for it), or on raw text (task: {type: text}) for a general student."""
@@ -192,6 +198,12 @@ def distill(
 
     with user_errors():
         cfg = _load(config, overrides, allow_weak_teacher)
+        if dry_run:
+            from kdformer.pipeline.plan import distill_plan
+
+            for line in distill_plan(cfg):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            return
         with explain_interrupt(cfg.output_dir):
             pipeline.distill(cfg, overwrite=overwrite, resume=resume)
 

@@ -1,0 +1,141 @@
+"""``kdformer distill --dry-run``: what a distillation would do, without training.
+
+The matched layers and the modules each knowledge term reads, the projections and their
+sizes, parameter counts, and a measured step time and memory estimate: models of the planned
+shapes (random weights: the cost is the same) run three steps on a real batch of the task.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from kdformer.config import ExperimentConfig
+from kdformer.features import extract_features, resolve_layer_modules
+
+
+def distill_plan(config: ExperimentConfig) -> list[str]:
+    """The plan as printable lines (validates the config first, as a run would)."""
+    from kdformer.models import load_config as load_model_config
+    from kdformer.pipeline.stages import (
+        build_objective,
+        source_teacher_config,
+        task_stage_config,
+        validate,
+    )
+    from kdformer.students import student_config
+
+    config = task_stage_config(config)
+    stages = ["finetune", "distill"] if config.finetune is not None else ["distill"]
+    task = validate(config, stages)  # type: ignore[arg-type]
+    teacher_cfg = source_teacher_config(config)
+    if config.student.init == "pretrained" and config.student.pretrained:
+        student_cfg = load_model_config(config.student.pretrained)
+    else:
+        student_cfg = student_config(teacher_cfg, config.student)
+    others = {t.id: load_model_config(t) for t in config.distill.teachers}
+    objective = build_objective(config, task, teacher_cfg, student_cfg, others)
+    for cfg in (teacher_cfg, student_cfg):
+        cfg.update({k: v for k, v in task.model_kwargs().items() if k != "problem_type"})
+    torch.manual_seed(0)
+    teacher = task.model_class.from_config(teacher_cfg).eval()
+    student = task.model_class.from_config(student_cfg).train()
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    lines = [
+        f"dry run: {config.teacher.name} ({teacher_cfg.num_hidden_layers} x "
+        f"{teacher_cfg.hidden_size}, {count(teacher) / 1e6:.1f}M parameters) -> student "
+        f"({student_cfg.num_hidden_layers} x {student_cfg.hidden_size}, "
+        f"{count(student) / 1e6:.1f}M, init {config.student.init}) on {task.describe_data()}",
+        "knowledge terms:",
+    ]
+    for name, term in objective.terms.items():
+        target = objective.targets[name]
+        groups = getattr(term, "groups", None)
+        matched = (
+            ", ".join(
+                f"student L{g.student} <- teacher L{'+'.join(str(t) for t in g.teachers)}"
+                for g in groups
+            )
+            if groups
+            else "the task outputs"
+        )
+        modules = sorted(
+            resolve_layer_modules(student, term.needs_for("student").layer_modules).values()
+        )
+        teacher_modules = sorted(
+            resolve_layer_modules(teacher, term.needs_for("teacher").layer_modules).values()
+        ) if target in ("main", "all") else []  # fmt: skip
+        trainable = count(term)
+        lines.append(
+            f"  {name} (x{term.config.weight}, teacher {target}): {matched}; "
+            + (f"student modules {modules}; " if modules else "")
+            + (f"teacher modules {teacher_modules}; " if teacher_modules else "")
+            + (
+                f"projections/mixers {trainable:,} parameters"
+                if trainable
+                else "no trainable projection"
+            )
+        )
+    hard = objective.current_hard_label_weight if objective.uses_hard_labels else 0
+    lines.append(f"  hard labels x{hard}")
+    train = config.distill.train
+    if others:  # each teacher's features would be needed: not measured
+        lines.append(f"parameters: teacher {count(teacher):,}; student {count(student):,}")
+        lines.append("step time and memory: not measured with several teachers")
+        return lines
+    seconds, activation_bytes = _time_steps(config, task, teacher, student, objective)
+    steps = train.max_steps or int(
+        train.epochs * -(-len(task.distillation_examples()) // train.batch_size)
+    )
+    trainable = count(student) + count(objective)
+    # fp32 weights + gradients + AdamW's two moments; the frozen teacher's weights only.
+    memory = trainable * 16 + count(teacher) * 4 + activation_bytes
+    lines += [
+        f"parameters: teacher {count(teacher):,}; student {count(student):,}; objective "
+        f"{count(objective):,}",
+        f"step time: {seconds:.3f} s/step measured (batch {train.batch_size}, median of 2 "
+        f"after a warm-up, this machine); {steps:,} steps ~ {steps * seconds / 60:.1f} min",
+        f"memory estimate: {memory / 2**20:,.0f} MiB (student + projections with gradients and "
+        f"AdamW {trainable * 16 / 2**20:,.0f}, teacher {count(teacher) * 4 / 2**20:,.0f}, "
+        f"activations {activation_bytes / 2**20:,.0f})",
+    ]
+    return lines
+
+
+def _time_steps(
+    config: ExperimentConfig, task: Any, teacher: Any, student: Any, objective: Any
+) -> tuple[float, int]:
+    """Seconds per training step (median of two after one warm-up) and the resident memory
+    the steps added (activations, gradients and optimiser state at their peak)."""
+    from kdformer.models import load_tokenizer
+    from kdformer.pipeline.teachers import teacher_reference
+
+    tokenizer = load_tokenizer(config.teacher if config.finetune else teacher_reference(config))
+    size = config.distill.train.batch_size
+    examples = task.distillation_examples()
+    sample = examples.select(range(min(len(examples), size)))
+    features = task.model_features(task.tokenize(sample, tokenizer, "train"))
+    batch = task.collator(tokenizer, "train")([features[i] for i in range(len(features))][:size])
+    batch = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+    parameters = list(student.parameters()) + list(objective.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=1e-5)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        with torch.no_grad():
+            teacher_features = extract_features(teacher, batch, objective.needs_for("teacher"))
+        student_features = extract_features(student, batch, objective.needs_for("student"))
+        objective(student_features, teacher_features, batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return statistics.median(times[1:]), max(0, after - before)
