@@ -114,12 +114,14 @@ def explain_interrupt(output_dir: Path) -> Iterator[None]:
     except KeyboardInterrupt:
         import shlex
 
-        from kdformer.pipeline.outputs import is_finished
+        from kdformer.pipeline.outputs import Paths, is_finished
         from kdformer.training import latest_checkpoint
 
         root = Path(output_dir)
-        names = ("converted", "teacher", "general/student", "student", "one_stage/student")
-        finished = [str(root / n) for n in names if is_finished(root / n)]
+        paths = Paths(root)
+        models = (paths.converted, paths.teacher, paths.general / "student", paths.student,
+                  paths.one_stage / "student")  # fmt: skip
+        finished = [str(p) for p in models if is_finished(p)]
         folders = sorted((root / "checkpoints").glob("*")) + sorted(root.glob("*/checkpoints/*"))
         last = [str(c) for c in (latest_checkpoint(f) for f in folders) if c is not None]
         again = [a for a in sys.argv[1:] if a != "--overwrite"]

@@ -101,12 +101,13 @@ def start_mode(final: Path, checkpoints: Path, overwrite: bool, resume: bool) ->
     A checkpoint newer than the finished model is an interrupted ``--overwrite``: ``--resume``
     finishes it (the finished model stays in place until the new one is saved)."""
     last = latest_checkpoint(checkpoints)
+    finished = is_finished(final)
     newer = (
-        last is not None
-        and is_finished(final)
+        finished
+        and last is not None
         and last.stat().st_mtime > (final / "config.json").stat().st_mtime
     )
-    if is_finished(final) and not overwrite and not (resume and newer):
+    if finished and not overwrite and not (resume and newer):
         if newer:
             console.print(
                 f"[yellow]{checkpoints} holds {last.name}, newer than the finished model in "

@@ -16,6 +16,7 @@ import torch
 
 from kdformer.config import ExperimentConfig
 from kdformer.features import extract_features, resolve_layer_modules
+from kdformer.models import count_parameters
 
 
 def distill_plan(config: ExperimentConfig) -> list[str]:
@@ -44,15 +45,13 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
     torch.manual_seed(0)
     teacher = task.model_class.from_config(teacher_cfg).eval()
     student = task.model_class.from_config(student_cfg).train()
-
-    def count(module: torch.nn.Module) -> int:
-        return sum(p.numel() for p in module.parameters())
+    teacher_params, student_params = count_parameters(teacher), count_parameters(student)
 
     lines = [
         f"dry run: {config.teacher.name} ({teacher_cfg.num_hidden_layers} x "
-        f"{teacher_cfg.hidden_size}, {count(teacher) / 1e6:.1f}M parameters) -> student "
+        f"{teacher_cfg.hidden_size}, {teacher_params / 1e6:.1f}M parameters) -> student "
         f"({student_cfg.num_hidden_layers} x {student_cfg.hidden_size}, "
-        f"{count(student) / 1e6:.1f}M, init {config.student.init}) on {task.describe_data()}",
+        f"{student_params / 1e6:.1f}M, init {config.student.init}) on {task.describe_data()}",
         "knowledge terms:",
     ]
     for name, term in objective.terms.items():
@@ -72,7 +71,7 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
         teacher_modules = sorted(
             resolve_layer_modules(teacher, term.needs_for("teacher").layer_modules).values()
         ) if target in ("main", "all") else []  # fmt: skip
-        trainable = count(term)
+        trainable = count_parameters(term)
         lines.append(
             f"  {name} (x{term.config.weight}, teacher {target}): {matched}; "
             + (f"student modules {modules}; " if modules else "")
@@ -87,23 +86,24 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
     lines.append(f"  hard labels x{hard}")
     train = config.distill.train
     if others:  # each teacher's features would be needed: not measured
-        lines.append(f"parameters: teacher {count(teacher):,}; student {count(student):,}")
+        lines.append(f"parameters: teacher {teacher_params:,}; student {student_params:,}")
         lines.append("step time and memory: not measured with several teachers")
         return lines
     seconds, activation_bytes = _time_steps(config, task, teacher, student, objective)
     steps = train.max_steps or int(
         train.epochs * -(-len(task.distillation_examples()) // train.batch_size)
     )
-    trainable = count(student) + count(objective)
+    objective_params = count_parameters(objective)
+    trainable = student_params + objective_params
     # fp32 weights + gradients + AdamW's two moments; the frozen teacher's weights only.
-    memory = trainable * 16 + count(teacher) * 4 + activation_bytes
+    memory = trainable * 16 + teacher_params * 4 + activation_bytes
     lines += [
-        f"parameters: teacher {count(teacher):,}; student {count(student):,}; objective "
-        f"{count(objective):,}",
+        f"parameters: teacher {teacher_params:,}; student {student_params:,}; objective "
+        f"{objective_params:,}",
         f"step time: {seconds:.3f} s/step measured (batch {train.batch_size}, median of 2 "
         f"after a warm-up, this machine); {steps:,} steps ~ {steps * seconds / 60:.1f} min",
         f"memory estimate: {memory / 2**20:,.0f} MiB (student + projections with gradients and "
-        f"AdamW {trainable * 16 / 2**20:,.0f}, teacher {count(teacher) * 4 / 2**20:,.0f}, "
+        f"AdamW {trainable * 16 / 2**20:,.0f}, teacher {teacher_params * 4 / 2**20:,.0f}, "
         f"activations {activation_bytes / 2**20:,.0f})",
     ]
     return lines

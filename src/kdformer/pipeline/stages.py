@@ -86,21 +86,19 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
             )
     else:
         student_cfg = student_config(teacher_config, config.student)
+    others = {}
+    if config.distill.teachers:
+        main_tokenizer = load_tokenizer(config.teacher)
+        for extra in config.distill.teachers:
+            others[extra.id] = load_model_config(extra)
+            task.check_lengths(others[extra.id], extra.name)
+            check_same_tokenizer(main_tokenizer, load_tokenizer(extra))
     task.pad_to = check_models(
-        [(teacher_config, "teacher"), (student_cfg, "student")], task.config.max_length
+        [(teacher_config, "teacher"), (student_cfg, "student")]
+        + [(c, f"teacher {i}") for i, c in others.items()],
+        task.config.max_length,
     )
     check_cache_setup(config)
-    others = {}
-    for extra in config.distill.teachers:
-        others[extra.id] = load_model_config(extra)
-        task.check_lengths(others[extra.id], extra.name)
-        check_same_tokenizer(load_tokenizer(config.teacher), load_tokenizer(extra))
-    if others:
-        task.pad_to = check_models(
-            [(teacher_config, "teacher"), (student_cfg, "student")]
-            + [(c, f"teacher {i}") for i, c in others.items()],
-            task.config.max_length,
-        )
     build_objective(config, task, teacher_config, student_cfg, others)
 
 
@@ -465,7 +463,7 @@ def distill(
             )
         write_model_card(
             folder, dump_config(config), config.teacher.name, None, task.model_class.__name__,
-            task.card_dataset(),
+            task.card_dataset(), task.pipeline_tag,
         )  # fmt: skip
 
     save_atomically(save, paths.student)
@@ -560,7 +558,7 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
     write_report(report, paths.student)
     write_model_card(
         paths.student, dump_config(config), config.teacher.name, report,
-        task.model_class.__name__, task.card_dataset(),
+        task.model_class.__name__, task.card_dataset(), task.pipeline_tag,
     )  # fmt: skip
     print_report(report)
     return report

@@ -7,20 +7,12 @@ from typing import Any
 
 from kdformer.report.render import to_markdown
 
-PIPELINE_TAGS = {
-    "AutoModelForSequenceClassification": "text-classification",
-    "AutoModelForTokenClassification": "token-classification",
-    "AutoModelForQuestionAnswering": "question-answering",
-    "AutoModelForMaskedLM": "fill-mask",
-    "AutoModel": "feature-extraction",
-}
-
 
 def card_metadata(
     model_dir: str | Path,
     teacher_name: str,
     report: dict[str, Any] | None,
-    model_class: str,
+    pipeline_tag: str | None,
     dataset: dict[str, str] | None,
 ) -> dict[str, Any]:
     """The Hugging Face card's front matter: library, pipeline tag, base model, data sets and
@@ -28,9 +20,8 @@ def card_metadata(
     from kdformer.models import base_model_of
 
     meta: dict[str, Any] = {"library_name": "transformers"}
-    tag = PIPELINE_TAGS.get(model_class)
-    if tag:
-        meta["pipeline_tag"] = tag
+    if pipeline_tag:
+        meta["pipeline_tag"] = pipeline_tag
     meta["tags"] = ["kdformer", "knowledge-distillation"]
     base = base_model_of(teacher_name)
     if base:
@@ -50,8 +41,8 @@ def card_metadata(
                 if isinstance(v, int | float)
             ]
         }
-        if tag:
-            result["task"] = {"type": tag}
+        if pipeline_tag:
+            result["task"] = {"type": pipeline_tag}
         if dataset:
             result["dataset"] = {k: v for k, v in dataset.items() if v}
         meta["model-index"] = [{"name": Path(model_dir).name, "results": [result]}]
@@ -65,12 +56,13 @@ def write_model_card(
     report: dict[str, Any] | None,
     model_class: str = "AutoModel",
     dataset: dict[str, str] | None = None,
+    pipeline_tag: str | None = None,
 ) -> Path:
     """README.md with Hugging Face front matter (:func:`card_metadata`), the report table and
     the config that made it."""
     import yaml
 
-    meta = card_metadata(model_dir, teacher_name, report, model_class, dataset)
+    meta = card_metadata(model_dir, teacher_name, report, pipeline_tag, dataset)
     body = [
         "---",
         yaml.safe_dump(meta, sort_keys=False).rstrip(),

@@ -140,6 +140,8 @@ class Task(abc.ABC):
     config_class: ClassVar[type[TaskSection]]
     model_class: Any
     """transformers Auto class that builds a model for this task."""
+    pipeline_tag: str | None = None
+    """The Hugging Face pipeline a model of this task serves (its model card's tag)."""
     outputs: tuple[OutputSpec, ...] = ()
     """Model outputs the objective distils (soft targets) and trains on (hard labels)."""
     side_columns: tuple[str, ...] = ()

@@ -384,6 +384,7 @@ class ClassificationTask(LabelledTask):
     type = "classification"
     config_class = ClassificationTaskConfig
     model_class = AutoModelForSequenceClassification
+    pipeline_tag = "text-classification"
     outputs = (OutputSpec("logits", label_key="labels", over="classes", rows="example"),)
     baseline_name = "majority class"
     config: ClassificationTaskConfig

@@ -257,6 +257,7 @@ class TokenClassificationTask(LabelledTask):
     type = "ner"
     config_class = NerTaskConfig
     model_class = AutoModelForTokenClassification
+    pipeline_tag = "token-classification"
     outputs = (OutputSpec("logits", label_key="labels", over="classes", rows="labelled"),)
     side_columns = ("example_index", "word_index")
     main_metric = "f1"

@@ -171,6 +171,7 @@ class QuestionAnsweringTask(Task):
     type = "qa"
     config_class = QATaskConfig
     model_class = AutoModelForQuestionAnswering
+    pipeline_tag = "question-answering"
     outputs = (
         OutputSpec("start_logits", label_key="start_positions", over="positions"),
         OutputSpec("end_logits", label_key="end_positions", over="positions"),

@@ -184,6 +184,7 @@ class TextTask(Task):
 
     def _bind(self) -> None:
         self.model_class = AutoModelForMaskedLM if self.mlm else AutoModel
+        self.pipeline_tag = "fill-mask" if self.mlm else "feature-extraction"
         self.outputs = MLM_OUTPUTS if self.mlm else ()
         self.main_metric = "mlm_accuracy" if self.mlm else None
         self.table_metrics = ("mlm_accuracy",) if self.mlm else None  # perplexity: JSON only
