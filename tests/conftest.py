@@ -166,10 +166,17 @@ def save_byte_level_tokenizer(folder: Path) -> Path:
 
 
 def write_tiny_sst2_config(
-    path: Path, output_dir: Path, teacher: Path, cache: Path, train: dict, samples: int
+    path: Path,
+    output_dir: Path,
+    teacher: Path,
+    cache: Path,
+    train: dict,
+    samples: int,
+    memory: bool = False,
 ) -> Path:
     """A YAML run config for CLI subprocess tests: the tiny teacher on ``samples`` SST-2
-    sentences, a 2-layer student, logits + hidden knowledge from the teacher cache."""
+    sentences, a 2-layer student, logits + hidden knowledge from the teacher cache
+    (``memory``: measure each model's serving memory, a fresh process each)."""
     import yaml
 
     config = {
@@ -184,7 +191,8 @@ def write_tiny_sst2_config(
             "cache": {"enabled": True, "dir": str(cache)},
             "train": {"logging_steps": 1, "report_to": [], **train},
         },
-        "report": {"latency_repeats": 2, "latency_batch_size": 4, "latency_seq_length": 16},
+        "report": {"latency_repeats": 2, "latency_batch_size": 4, "latency_seq_length": 16,
+                   "memory": memory},
     }  # fmt: skip
     path.write_text(yaml.safe_dump(config))
     return path

@@ -40,6 +40,7 @@ def overrides(teacher: Path, out: Path, task: str = "sst2", steps: int = 4) -> l
         f"distill.train={{max_steps: {steps}, batch_size: 16, save_steps: 2, report_to: [], learning_rate: 1e-3}}",
         "distill.knowledge=[{type: logits}, {type: hidden}, {type: attention}]",
         "report.latency_repeats=2",
+        "report.memory=false",  # measured in its own tests (a fresh process per model)
         "report.latency_batch_size=4",
         "report.latency_seq_length=16",
         "distill.allow_weak_teacher=true",  # a 4-step teacher learns nothing

@@ -51,7 +51,12 @@ def review_file(tmp_path, teacher, architectures=ARCHITECTURES, **extra):
                     "knowledge": [{"type": "logits"}, {"type": "hidden"}],
                     "allow_weak_teacher": True,
                 },
-                "report": {"latency_repeats": 1, "latency_batch_size": 2, "latency_seq_length": 16},
+                "report": {
+                    "latency_repeats": 1,
+                    "latency_batch_size": 2,
+                    "latency_seq_length": 16,
+                    "memory": False,
+                },
             }
         )  # fmt: skip
     )

@@ -47,7 +47,12 @@ def write_study(folder: Path, teacher: Path, **changes) -> Path:
             "distill.train": {"max_steps": 1, "batch_size": 32, "report_to": []},
             "distill.allow_weak_teacher": True,  # a 1-step teacher learns nothing
             "student.num_layers": 2,
-            "report": {"latency_repeats": 2, "latency_batch_size": 4, "latency_seq_length": 16},
+            "report": {
+                "latency_repeats": 2,
+                "latency_batch_size": 4,
+                "latency_seq_length": 16,
+                "memory": False,
+            },
         },
         "variants": [
             {"name": "logits", "overrides": {"distill.knowledge": [{"type": "logits"}]}},

@@ -21,6 +21,7 @@ SMALL_TEXT = TEXT / "1064_the_masque_of_the_red_death.txt"
 COMMON = [
     "student.num_layers=2",
     "report.latency_repeats=2",
+    "report.memory=false",
     "report.latency_batch_size=2",
     "report.latency_seq_length=32",
     "distill.allow_weak_teacher=true",  # a few steps teach a tiny teacher nothing

@@ -297,6 +297,9 @@ def evaluate(
     latency_seq_length: int = typer.Option(128, help="Sequence length for latency timing."),
     repeats: int = typer.Option(20, help="Timed forward passes (median reported)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1."),
+    memory: bool = typer.Option(
+        True, help="Measure each model folder's peak serving memory (a fresh process each)."
+    ),
     output_dir: Path | None = typer.Option(None, help="Write report.json and report.md here."),
     trust_remote_code: bool = typer.Option(False, help="Allow model repository code to run."),
 ) -> None:
@@ -333,6 +336,7 @@ def evaluate(
                 "latency_seq_length": latency_seq_length,
                 "latency_repeats": repeats,
                 "device": device,
+                "memory": memory,
             }
         )
         models = ([("reference", reference)] if reference else []) + [("model", model_dir)]
@@ -511,6 +515,52 @@ def convert(
         else ""
     )
     console.print(f"converted {source} -> {to} ({max_length} positions): {out}{note}")
+
+
+@app.command()
+def export(
+    model_dir: Path = typer.Argument(..., help="A finished model folder, e.g. OUTPUT_DIR/student."),
+    quantize: bool = typer.Option(True, help="Also write int8 dynamic quantisation."),
+    opset: int = typer.Option(18, help="ONNX opset."),
+    atol: float = typer.Option(
+        1e-4, help="Largest output difference from PyTorch the export may have."
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="The run config whose student this is (default: the run's "
+        "config.yaml next to the folder), to measure the exported rows into its report.",
+    ),
+    report: bool = typer.Option(
+        True, help="Measure the run's report and model card again with the exported rows."
+    ),
+    overwrite: bool = typer.Option(False, help="Export again even when up to date."),
+) -> None:
+    """Export a model to ONNX (model_dir/onnx), check it against PyTorch, quantise it to int8,
+    and add rows for both to the run's report and model card (metric, latency, size, memory)."""
+    from kdformer import pipeline
+    from kdformer.pipeline.export import export_model, run_config_of
+
+    with user_errors():
+        run_config = load_config(config) if config is not None else run_config_of(model_dir)
+        if run_config is not None and config is not None:
+            student = pipeline.Paths(run_config.output_dir).student.resolve()
+            if student != model_dir.resolve():
+                raise ConfigError(
+                    f"{config} is the config of the run whose student is {student}, not "
+                    f"{model_dir}: give that folder, or drop --config"
+                )
+        export_model(model_dir, quantize, opset, atol, overwrite)
+        if not report:
+            return
+        if run_config is None:
+            console.print(
+                f"{model_dir} is not a run's student (no config.yaml next to it): the export "
+                "is checked but not scored; give --config to score it on a task"
+            )
+            return
+        on_cpu = run_config.report.model_copy(update={"device": "cpu"})
+        pipeline.evaluate(run_config.model_copy(update={"report": on_cpu}))
 
 
 @app.command()

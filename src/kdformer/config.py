@@ -298,6 +298,12 @@ class ReportConfig(Section):
     latency_repeats: int = Field(20, gt=0, description="Timed forward passes (median reported).")
     latency_warmup: int = Field(3, ge=0, description="Untimed warm-up passes.")
     device: str = Field("auto", description="Where to evaluate and time: auto, cpu, cuda, cuda:1.")
+    memory: bool = Field(
+        True,
+        description="Measure each saved model's peak resident memory of serving (weights + one "
+        "forward of the latency batch) in a fresh process on the CPU (Linux; a few seconds per "
+        "model).",
+    )
 
     @field_validator("device")
     @classmethod

@@ -50,7 +50,13 @@ from kdformer.pipeline.two_stage import (
     one_stage_config,
     task_stage_config,
 )
-from kdformer.report import build_report, measure_loaded, print_report, write_report
+from kdformer.report import (
+    build_report,
+    measure_loaded,
+    print_report,
+    resolve_device,
+    write_report,
+)
 from kdformer.report.card import write_model_card
 from kdformer.students import build_student, student_config
 from kdformer.tasks import DataError, Task, TaskSection, build_task
@@ -480,9 +486,11 @@ def measure_models(
     trust_remote_code: bool = False,
     task: Task | None = None,
     known: dict[str, dict[str, float]] | None = None,
+    extra: Sequence[tuple[str, Any, Any, Path]] = (),
 ) -> dict[str, Any]:
     """Evaluate and time each (name, model folder or hub name) side by side on the eval set.
-    ``known``: metrics already measured for some names (the teacher's, from its check)."""
+    ``known``: metrics already measured for some names (the teacher's, from its check);
+    ``extra``: (name, model, tokenizer, path) already built (exported students)."""
     task = task or build_task(task_config, seed)
     if models:
         first = ModelConfig(name=str(models[0][1]), trust_remote_code=trust_remote_code)
@@ -499,6 +507,7 @@ def measure_models(
         )
         path = source if Path(str(source)).is_dir() else None
         loaded.append((name, model, load_tokenizer(reference), path))
+    loaded += extra
     measurements = measure_loaded(loaded, task, eval_raw, report, eval_batch_size, known)
     try:
         baseline = task.baseline(task.load("train"), eval_raw)
@@ -515,6 +524,41 @@ def measure_models(
         higher_is_better=task.higher_is_better,
         columns=list(task.table_metrics) if task.table_metrics else None,
     )
+
+
+def exported_rows(
+    student: Path, name: str, report: ReportConfig
+) -> list[tuple[str, Any, Any, Path, dict[str, Any]]]:
+    """The student's current ONNX export as report rows (name, model, tokenizer, file,
+    details), when there is one and the report runs on the CPU (ONNX Runtime's device here)."""
+    from transformers import AutoConfig
+
+    from kdformer.export.onnx import OnnxModel
+    from kdformer.pipeline.export import export_record, exported_models
+
+    files = exported_models(student)
+    if not files:
+        return []
+    if resolve_device(report.device).type != "cpu":
+        console.print(
+            f"[yellow]the ONNX export in {student} runs on the CPU: its rows are measured by "
+            "`kdformer export` (or with report.device=cpu)[/]"
+        )
+        return []
+    record = export_record(student)
+    config = AutoConfig.from_pretrained(str(student))
+    tokenizer = load_tokenizer(str(student))
+    rows = []
+    for suffix, path in files:
+        details = {
+            "file": f"{student.name}/{path.parent.name}/{path.name}",
+            "onnxruntime": record["versions"]["onnxruntime"],
+            "max_abs_diff": record["max_abs_diff" if suffix == "onnx" else "int8_max_abs_diff"],
+            "agreement": None if suffix == "onnx" else record.get("int8_agreement"),
+        }
+        model = OnnxModel(path, config, record["parameters"])
+        rows.append((f"{name} ({suffix})", model, tokenizer, path, details))
+    return rows
 
 
 def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, Any]:
@@ -538,6 +582,7 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
         entry = json.loads(stored.read_text(encoding="utf-8"))
         if entry.get("fingerprint") == teacher_fingerprint(teacher_reference(config), config.task):
             known["teacher"] = entry["metrics"]
+    exported = exported_rows(paths.student, models[1][0], config.report)
     report = measure_models(
         models,
         config.task,
@@ -547,7 +592,11 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
         config.teacher.trust_remote_code,
         task,
         known,
+        [row[:4] for row in exported],
     )
+    details = {row[0]: row[4] for row in exported}
+    for row in report["models"]:
+        row["export"] = details.get(row["name"])
     held_out = paths.student / "held_out.json"
     if held_out.is_file():
         report["held_out"] = json.loads(held_out.read_text(encoding="utf-8"))
@@ -559,6 +608,7 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
     write_model_card(
         paths.student, dump_config(config), config.teacher.name, report,
         task.model_class.__name__, task.card_dataset(), task.pipeline_tag,
+        [row[4]["file"] for row in exported],
     )  # fmt: skip
     print_report(report)
     return report

@@ -57,6 +57,7 @@ def write_model_card(
     model_class: str = "AutoModel",
     dataset: dict[str, str] | None = None,
     pipeline_tag: str | None = None,
+    onnx_files: list[str] | None = None,
 ) -> Path:
     """README.md with Hugging Face front matter (:func:`card_metadata`), the report table and
     the config that made it."""
@@ -81,6 +82,27 @@ def write_model_card(
         "```",
         "",
     ]
+    if onnx_files:
+        names = " and ".join(f"`{Path(f).name}`" for f in onnx_files)
+        body += [
+            "## ONNX",
+            "",
+            f"`onnx/` holds {names} (int8: dynamic quantisation), exported with `kdformer "
+            "export` and checked against the PyTorch outputs (see the table below). With ONNX "
+            "Runtime:",
+            "",
+            "```python",
+            "import onnxruntime, numpy as np",
+            "from transformers import AutoTokenizer",
+            f'tokenizer = AutoTokenizer.from_pretrained("{Path(model_dir).name}/onnx")',
+            f'session = onnxruntime.InferenceSession("{Path(model_dir).name}/onnx/'
+            f'{Path(onnx_files[-1]).name}")',
+            'batch = tokenizer(["an example"], return_tensors="np")',
+            "names = [i.name for i in session.get_inputs()]",
+            "outputs = session.run(None, {k: batch[k].astype(np.int64) for k in names})",
+            "```",
+            "",
+        ]
     if report is not None:
         body += ["## Evaluation", "", to_markdown(report).split("\n", 2)[2], ""]
     body += ["## Configuration", "", "```yaml", config_yaml.rstrip(), "```", ""]

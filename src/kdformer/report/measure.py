@@ -34,6 +34,11 @@ class ModelMeasurement:
     latency_p90_ms: float
     throughput: float
     shape: dict[str, int] = field(default_factory=dict)
+    memory_mib: float | None = None
+    """Peak resident memory of serving the model (weights + one forward of the latency batch),
+    measured in a fresh process on the CPU; None when not measured."""
+    export: dict[str, Any] | None = None
+    """For an exported model: its file, runtime and difference from the PyTorch model."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,19 +52,22 @@ class ModelMeasurement:
         speed: dict[str, float],
         path: str | Path | None = None,
     ) -> ModelMeasurement:
-        """Combine measured metrics and speed with what the model itself tells."""
+        """Combine measured metrics and speed with what the model itself tells (an exported
+        model tells its parameter count as ``parameter_count``)."""
+        from kdformer.families import intermediate_size_of
+
         config = model.config
         return cls(
             name=name,
             path=str(path) if path is not None else None,
             metrics=metrics,
-            parameters=count_parameters(model),
+            parameters=getattr(model, "parameter_count", None) or count_parameters(model),
             size_mb=size_on_disk_mb(path),
             shape={
                 "layers": config.num_hidden_layers,
                 "hidden": config.hidden_size,
                 "heads": config.num_attention_heads,
-                "intermediate": getattr(config, "intermediate_size", 0),
+                "intermediate": intermediate_size_of(config),
             },
             **speed,
         )
@@ -144,6 +152,8 @@ def measure_latencies(
     Models are timed round-robin (one pass of each per round) so that all of them see the same
     machine state; timing one model after another favours whichever runs later.
     """
+    from transformers import PreTrainedModel
+
     from kdformer.families import find_family
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -152,7 +162,7 @@ def measure_latencies(
     for model in models:
         model.eval().to(device)
         inputs.append(_latency_inputs(model, batch_size, seq_length, device))
-        family = find_family(model)
+        family = find_family(model) if isinstance(model, PreTrainedModel) else None
         if family is not None:  # a fixed-length model (Nyströmformer) is timed at this length
             previous = family.set_length(model, seq_length)
             if previous is not None:
@@ -211,7 +221,11 @@ def measure_latency(
 
 
 def size_on_disk_mb(path: str | Path | None) -> float | None:
-    """Size of the weight files (safetensors) in a saved model folder."""
+    """Size of the weight files (safetensors) in a saved model folder, or of an ONNX file."""
+    if path is not None and Path(path).suffix == ".onnx" and Path(path).is_file():
+        from kdformer.export.onnx import onnx_size_mb
+
+        return onnx_size_mb(path)
     if path is None or not Path(path).is_dir():
         return None
     files = list(Path(path).glob("*.safetensors"))
@@ -261,7 +275,27 @@ def measure_loaded(
         report.latency_warmup,
         device,
     )
-    return [
+    measured = [
         ModelMeasurement.of(name, model, values, speed, path)
         for (name, model, _, path), values, speed in zip(named, metrics, speeds)
     ]
+    if report.memory:
+        for measurement, (_, model, _, path) in zip(measured, named):
+            measurement.memory_mib = serving_memory_mib(model, path, report)
+    return measured
+
+
+def serving_memory_mib(
+    model: torch.nn.Module, path: str | Path | None, report: ReportConfig
+) -> float | None:
+    """Peak resident MiB of serving a saved model (weights + one forward of the latency
+    batch), in a fresh process (:mod:`kdformer.report.memory`); None for a model that is not
+    saved in a folder or ONNX file, or off Linux."""
+    from kdformer.export.onnx import OnnxModel
+    from kdformer.report.memory import inference_peak_mib
+
+    if path is None:
+        return None
+    kind = "onnx" if isinstance(model, OnnxModel) else type(model).__name__
+    peaks = inference_peak_mib(path, kind, report.latency_seq_length, report.latency_batch_size)
+    return None if peaks is None else peaks["total_mib"]

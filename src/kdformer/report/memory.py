@@ -1,12 +1,15 @@
-"""Peak memory of one inference forward pass, measured in a fresh process.
+"""Peak memory of inference, measured in a fresh process.
 
-Resident memory is a process-wide figure, so each (model, length) runs alone: the child loads
-the model, builds the inputs, reads its resident memory, runs one forward and reports its peak
-(``VmHWM`` of ``/proc/self/status``) minus that; weights, libraries and the interpreter are
-left out. (``ru_maxrss`` is not used: it keeps the parent's peak across fork + exec.) Linux
-only; elsewhere the figure is None.
+Resident memory is a process-wide figure, so each (model, length) runs alone: the child imports
+its libraries, reads its resident memory (the baseline), loads the model, builds the inputs,
+reads it again, runs one forward and reports its peak (``VmHWM`` of ``/proc/self/status``)
+minus each reading: ``total_mib`` is what serving the model costs (weights + the forward's
+activations and workspace), ``forward_mib`` the forward alone. The interpreter and libraries
+are left out of both. (``ru_maxrss`` is not used: it keeps the parent's peak across fork +
+exec.) A model class ``onnx`` runs an ONNX file with ONNX Runtime. Linux only; elsewhere the
+figures are None.
 
-    python -m kdformer.report.memory MODEL_DIR MODEL_CLASS LENGTH [BATCH]
+    python -m kdformer.report.memory MODEL MODEL_CLASS LENGTH [BATCH]
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import torch
 
 STATUS = Path("/proc/self/status")
 
@@ -31,6 +37,15 @@ def forward_peak_mib(
     model_dir: str | Path, model_class: str, length: int, batch: int = 1
 ) -> float | None:
     """MiB one forward of ``batch`` x ``length`` tokens adds to a fresh process's memory."""
+    peaks = inference_peak_mib(model_dir, model_class, length, batch)
+    return None if peaks is None else peaks["forward_mib"]
+
+
+def inference_peak_mib(
+    model_dir: str | Path, model_class: str, length: int, batch: int = 1
+) -> dict[str, float] | None:
+    """``total_mib`` (weights + one forward of ``batch`` x ``length`` tokens) and
+    ``forward_mib`` (the forward alone) of a model in a fresh process; None off Linux."""
     if not STATUS.exists():
         return None
     command = [sys.executable, "-m", "kdformer.report.memory", str(model_dir), model_class,
@@ -40,21 +55,42 @@ def forward_peak_mib(
         raise RuntimeError(
             f"memory measurement of {model_dir} at {length} failed: {done.stderr[-800:]}"
         )
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _load(model_dir: str, model_class: Any) -> tuple[torch.nn.Module, int]:
+    """The model and its vocabulary size."""
+    import transformers
+
+    from kdformer.export.onnx import OnnxModel
+    from kdformer.models import load_model
+
+    if model_class is OnnxModel:
+        config = transformers.AutoConfig.from_pretrained(str(Path(model_dir).parent))
+        return OnnxModel(model_dir, config, 0), int(config.vocab_size)
+    model = load_model(model_dir, model_class).eval()
+    return model, int(model.config.vocab_size)
 
 
 def _main(model_dir: str, model_class: str, length: int, batch: int) -> None:
-    import torch
+    # Libraries and the model class are imported before the baseline: they are left out.
     import transformers
 
     from kdformer.families import find_family
-    from kdformer.models import load_model
 
-    model = load_model(model_dir, getattr(transformers, model_class)).eval()
-    family = find_family(model)
+    if model_class == "onnx":
+        import onnxruntime  # noqa: F401
+
+        from kdformer.export.onnx import OnnxModel
+
+        cls: Any = OnnxModel
+    else:
+        cls = getattr(transformers, model_class)
+    baseline = status_kib("VmRSS")
+    model, vocab = _load(model_dir, cls)
+    family = find_family(model) if model_class != "onnx" else None
     if family is not None:
         family.set_length(model, length)
-    vocab = int(model.config.vocab_size)
     ids = torch.randint(
         min(1000, vocab // 2), vocab, (batch, length), generator=torch.Generator().manual_seed(0)
     )
@@ -62,7 +98,10 @@ def _main(model_dir: str, model_class: str, length: int, batch: int) -> None:
     before = status_kib("VmRSS")
     with torch.inference_mode():
         model(**inputs)
-    print(json.dumps({"peak_mib": (status_kib("VmHWM") - before) / 1024}))
+    peak = status_kib("VmHWM")
+    print(
+        json.dumps({"total_mib": (peak - baseline) / 1024, "forward_mib": (peak - before) / 1024})
+    )
 
 
 if __name__ == "__main__":

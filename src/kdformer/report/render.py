@@ -122,6 +122,7 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     if report.get("columns"):
         metric_names = [k for k in report["columns"] if k in metric_names]
     baseline = (report.get("baseline") or {}).get("metrics")
+    memory = any(row.get("memory_mib") is not None for row in report["models"])
     header = [
         "model",
         "layers x hidden",
@@ -130,6 +131,7 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         *(["% of gain"] if baseline else []),
         "params M",
         "MB",
+        *(["peak MiB"] if memory else []),
         "ms/batch",
         "speed-up",
         "ex/s",
@@ -150,6 +152,7 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 *([_fmt(row.get("gain_kept_pct"), 1, "%")] if baseline else []),
                 _fmt(row["parameters"] / 1e6, 1),
                 _fmt(row["size_mb"], 1),
+                *([_fmt(row.get("memory_mib"), 0)] if memory else []),
                 _fmt(row["latency_ms"], 1),
                 _fmt(row["speedup"], 2, "x"),
                 _fmt(row["throughput"], 0),
@@ -198,6 +201,24 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"of a {setup['batch_size']} x {setup['seq_length']} batch on {setup['device']} "
         f"({setup['torch_threads']} torch threads, torch {setup['torch']}).",
     ]
+    if any(row.get("memory_mib") is not None for row in report["models"]):
+        lines.append(
+            "Peak MiB: resident memory of serving a model (its weights and one forward of that "
+            "batch, on the CPU), each in a fresh process; the interpreter and libraries left out."
+        )
+    exported = [row for row in report["models"] if row.get("export")]
+    for row in exported:
+        info = row["export"]
+        lines.append(
+            f"{row['name']}: {info['file']} run by ONNX Runtime {info['onnxruntime']} (CPU); "
+            f"largest output difference from the PyTorch student {info['max_abs_diff']:.2g}"
+            + (
+                f", same prediction at {100 * info['agreement']:.1f}% of positions"
+                if info.get("agreement") is not None
+                else ""
+            )
+            + "."
+        )
     held_out = report.get("held_out")
     if held_out:
         terms = ", ".join(f"{k} {v:.4f}" for k, v in held_out.items())

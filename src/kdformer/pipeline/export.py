@@ -1,0 +1,210 @@
+"""``kdformer export``: a finished model folder to ONNX (and int8), checked, then measured.
+
+The export goes to ``<model>/onnx`` (``model.onnx``, ``model_quantized.onnx``, the config and
+tokenizer, ``export.json``) through a ``.partial`` folder renamed only once the ONNX outputs
+match PyTorch's, so a failed or interrupted export never leaves files that look usable. When
+the folder is a run's student (or a config is given), the run's report and model card are
+measured again with two more rows, the ONNX and the int8 student, side by side with the
+teacher and the PyTorch student on the CPU (ONNX Runtime's provider here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from kdformer.config import ConfigError, ExperimentConfig
+from kdformer.export.onnx import (
+    OnnxModel,
+    agreement,
+    export_onnx,
+    max_difference,
+    onnx_size_mb,
+    quantize_int8,
+)
+from kdformer.models import count_parameters, load_model, load_tokenizer
+from kdformer.pipeline.outputs import Paths, is_finished
+
+console = Console(stderr=True)
+
+ONNX_DIR = "onnx"
+FP32, INT8 = "model.onnx", "model_quantized.onnx"
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha256 of a folder's safetensors weights: ties an export to the weights it came from."""
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_class_of(model_dir: Path) -> Any:
+    """The ``transformers`` class a saved folder was saved as (its config's architectures)."""
+    import transformers
+
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    for name in config.get("architectures") or []:
+        if hasattr(transformers, name):
+            return getattr(transformers, name)
+    return transformers.AutoModel
+
+
+def check_batches(model: torch.nn.Module, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
+    """Inputs the export is checked on: two shapes other than the traced one, with padding."""
+    from kdformer.features import model_inputs
+
+    vocab = int(model.config.vocab_size)
+    limit = int(getattr(model.config, "max_position_embeddings", 512) or 512)
+    generator = torch.Generator().manual_seed(1)
+    batches = []
+    for rows, length in ((3, min(9, limit - 2)), (2, min(40, limit - 2))):
+        ids = torch.randint(min(1000, vocab // 2), vocab, (rows, length), generator=generator)
+        mask = torch.ones_like(ids)
+        mask[0, length // 2 :] = 0  # a padded row
+        full = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+        batches.append(model_inputs(model, full))
+    return batches
+
+
+def export_model(
+    model_dir: str | Path,
+    quantize: bool = True,
+    opset: int = 18,
+    atol: float = 1e-4,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export a finished model folder to ``<model_dir>/onnx``; returns what ``export.json``
+    records (files, sizes, the largest difference from PyTorch, int8 agreement)."""
+    model_dir = Path(model_dir)
+    if not is_finished(model_dir):
+        raise ConfigError(
+            f"{model_dir} is not a finished model folder (config.json and readable safetensors "
+            "weights): export a distilled student, e.g. OUTPUT_DIR/student"
+        )
+    target = model_dir / ONNX_DIR
+    digest = weights_digest(model_dir)
+    if (target / "export.json").is_file() and not overwrite:
+        done = json.loads((target / "export.json").read_text(encoding="utf-8"))
+        if done.get("weights_sha256") == digest and (quantize <= bool(done.get("quantized"))):
+            console.print(f"{target} already holds this model's export (--overwrite redoes it)")
+            return done
+    model_class = model_class_of(model_dir)
+    model = load_model(str(model_dir), model_class).eval()
+    tokenizer = load_tokenizer(str(model_dir))
+    trace = check_batches(model, tokenizer)[1]
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    console.print(f"exporting {model_dir} ({model_class.__name__}) to ONNX (opset {opset})")
+    outputs = export_onnx(model, trace, partial / FP32, opset)
+    parameters = count_parameters(model)
+    exported = OnnxModel(partial / FP32, model.config, parameters)
+    batches = check_batches(model, tokenizer)
+    difference = max_difference(model, exported, batches)
+    if not difference <= atol:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ConfigError(
+            f"the ONNX export of {model_dir} differs from PyTorch by {difference:.3g} (over "
+            f"--atol {atol:g}); nothing was kept. Report it with the model's config.json"
+        )
+    record: dict[str, Any] = {
+        "source": str(model_dir),
+        "model_class": model_class.__name__,
+        "weights_sha256": digest,
+        "parameters": parameters,
+        "opset": opset,
+        "inputs": list(trace),
+        "outputs": outputs,
+        "files": {"onnx": FP32},
+        "size_mb": {"onnx": onnx_size_mb(partial / FP32)},
+        "max_abs_diff": difference,
+        "atol": atol,
+        "quantized": quantize,
+        "versions": _versions(),
+    }
+    if quantize:
+        quantize_int8(partial / FP32, partial / INT8)
+        int8 = OnnxModel(partial / INT8, model.config, parameters)
+        record["files"]["onnx_int8"] = INT8
+        record["size_mb"]["onnx_int8"] = onnx_size_mb(partial / INT8)
+        record["int8_max_abs_diff"] = max_difference(model, int8, batches)
+        record["int8_agreement"] = agreement(model, int8, batches)
+    model.config.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    console.print(
+        f"wrote {target / FP32} ({record['size_mb']['onnx']:.1f} MB; largest difference from "
+        f"PyTorch {difference:.2g})"
+        + (
+            f" and {target / INT8} ({record['size_mb']['onnx_int8']:.1f} MB; same prediction as "
+            f"PyTorch at {100 * record['int8_agreement']:.1f}% of positions)"
+            if quantize
+            else ""
+        )
+    )
+    return record
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def export_record(model_dir: Path) -> dict[str, Any] | None:
+    """What ``export.json`` of a folder's export says, if there is one."""
+    path = Path(model_dir) / ONNX_DIR / "export.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def exported_models(model_dir: Path) -> list[tuple[str, Path]]:
+    """The (row suffix, file) of a folder's current export, for the report: nothing when there
+    is none or it was made from other weights (a stale export is named, not measured)."""
+    record_path = Path(model_dir) / ONNX_DIR / "export.json"
+    record = export_record(model_dir)
+    if record is None:
+        return []
+    if record.get("weights_sha256") != weights_digest(Path(model_dir)):
+        console.print(
+            f"[yellow]{record_path.parent} was exported from other weights than {model_dir}'s "
+            "(left out of the report): run `kdformer export` again[/]"
+        )
+        return []
+    names = {"onnx": "onnx", "onnx_int8": "onnx int8"}
+    return [
+        (names[key], record_path.parent / file)
+        for key, file in record["files"].items()
+        if (record_path.parent / file).is_file()
+    ]
+
+
+def run_config_of(model_dir: Path) -> ExperimentConfig | None:
+    """The config of the run whose student ``model_dir`` is (its ``config.yaml`` one level
+    up), if it is one."""
+    from kdformer.config import load_config
+
+    root = Path(model_dir).resolve().parent
+    config_path = root / "config.yaml"
+    if not config_path.is_file():
+        return None
+    config = load_config(config_path)
+    if Path(model_dir).resolve() != Paths(root).student:
+        return None  # e.g. a two-stage run's general/student or a one-stage comparison
+    return config.model_copy(update={"output_dir": root})

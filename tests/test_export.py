@@ -1,0 +1,198 @@
+"""`kdformer export`: ONNX that matches PyTorch, int8 that is measured, reports that carry both,
+and exports that never pose as another model's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import transformers
+from conftest import GLUE, needs_data, save_tiny_glue_teacher, write_tiny_sst2_config
+from typer.testing import CliRunner
+
+from kdformer.cli import app
+from kdformer.config import ConfigError
+from kdformer.export import OnnxModel
+from kdformer.models import resolve_name
+from kdformer.pipeline.export import check_batches, export_model, exported_models
+
+runner = CliRunner()
+
+
+def _save(folder, model_class, config):
+    transformers.set_seed(0)
+    model = model_class(config).eval()
+    model.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(resolve_name("minilm-l6")).save_pretrained(folder)
+    return model
+
+
+SMALL = dict(
+    vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=64, max_position_embeddings=64,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "model_class,config",
+    [
+        (transformers.BertForSequenceClassification, transformers.BertConfig(**SMALL, num_labels=3)),
+        (transformers.BertForTokenClassification, transformers.BertConfig(**SMALL, num_labels=5)),
+        (transformers.BertForQuestionAnswering, transformers.BertConfig(**SMALL)),
+        (
+            transformers.DistilBertForSequenceClassification,
+            transformers.DistilBertConfig(
+                vocab_size=30522, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                max_position_embeddings=64,
+            ),
+        ),
+        (
+            transformers.RobertaForSequenceClassification,
+            transformers.RobertaConfig(**{**SMALL, "max_position_embeddings": 66}),
+        ),
+    ],
+    ids=["bert-cls", "bert-ner", "bert-qa", "distilbert", "roberta"],
+)  # fmt: skip
+def test_export_matches_pytorch_on_padded_batches_of_new_shapes(tmp_path, model_class, config):
+    model = _save(tmp_path / "m", model_class, config)
+    record = export_model(tmp_path / "m")
+    folder = tmp_path / "m" / "onnx"
+    assert sorted(p.name for p in folder.glob("*.onnx")) == ["model.onnx", "model_quantized.onnx"]
+    assert not (tmp_path / "m" / "onnx.partial").exists()
+    assert record["max_abs_diff"] <= 1e-4
+    assert record["parameters"] == sum(p.numel() for p in model.parameters())
+    assert record["size_mb"]["onnx_int8"] < record["size_mb"]["onnx"]
+    # The folder is what optimum / onnxruntime users load: config, tokenizer and the graph.
+    assert transformers.AutoConfig.from_pretrained(folder).model_type == config.model_type
+    transformers.AutoTokenizer.from_pretrained(folder)
+    # A batch of yet another shape (5 x 23, two padded rows) through the saved file.
+    exported = OnnxModel(folder / "model.onnx", model.config, 0)
+    ids = torch.randint(1000, 30522, (5, 23), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = mask[4, 15:] = 0
+    with torch.inference_mode():
+        want = model(input_ids=ids, attention_mask=mask)
+    got = exported(input_ids=ids, attention_mask=mask)
+    assert exported.output_names == record["outputs"]
+    for name in record["outputs"]:
+        keep = mask.bool() if want[name].dim() >= 2 and want[name].shape[1] == 23 else slice(None)
+        torch.testing.assert_close(got[name][keep], want[name][keep], atol=1e-4, rtol=1e-4)
+    # int8 changes the numbers a little, not the predictions of a random model on most rows.
+    assert 0.5 <= record["int8_agreement"] <= 1.0
+    assert 0 < record["int8_max_abs_diff"] < 1.0
+
+
+def test_export_is_refused_for_an_unfinished_folder_and_a_failed_check_keeps_nothing(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not a finished model folder"):
+        export_model(tmp_path / "half")
+    result = runner.invoke(app, ["export", str(tmp_path / "half")])
+    assert result.exit_code == 2 and "not a finished model folder" in result.output
+
+    _save(
+        tmp_path / "m", transformers.BertForSequenceClassification, transformers.BertConfig(**SMALL)
+    )
+    monkeypatch.setattr("kdformer.pipeline.export.max_difference", lambda *a: 0.5)
+    with pytest.raises(ConfigError, match=r"differs from PyTorch by 0\.5 .*nothing was kept"):
+        export_model(tmp_path / "m")
+    assert not (tmp_path / "m" / "onnx").exists()
+    assert not (tmp_path / "m" / "onnx.partial").exists()
+
+
+def test_an_export_of_other_weights_is_stale_and_left_out(tmp_path):
+    model = _save(
+        tmp_path / "m", transformers.BertForSequenceClassification, transformers.BertConfig(**SMALL)
+    )
+    export_model(tmp_path / "m", quantize=False)
+    assert [name for name, _ in exported_models(tmp_path / "m")] == ["onnx"]
+    again = export_model(tmp_path / "m", quantize=False)  # up to date: not redone
+    assert again["max_abs_diff"] <= 1e-4
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)
+    model.save_pretrained(tmp_path / "m")  # retrained weights, old export
+    assert exported_models(tmp_path / "m") == []
+    record = export_model(tmp_path / "m")  # redone for the new weights, now with int8
+    assert [name for name, _ in exported_models(tmp_path / "m")] == ["onnx", "onnx int8"]
+    assert record["quantized"]
+
+
+def test_check_batches_pad_a_row_and_follow_the_model_inputs(tmp_path):
+    distil = transformers.DistilBertForSequenceClassification(
+        transformers.DistilBertConfig(vocab_size=2000, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+    )
+    batches = check_batches(distil, None)
+    assert [tuple(b["input_ids"].shape) for b in batches] == [(3, 9), (2, 40)]
+    assert all("token_type_ids" not in b for b in batches)  # DistilBERT takes none
+    assert batches[0]["attention_mask"][0].tolist() == [1] * 4 + [0] * 5
+
+
+@needs_data(GLUE / "SST-2")
+def test_export_cli_adds_onnx_and_int8_rows_to_the_report_and_card(tmp_path, tiny_teacher):
+    config = write_tiny_sst2_config(
+        tmp_path / "run.yaml", tmp_path / "run", tiny_teacher, tmp_path / "cache",
+        {"max_steps": 4, "batch_size": 16}, 64, memory=True,
+    )  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    kdformer = [sys.executable, "-m", "kdformer.cli"]
+    done = subprocess.run([*kdformer, "run", str(config)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    student = tmp_path / "run" / "student"
+    before = json.loads((student / "report.json").read_text())
+    assert [m["name"] for m in before["models"]] == ["teacher", "student"]
+    assert all(m["memory_mib"] > 0 for m in before["models"])  # measured in fresh processes
+
+    done = subprocess.run(
+        [*kdformer, "export", str(student)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    rows = {m["name"]: m for m in report["models"]}
+    assert list(rows) == ["teacher", "student", "student (onnx)", "student (onnx int8)"]
+    assert report["latency_setup"]["device"] == "cpu"
+    # Same weights, same predictions: the ONNX student scores what the PyTorch one scores.
+    assert rows["student (onnx)"]["metrics"] == pytest.approx(rows["student"]["metrics"])
+    assert rows["student (onnx)"]["metrics"] == pytest.approx(before["models"][1]["metrics"])
+    for name in ("student (onnx)", "student (onnx int8)"):
+        row = rows[name]
+        assert row["parameters"] == rows["student"]["parameters"]
+        assert row["latency_ms"] > 0 and row["memory_mib"] > 0
+        assert row["size_mb"] == pytest.approx(
+            (student / row["export"]["file"].split("/", 1)[1]).stat().st_size / 2**20
+        )
+        assert row["retention_pct"] is not None
+    assert rows["student (onnx int8)"]["size_mb"] < rows["student (onnx)"]["size_mb"]
+    assert rows["student (onnx)"]["export"]["max_abs_diff"] <= 1e-4
+    card = (student / "README.md").read_text()
+    assert "## ONNX" in card and "| student (onnx int8) |" in card and "peak MiB" in card
+    assert (tmp_path / "run" / "report.md").read_text().count("student (onnx") >= 2
+
+    # A later `kdformer evaluate` stage keeps the rows while the export matches the weights.
+    done = subprocess.run(
+        [*kdformer, "run", str(config), "--stages", "evaluate", "report.device=cpu",
+         "report.memory=false"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [m["name"] for m in again["models"]][2:] == ["student (onnx)", "student (onnx int8)"]
+
+
+def test_memory_is_measured_in_a_fresh_process_with_weights_and_forward(tmp_path):
+    from kdformer.report.memory import inference_peak_mib
+
+    folder = save_tiny_glue_teacher(tmp_path / "m")
+    small = inference_peak_mib(folder, "BertForSequenceClassification", 16, 1)
+    large = inference_peak_mib(folder, "BertForSequenceClassification", 128, 64)
+    # 64 x 128 tokens through 4 x 32-wide layers with 4 heads: attention maps alone are
+    # 64 * 4 * 128 * 128 * 4 bytes = 16 MiB; 1 x 16 tokens needs next to nothing.
+    assert large["forward_mib"] > small["forward_mib"] + 8
+    assert large["total_mib"] >= large["forward_mib"]
+    # weights: 30522 x 32 embeddings (3.7 MiB) at least
+    assert small["total_mib"] - small["forward_mib"] > 3
