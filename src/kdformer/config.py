@@ -93,6 +93,11 @@ class TrainConfig(Section):
         return value
 
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    memory_check: bool = Field(
+        True,
+        description="Print a memory estimate before training (weights, gradients, AdamW, "
+        "activations, teachers) and stop when it is over what the device has free.",
+    )
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "no", description="Mixed precision (fp16/bf16 need a GPU; bf16 also works on CPU)."
     )

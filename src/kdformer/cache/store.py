@@ -455,6 +455,15 @@ class TeacherCache:
                 f"distill.cache.max_gb ({self.max_gb:g}): raise max_gb, keep fewer logits "
                 "(distill.cache.topk), match fewer layers, or set distill.cache.enabled: false"
             )
+        from kdformer.pipeline.budget import free_disk_bytes
+
+        free = free_disk_bytes(entry.folder)
+        if estimate > free:
+            raise ConfigError(
+                f"the teacher cache needs {format_bytes(estimate)} more and its disk has "
+                f"{format_bytes(free)} free ({entry.folder}): point distill.cache.dir at a "
+                "larger disk, keep fewer logits (distill.cache.topk) or match fewer layers"
+            )
         entry.folder.mkdir(parents=True, exist_ok=True)
         (entry.folder / "entry.json").write_text(json.dumps(entry.fields, indent=2) + "\n")
         torch_dtype = DTYPES[self.dtype]

@@ -23,6 +23,7 @@ from kdformer.families import check_models
 from kdformer.models import check_same_tokenizer, load_model, load_tokenizer, resolve_name
 from kdformer.models import load_config as load_model_config
 from kdformer.objective import DistillationObjective
+from kdformer.pipeline.budget import report_and_check
 from kdformer.pipeline.outputs import (
     Paths,
     check_output_dir,
@@ -105,7 +106,13 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
         task.config.max_length,
     )
     check_cache_setup(config)
-    build_objective(config, task, teacher_config, student_cfg, others)
+    objective = build_objective(config, task, teacher_config, student_cfg, others)
+    report_and_check(
+        task.model_class, student_cfg, [teacher_config, *others.values()], objective,
+        config.distill.train, "distill.train", task.pad_to or task.config.max_length,
+        task.model_kwargs(), len(objective.needs_for("teacher").hidden_layers),
+        config.distill.cache.enabled,
+    )  # fmt: skip
 
 
 def build_objective(
@@ -155,6 +162,11 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     if {"finetune", "distill"} & set(stages):
         task.load("train")
     task.load("eval")
+    if "finetune" in stages and config.finetune is not None:
+        report_and_check(
+            task.model_class, teacher_config, [], None, config.finetune, "finetune",
+            task.pad_to or task.config.max_length, task.model_kwargs(),
+        )  # fmt: skip
     if "general" in stages:
         stage_one = general_config(config)
         general_task = build_task(stage_one.task, config.seed)
