@@ -58,3 +58,87 @@ def test_resume_after_kill_9_is_bit_exact(tiny_teacher, tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert (a[name] == b[name]).all(), name
+
+
+#: Loaded by the child CLI process (PYTHONPATH) before transformers: the student's final weights
+#: are written half, flushed, and finished 60 s later, so a real SIGKILL lands mid-write.
+SLOW_SAVE = '''
+import os, time
+import safetensors.torch
+
+_save_file = safetensors.torch.save_file
+
+def save_file(tensors, filename, metadata=None):
+    if "student.partial" not in str(filename):
+        return _save_file(tensors, filename, metadata=metadata)
+    data = safetensors.torch.save(tensors, metadata=metadata)
+    with open(filename, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        os.fsync(handle.fileno())
+        open(str(filename) + ".half-written", "w").close()
+        time.sleep(60)
+        handle.write(data[len(data) // 2 :])
+
+safetensors.torch.save_file = save_file
+'''
+
+
+def _kill_during_final_save(args: list[str], partial: Path, tmp_path: Path) -> None:
+    hook = tmp_path / "slow_save"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SLOW_SAVE)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = partial / "model.safetensors.half-written"
+    deadline = time.time() + 300
+    while not marker.is_file():
+        assert process.poll() is None, "the run ended before its final save"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_a_kill_during_the_final_save_never_leaves_a_half_written_model(tiny_teacher, tmp_path):
+    from kdformer.pipeline import is_finished
+
+    train = {"max_steps": 6, "batch_size": 8, "save_steps": 2}
+    path = write_tiny_sst2_config(
+        tmp_path / "run.yaml", tmp_path / "run", tiny_teacher, tmp_path / "cache", train, 64
+    )
+    student = tmp_path / "run" / "student"
+    partial = tmp_path / "run" / "student.partial"
+
+    # First save killed mid-write: no student at all, the half file stays in the scratch folder.
+    _kill_during_final_save(command(path), partial, tmp_path)
+    assert not student.exists() and not is_finished(student)
+    assert (partial / "model.safetensors").stat().st_size > 0
+    assert not is_finished(partial)  # a truncated file never reads as a model
+    result = subprocess.run(command(path, "--resume"), env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert is_finished(student) and not partial.exists()
+    first = safetensors.torch.load_file(student / "model.safetensors")
+
+    # An --overwrite killed during its save: the finished student stays, untouched.
+    _kill_during_final_save(command(path, "--overwrite"), partial, tmp_path)
+    assert is_finished(student)
+    kept = safetensors.torch.load_file(student / "model.safetensors")
+    assert all((kept[k] == first[k]).all() for k in first)
+    skipped = subprocess.run(command(path), env=ENV, capture_output=True, text=True)
+    assert skipped.returncode == 0 and "skipping" in skipped.stderr
+
+
+def test_a_swap_killed_between_its_renames_puts_the_finished_model_back(tmp_path, tiny_teacher):
+    """The one instant a save has no model in place (old moved aside, new not yet renamed in):
+    the next start puts the old one back."""
+    import shutil
+
+    from kdformer.pipeline import is_finished
+    from kdformer.pipeline.outputs import start_mode
+
+    final = tmp_path / "student"
+    shutil.copytree(tiny_teacher, tmp_path / "student.previous")
+    (tmp_path / "student.partial").mkdir()  # the new one, not renamed in yet
+    assert start_mode(final, tmp_path / "checkpoints", False, False) == "skip"
+    assert is_finished(final) and not (tmp_path / "student.previous").exists()

@@ -100,6 +100,7 @@ def start_mode(final: Path, checkpoints: Path, overwrite: bool, resume: bool) ->
 
     A checkpoint newer than the finished model is an interrupted ``--overwrite``: ``--resume``
     finishes it (the finished model stays in place until the new one is saved)."""
+    restore_interrupted_swap(final)
     last = latest_checkpoint(checkpoints)
     finished = is_finished(final)
     newer = (
@@ -137,6 +138,17 @@ def save_atomically(save: Callable[[Path], None], final: Path) -> None:
     Under several processes the main one writes while the others wait for it."""
     if distributed.is_main():
         _swap_in(save, final)
+    distributed.wait()
+
+
+def restore_interrupted_swap(final: Path) -> None:
+    """Put back the finished model a save moved aside (``.previous``) when the process died
+    before the new one was renamed in: the old model is finished again, never lost."""
+    previous = final.with_name(final.name + ".previous")
+    if distributed.is_main() and not final.exists() and is_finished(previous):
+        previous.rename(final)
+        console.print(f"[yellow]{final}: put back the finished model an interrupted save had "
+                      "moved aside[/]")  # fmt: skip
     distributed.wait()
 
 
