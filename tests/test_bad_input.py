@@ -173,3 +173,33 @@ def test_distill_dry_run_prints_the_plan_and_trains_nothing(tiny_teacher, tmp_pa
     assert "bert.encoder.layer.3.attention.self.key" in text  # the teacher's fourth layer
     assert "s/step measured" in text and "memory estimate:" in text
     assert not out.exists(), "a dry run writes nothing"
+
+
+@needs_data(GLUE / "SST-2")
+def test_evaluate_refuses_a_model_whose_head_was_never_trained(tmp_path, tiny_teacher):
+    """A bare encoder scored on SST-2 would get a randomly initialised classifier: refused."""
+    import transformers
+
+    bare = tmp_path / "bare"
+    transformers.AutoModel.from_pretrained(tiny_teacher).save_pretrained(bare)
+    transformers.AutoTokenizer.from_pretrained(tiny_teacher).save_pretrained(bare)
+    result = runner.invoke(
+        app,
+        ["evaluate", str(bare), "--data-dir", str(GLUE), "--max-eval-samples", "4", "--no-memory"],
+    )
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "has no trained task head" in message and "random weights" in message
+    assert "Traceback" not in result.output
+
+
+def test_every_test_the_bad_input_table_names_exists():
+    """docs/bad-inputs.md names a test for each row; each must be there to keep the row true."""
+    import re
+
+    root = Path(__file__).parent
+    table = (root.parent / "docs" / "bad-inputs.md").read_text(encoding="utf-8")
+    named = re.findall(r"`(test_\w+\.py)::(\w+)`", table)
+    assert len(named) >= 25
+    for file, name in named:
+        assert re.search(rf"^def {name}\(", (root / file).read_text(), re.M), f"{file}::{name}"

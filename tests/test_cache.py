@@ -234,6 +234,12 @@ def test_estimate_is_printed_before_writing_budget_refuses_and_reuse_skips(token
         prepare(TeacherCache(tmp_path, max_gb=expected / 2**30 / 2, log=said.append), teacher,
                 tokenizer, features, needs)  # fmt: skip
     assert not any(tmp_path.rglob("*.safetensors"))
+    # A disk with less free space than the estimate: refused before any write, too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("kdformer.pipeline.budget.free_disk_bytes", lambda folder: expected // 2)
+        with pytest.raises(ConfigError, match=r"its disk has .* free .*distill\.cache\.dir"):
+            prepare(TeacherCache(tmp_path, log=said.append), teacher, tokenizer, features, needs)
+    assert not any(tmp_path.rglob("*.safetensors"))
     said.clear()
     cache = TeacherCache(tmp_path, log=said.append)
     signal = prepare(cache, teacher, tokenizer, features, needs)

@@ -62,7 +62,7 @@ def test_resume_after_kill_9_is_bit_exact(tiny_teacher, tmp_path):
 
 #: Loaded by the child CLI process (PYTHONPATH) before transformers: the student's final weights
 #: are written half, flushed, and finished 60 s later, so a real SIGKILL lands mid-write.
-SLOW_SAVE = '''
+SLOW_SAVE = """
 import os, time
 import safetensors.torch
 
@@ -81,7 +81,7 @@ def save_file(tensors, filename, metadata=None):
         handle.write(data[len(data) // 2 :])
 
 safetensors.torch.save_file = save_file
-'''
+"""
 
 
 def _kill_during_final_save(args: list[str], partial: Path, tmp_path: Path) -> None:

@@ -213,7 +213,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{row['name']}: {info['file']} run by ONNX Runtime {info['onnxruntime']} (CPU); "
             f"largest output difference from the PyTorch student {info['max_abs_diff']:.2g}"
             + (
-                f", same prediction at {100 * info['agreement']:.1f}% of positions"
+                f", same prediction at {100 * info['agreement']:.1f}% of the check batches' "
+                "positions (random tokens)"
                 if info.get("agreement") is not None
                 else ""
             )
