@@ -196,3 +196,32 @@ def test_memory_is_measured_in_a_fresh_process_with_weights_and_forward(tmp_path
     assert large["total_mib"] >= large["forward_mib"]
     # weights: 30522 x 32 embeddings (3.7 MiB) at least
     assert small["total_mib"] - small["forward_mib"] > 3
+
+
+def test_efficient_attention_exports_or_says_why_not(tmp_path):
+    """kdformer's local + global attention exports; Longformer's data-dependent global
+    attention does not trace, and a fixed-length Nyströmformer is refused before trying."""
+    from conftest import save_tiny_glue_teacher
+
+    from kdformer.conversion import convert_checkpoint
+
+    teacher = save_tiny_glue_teacher(tmp_path / "t")
+    local = convert_checkpoint(teacher, "local_global", tmp_path / "lg", 256, block_size=16)
+    assert export_model(local, quantize=False)["max_abs_diff"] <= 1e-4
+
+    long = dict(SMALL, max_position_embeddings=130)
+    _save(tmp_path / "lf", transformers.LongformerForSequenceClassification,
+          transformers.LongformerConfig(**long, attention_window=[8, 8]))  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"could not export Longformer.*data-dependent.*local_global"
+    ):
+        export_model(tmp_path / "lf")
+    assert (
+        not (tmp_path / "lf" / "onnx").exists() and not (tmp_path / "lf" / "onnx.partial").exists()
+    )
+
+    _save(tmp_path / "ny", transformers.NystromformerForSequenceClassification,
+          transformers.NystromformerConfig(**long, segment_means_seq_len=64, num_landmarks=8))  # fmt: skip
+    result = runner.invoke(app, ["export", str(tmp_path / "ny")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "one fixed length (64 tokens)" in " ".join(result.output.split())

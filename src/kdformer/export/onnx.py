@@ -98,11 +98,11 @@ def export_onnx(
                 dynamo=True,
                 verbose=False,
             )
-    except Exception as exc:  # the exporter's errors are long; the last line names the op
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # the exporter's errors are pages long: keep their summary
         raise ConfigError(
-            f"torch.onnx could not export {type(model).__name__} ({last}). Export the student "
-            "of a full-attention family, or file an issue with this message"
+            f"torch.onnx could not export {type(model).__name__}: {exporter_summary(exc)}. "
+            "Students with full attention (BERT, RoBERTa, DistilBERT, ...) or kdformer's local "
+            "+ global attention (convert.to: local_global) export; serve this one in PyTorch"
         ) from None
     proto = program.model_proto
     # The exporter records intermediate shapes of the traced example; shape inference (which
@@ -111,6 +111,20 @@ def export_onnx(
     external = proto.ByteSize() > EXTERNAL_DATA_BYTES
     onnx.save(proto, str(path), save_as_external_data=external, location=path.name + ".data")
     return outputs
+
+
+def exporter_summary(exc: BaseException) -> str:
+    """The line of a torch.onnx / torch.export error that says what failed (its "Exception
+    summary"), without colour codes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "## Exception summary" in lines:
+        after = lines[lines.index("## Exception summary") + 1 :]
+        caused = next((line for line in after if line.startswith("Caused by")), "")
+        return " ".join(part for part in (after[0] if after else "", caused) if part)
+    return lines[0] if lines else type(exc).__name__
 
 
 def quantize_int8(source: str | Path, target: str | Path) -> Path:
@@ -195,16 +209,20 @@ def max_difference(
 
 def agreement(
     model: nn.Module, exported: OnnxModel, batches: Sequence[Mapping[str, torch.Tensor]]
-) -> float:
+) -> float | None:
     """Share of positions where the PyTorch and ONNX outputs pick the same class (argmax of the
-    last axis of each output, real tokens only when there is an attention mask)."""
+    last axis of each ``*logits`` output, real tokens only when there is an attention mask);
+    None for a model without logits (a bare encoder)."""
+    names = [name for name in exported.output_names if name.endswith("logits")]
+    if not names:
+        return None
     same = total = 0
     with torch.inference_mode():
         for batch in batches:
             reference = model(**batch, return_dict=True)
             got = exported(**batch)
             mask = batch.get("attention_mask")
-            for name in exported.output_names:
+            for name in names:
                 a, b = reference[name].argmax(-1), got[name].argmax(-1)
                 hit = a == b
                 if mask is not None and hit.shape == mask.shape:

@@ -28,7 +28,8 @@ from kdformer.export.onnx import (
     onnx_size_mb,
     quantize_int8,
 )
-from kdformer.models import count_parameters, load_model, load_tokenizer
+from kdformer.families import find_family
+from kdformer.models import count_parameters, load_model, load_tokenizer, position_limit
 from kdformer.pipeline.outputs import Paths, is_finished
 
 console = Console(stderr=True)
@@ -99,48 +100,61 @@ def export_model(
             return done
     model_class = model_class_of(model_dir)
     model = load_model(str(model_dir), model_class).eval()
+    family = find_family(model)
+    limit = position_limit(model.config) or 512
+    fixed = family.fixed_length(model.config, limit) if family is not None else None
+    if fixed is not None:
+        raise ConfigError(
+            f"{model_dir} is a {family.name} model that runs at one fixed length ({fixed} "
+            "tokens), and kdformer exports graphs that take any length: distill a student with "
+            "full attention or kdformer's local + global attention (convert.to: local_global), "
+            "which export, or serve this one in PyTorch"
+        )
     tokenizer = load_tokenizer(str(model_dir))
     trace = check_batches(model, tokenizer)[1]
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    console.print(f"exporting {model_dir} ({model_class.__name__}) to ONNX (opset {opset})")
-    outputs = export_onnx(model, trace, partial / FP32, opset)
-    parameters = count_parameters(model)
-    exported = OnnxModel(partial / FP32, model.config, parameters)
-    batches = check_batches(model, tokenizer)
-    difference = max_difference(model, exported, batches)
-    if not difference <= atol:
+    try:
+        console.print(f"exporting {model_dir} ({model_class.__name__}) to ONNX (opset {opset})")
+        outputs = export_onnx(model, trace, partial / FP32, opset)
+        parameters = count_parameters(model)
+        exported = OnnxModel(partial / FP32, model.config, parameters)
+        batches = check_batches(model, tokenizer)
+        difference = max_difference(model, exported, batches)
+        if not difference <= atol:
+            raise ConfigError(
+                f"the ONNX export of {model_dir} differs from PyTorch by {difference:.3g} (over "
+                f"--atol {atol:g}); nothing was kept. Report it with the model's config.json"
+            )
+        record: dict[str, Any] = {
+            "source": str(model_dir),
+            "model_class": model_class.__name__,
+            "weights_sha256": digest,
+            "parameters": parameters,
+            "opset": opset,
+            "inputs": list(trace),
+            "outputs": outputs,
+            "files": {"onnx": FP32},
+            "size_mb": {"onnx": onnx_size_mb(partial / FP32)},
+            "max_abs_diff": difference,
+            "atol": atol,
+            "quantized": quantize,
+            "versions": _versions(),
+        }
+        if quantize:
+            quantize_int8(partial / FP32, partial / INT8)
+            int8 = OnnxModel(partial / INT8, model.config, parameters)
+            record["files"]["onnx_int8"] = INT8
+            record["size_mb"]["onnx_int8"] = onnx_size_mb(partial / INT8)
+            record["int8_max_abs_diff"] = max_difference(model, int8, batches)
+            record["int8_agreement"] = agreement(model, int8, batches)
+        model.config.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        (partial / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    except BaseException:  # a failed or interrupted export leaves nothing half-made
         shutil.rmtree(partial, ignore_errors=True)
-        raise ConfigError(
-            f"the ONNX export of {model_dir} differs from PyTorch by {difference:.3g} (over "
-            f"--atol {atol:g}); nothing was kept. Report it with the model's config.json"
-        )
-    record: dict[str, Any] = {
-        "source": str(model_dir),
-        "model_class": model_class.__name__,
-        "weights_sha256": digest,
-        "parameters": parameters,
-        "opset": opset,
-        "inputs": list(trace),
-        "outputs": outputs,
-        "files": {"onnx": FP32},
-        "size_mb": {"onnx": onnx_size_mb(partial / FP32)},
-        "max_abs_diff": difference,
-        "atol": atol,
-        "quantized": quantize,
-        "versions": _versions(),
-    }
-    if quantize:
-        quantize_int8(partial / FP32, partial / INT8)
-        int8 = OnnxModel(partial / INT8, model.config, parameters)
-        record["files"]["onnx_int8"] = INT8
-        record["size_mb"]["onnx_int8"] = onnx_size_mb(partial / INT8)
-        record["int8_max_abs_diff"] = max_difference(model, int8, batches)
-        record["int8_agreement"] = agreement(model, int8, batches)
-    model.config.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    (partial / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        raise
     if target.exists():
         shutil.rmtree(target)
     partial.rename(target)
@@ -148,8 +162,13 @@ def export_model(
         f"wrote {target / FP32} ({record['size_mb']['onnx']:.1f} MB; largest difference from "
         f"PyTorch {difference:.2g})"
         + (
-            f" and {target / INT8} ({record['size_mb']['onnx_int8']:.1f} MB; same prediction as "
-            f"PyTorch at {100 * record['int8_agreement']:.1f}% of positions)"
+            f" and {target / INT8} ({record['size_mb']['onnx_int8']:.1f} MB"
+            + (
+                f"; same prediction as PyTorch at {100 * record['int8_agreement']:.1f}% of the "
+                "check positions)"
+                if record.get("int8_agreement") is not None
+                else ")"
+            )
             if quantize
             else ""
         )
