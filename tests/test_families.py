@@ -378,3 +378,20 @@ def test_band_covering_the_sequence_equals_full_attention_and_a_narrow_band_is_h
     scores = torch.zeros(1, 1, 2, 5)
     probs = masked_log_softmax(scores, key_mask(mask, 1, 3, band=1)).exp()[0, 0]
     torch.testing.assert_close(probs[0], torch.tensor([1 / 3, 1 / 3, 1 / 3, 0, 0]))
+
+
+def test_families_declare_how_a_converted_model_starts():
+    """Conversion asks the target family where each weight comes from (no module names in
+    kdformer.conversion)."""
+    from kdformer.families.bert import BERT
+    from kdformer.families.longformer import LONGFORMER
+    from kdformer.families.nystromformer import NYSTROMFORMER
+
+    key = "encoder.layer.3.attention.self.key_global.weight"
+    assert LONGFORMER.converted_weight_source(key) == "encoder.layer.3.attention.self.key.weight"
+    assert (
+        NYSTROMFORMER.converted_weight_source("encoder.layer.0.attention.self.conv.weight") is None
+    )
+    assert BERT.converted_weight_source(key) == key
+    assert BERT.position_table() == "embeddings.position_embeddings.weight"
+    assert BERT.may_lack("pooler.dense.weight") and not BERT.may_lack("embeddings.x")

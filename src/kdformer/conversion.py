@@ -25,6 +25,7 @@ import torch
 import transformers
 
 from kdformer.configbase import ConfigError
+from kdformer.families import family_of
 from kdformer.models import OFFSET_POSITIONS
 
 Target = Literal["full", "longformer", "bigbird", "nystromformer", "local_global"]
@@ -127,14 +128,6 @@ def extend_positions(
     return table
 
 
-def _source_key(key: str) -> str:
-    """The source weight a target weight starts from (base models share BERT's names;
-    Longformer's global projections start from the local ones)."""
-    for name in ("query", "key", "value"):
-        key = key.replace(f"attention.self.{name}_global.", f"attention.self.{name}.")
-    return key
-
-
 def convert(source_model: Any, target: Target, max_length: int, **options: Any) -> Any:
     """The converted base model (no task head) of a loaded BERT/RoBERTa model."""
     source = getattr(source_model, "base_model", source_model)
@@ -146,20 +139,21 @@ def convert(source_model: Any, target: Target, max_length: int, **options: Any) 
     else:
         model = transformers.AutoModel.from_config(config)
     state = source.state_dict()
+    family, source_family = family_of(model), family_of(source)
     new_state: dict[str, torch.Tensor] = {}
     missing = []
     for key, value in model.state_dict().items():
-        if key.endswith("attention.self.conv.weight"):
+        source_key = family.converted_weight_source(key)
+        if source_key is None:
             new_state[key] = torch.zeros_like(value)  # adds nothing until trained
-            continue
-        source_key = _source_key(key)
-        if key == "embeddings.position_embeddings.weight":
+        elif key == family.position_table():
             new_state[key] = extend_positions(
-                state[key], position_offset(source.config), value.shape[0], position_offset(config)
-            )
+                state[source_family.position_table()], position_offset(source.config),
+                value.shape[0], position_offset(config),
+            )  # fmt: skip
         elif source_key in state and state[source_key].shape == value.shape:
             new_state[key] = state[source_key].clone()
-        elif key.startswith("pooler.") and source_key not in state:
+        elif family.may_lack(key) and source_key not in state:
             new_state[key] = value  # the source had no pooler
         else:
             missing.append(key)

@@ -120,6 +120,8 @@ class ModelFamily:
     mean of real tokens, as the family's classification head pools."""
     unsupported: frozenset[str] = field(default_factory=frozenset)
     """Knowledge types this family cannot supply (besides attention when ``attention`` is None)."""
+    pooler: str | None = None
+    """Path of the pooler, a module a checkpoint may lack (None: the family has none)."""
 
     # ---- knowledge ------------------------------------------------------------------------
 
@@ -178,6 +180,22 @@ class ModelFamily:
             value = getattr(config, key, None)
             if isinstance(value, (list, tuple)):
                 setattr(config, key, [value[t] for t in layers])
+
+    # ---- conversion from a full-attention encoder (kdformer.conversion) ---------------------
+
+    def position_table(self) -> str:
+        """The weight of the absolute position embeddings, from the base model."""
+        return f"{self.embeddings}.position_embeddings.weight"
+
+    def converted_weight_source(self, key: str) -> str | None:
+        """The full-attention source weight a converted model's weight ``key`` starts from (the
+        same name: these layouts share BERT's); None when it starts at zero instead (a module
+        full attention lacks, which then adds nothing until trained)."""
+        return key
+
+    def may_lack(self, key: str) -> bool:
+        """Whether a source checkpoint may lack this weight (the pooler): it keeps its init."""
+        return self.pooler is not None and key.startswith(self.pooler + ".")
 
     # ---- inputs ---------------------------------------------------------------------------
 

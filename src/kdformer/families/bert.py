@@ -42,6 +42,7 @@ def bert_layout(
         "attention_output": "attention.output.dense",
         "ffn_output": "output.dense",
         "sliced": dict(BERT_SLICED),
+        "pooler": "pooler",
     }
     declared.update(fields)
     return family(name=name, model_types=model_types, **declared)

@@ -55,6 +55,12 @@ class LongformerFamily(ModelFamily):
             model.register_forward_pre_hook(_first_token_global, with_kwargs=True)
             model._kdformer_global_first = True
 
+    def converted_weight_source(self, key: str) -> str | None:
+        """The global query/key/value projections start from the local ones."""
+        for name in ("query", "key", "value"):
+            key = key.replace(f"attention.self.{name}_global.", f"attention.self.{name}.")
+        return key
+
     def attention_windows(self, config: Any) -> tuple[int, ...]:
         return tuple(w // 2 for w in _windows(config))
 

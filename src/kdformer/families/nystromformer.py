@@ -77,6 +77,10 @@ class NystromformerFamily(ModelFamily):
         model.config.segment_means_seq_len = length
         return previous
 
+    def converted_weight_source(self, key: str) -> str | None:
+        """The optional depthwise convolution over values starts at zero."""
+        return None if key.endswith("attention.self.conv.weight") else key
+
     def prepare(self, model: nn.Module) -> None:
         if getattr(model, "_kdformer_nystrom_mask", False):
             return
