@@ -225,3 +225,23 @@ def test_efficient_attention_exports_or_says_why_not(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path / "ny")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "one fixed length (64 tokens)" in " ".join(result.output.split())
+
+
+@needs_data(GLUE / "SST-2")
+def test_export_true_in_a_run_config_adds_the_rows(tmp_path, tiny_teacher):
+    from kdformer import pipeline
+    from kdformer.config import load_config
+
+    overrides = [
+        f"output_dir={tmp_path / 'run'}", f"teacher.name={tiny_teacher}", f"task.data_dir={GLUE}",
+        "task.max_train_samples=32", "task.max_eval_samples=8", "task.max_length=32",
+        "student.num_layers=2", "distill.allow_weak_teacher=true",
+        "distill.train={max_steps: 2, batch_size: 8, report_to: []}",
+        "report={latency_repeats: 1, latency_batch_size: 2, latency_seq_length: 16,"
+        " memory: false, device: cpu}",
+        "export=true",
+    ]  # fmt: skip
+    report = pipeline.run(load_config(None, overrides))
+    names = [m["name"] for m in report["models"]]
+    assert names == ["teacher", "student", "student (onnx)", "student (onnx int8)"]
+    assert (tmp_path / "run" / "student" / "onnx" / "model.onnx").is_file()

@@ -367,6 +367,17 @@ class ConvertConfig(Section):
         }[self.to]
 
 
+class ExportConfig(Section):
+    """Export the student to ONNX once it is distilled (``kdformer export`` does it later)."""
+
+    enabled: bool = Field(False, description="Write <student>/onnx before the report.")
+    quantize: bool = Field(True, description="Also write int8 dynamic quantisation.")
+    opset: int = Field(18, ge=14, description="ONNX opset.")
+    atol: float = Field(
+        1e-4, gt=0, description="Largest output difference from PyTorch the export may have."
+    )
+
+
 class ExperimentConfig(Section):
     """One distillation experiment: optional teacher fine-tuning, distillation, evaluation."""
 
@@ -399,6 +410,16 @@ class ExperimentConfig(Section):
     student: StudentConfig = Field(default_factory=StudentConfig, description="Student shape/init.")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="Distillation.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Measurement.")
+    export: ExportConfig = Field(
+        default_factory=ExportConfig,
+        description="ONNX export of the student before the report (`export: true`); its rows "
+        "join the report when it runs on the CPU.",
+    )
+
+    @field_validator("export", mode="before")
+    @classmethod
+    def _export_shorthand(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
 
     @field_validator("output_dir")
     @classmethod

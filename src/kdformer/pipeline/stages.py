@@ -106,6 +106,7 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
         task.config.max_length,
     )
     check_cache_setup(config)
+    check_exportable(config, student_cfg)
     objective = build_objective(config, task, teacher_config, student_cfg, others)
     report_and_check(
         task.model_class, student_cfg, [teacher_config, *others.values()], objective,
@@ -113,6 +114,24 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
         task.model_kwargs(), len(objective.needs_for("teacher").hidden_layers),
         config.distill.cache.enabled,
     )  # fmt: skip
+
+
+def check_exportable(config: ExperimentConfig, student_config: Any) -> None:
+    """With ``export: true``, refuse before training a student that runs at one fixed length
+    (exported graphs take any length)."""
+    from kdformer.families import find_family
+    from kdformer.models import position_limit
+
+    family = find_family(student_config)
+    if not config.export.enabled or family is None:
+        return
+    fixed = family.fixed_length(student_config, position_limit(student_config) or 512)
+    if fixed is not None:
+        raise ConfigError(
+            f"export: true, but the student is a {family.name} model that runs at one fixed "
+            f"length ({fixed} tokens), and exported graphs take any length: set export: false, "
+            "or distill a full-attention or local_global student"
+        )
 
 
 def build_objective(
@@ -694,5 +713,11 @@ def run(
         if config.general is not None and config.general.compare_one_stage:
             one_stage(config, overwrite, resume, callbacks, task)
     if "evaluate" in stages and distributed.is_main():  # one process measures and reports
+        if config.export.enabled:
+            from kdformer.pipeline.export import export_model
+
+            export = config.export
+            export_model(Paths(config.output_dir).student, export.quantize, export.opset,
+                         export.atol)  # fmt: skip
         return evaluate(config, task)
     return None
