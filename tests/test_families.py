@@ -395,3 +395,16 @@ def test_families_declare_how_a_converted_model_starts():
     assert BERT.converted_weight_source(key) == key
     assert BERT.position_table() == "embeddings.position_embeddings.weight"
     assert BERT.may_lack("pooler.dense.weight") and not BERT.may_lack("embeddings.x")
+
+
+def test_families_say_where_positions_start_and_so_the_usable_length():
+    import transformers
+
+    from kdformer.models import position_limit
+
+    roberta = transformers.RobertaConfig(max_position_embeddings=514, pad_token_id=1)
+    nystrom = transformers.NystromformerConfig(max_position_embeddings=514)
+    bert = transformers.BertConfig(max_position_embeddings=512)
+    assert [position_limit(c) for c in (roberta, nystrom, bert)] == [512, 512, 512]
+    longformer = transformers.LongformerConfig(max_position_embeddings=4098, pad_token_id=1)
+    assert position_limit(longformer) == 4096

@@ -26,7 +26,6 @@ import transformers
 
 from kdformer.configbase import ConfigError
 from kdformer.families import family_of
-from kdformer.models import OFFSET_POSITIONS
 
 Target = Literal["full", "longformer", "bigbird", "nystromformer", "local_global"]
 TARGETS: tuple[str, ...] = ("full", "longformer", "bigbird", "nystromformer", "local_global")
@@ -40,13 +39,9 @@ _COMMON = (
 
 
 def position_offset(config: Any) -> int:
-    """Row of the position embedding that the first token uses (the position-limit check,
-    :func:`kdformer.models.position_limit`, reads the same table of offsets)."""
-    if config.model_type in OFFSET_POSITIONS:
-        return int(config.pad_token_id) + 1
-    if config.model_type == "nystromformer":
-        return 2  # its table has two rows before the first position
-    return 0
+    """Row of the position embedding that the first token uses (the model family's rule, which
+    :func:`kdformer.models.position_limit` reads too)."""
+    return family_of(config).position_offset(config)
 
 
 def target_config(

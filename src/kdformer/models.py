@@ -176,20 +176,17 @@ def count_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-#: Model types whose position ids start after the padding index (``padding_idx + 1``), so
-#: ``max_position_embeddings`` overstates the usable length by that much.
-OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
-
-
 def position_limit(config: Any) -> int | None:
     """The longest input (in tokens) a model's position embeddings cover, or None when it has
-    no absolute positions (relative or rotary position schemes)."""
+    no absolute positions (relative or rotary position schemes); the model's family says
+    where its positions start."""
     limit = getattr(config, "max_position_embeddings", None)
     if (
         not isinstance(limit, int)
         or getattr(config, "position_embedding_type", "absolute") != "absolute"
     ):
         return None
-    if getattr(config, "model_type", "") in OFFSET_POSITIONS:
-        limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
-    return limit
+    from kdformer.families import find_family
+
+    family = find_family(config)
+    return limit - (family.position_offset(config) if family is not None else 0)

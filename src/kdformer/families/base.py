@@ -122,6 +122,9 @@ class ModelFamily:
     """Knowledge types this family cannot supply (besides attention when ``attention`` is None)."""
     pooler: str | None = None
     """Path of the pooler, a module a checkpoint may lack (None: the family has none)."""
+    positions_after_padding: bool = False
+    """Position ids start after the padding index (``pad_token_id + 1``, RoBERTa's scheme), so
+    ``max_position_embeddings`` overstates the usable length by that much."""
 
     # ---- knowledge ------------------------------------------------------------------------
 
@@ -182,6 +185,12 @@ class ModelFamily:
                 setattr(config, key, [value[t] for t in layers])
 
     # ---- conversion from a full-attention encoder (kdformer.conversion) ---------------------
+
+    def position_offset(self, config: Any) -> int:
+        """Row of the position table that the first token uses."""
+        if self.positions_after_padding:
+            return int(getattr(config, "pad_token_id", 1) or 0) + 1
+        return 0
 
     def position_table(self) -> str:
         """The weight of the absolute position embeddings, from the base model."""

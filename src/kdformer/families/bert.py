@@ -50,6 +50,10 @@ def bert_layout(
 
 BERT = register_family(bert_layout("BERT", ("bert",)))
 ROBERTA = register_family(
-    bert_layout("RoBERTa", ("roberta", "xlm-roberta", "camembert", "data2vec-text"))
+    bert_layout(
+        "RoBERTa",
+        ("roberta", "xlm-roberta", "camembert", "data2vec-text"),
+        positions_after_padding=True,
+    )
 )
 ELECTRA = register_family(bert_layout("ELECTRA", ("electra",), width_keys=("embedding_size",)))

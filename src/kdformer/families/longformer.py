@@ -80,6 +80,7 @@ LONGFORMER = register_family(
         "Longformer",
         ("longformer",),
         family=LongformerFamily,
+        positions_after_padding=True,
         taps={
             "query": Tap("attention.self.query", seq_first=True),
             "key": Tap("attention.self.key", seq_first=True),

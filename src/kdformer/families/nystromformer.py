@@ -77,6 +77,10 @@ class NystromformerFamily(ModelFamily):
         model.config.segment_means_seq_len = length
         return previous
 
+    def position_offset(self, config: Any) -> int:
+        """Its position ids start at 2 (two rows before the first position)."""
+        return 2
+
     def converted_weight_source(self, key: str) -> str | None:
         """The optional depthwise convolution over values starts at zero."""
         return None if key.endswith("attention.self.conv.weight") else key
