@@ -41,6 +41,7 @@ def overrides(teacher: Path, out: Path, task: str = "sst2", steps: int = 4) -> l
         "distill.knowledge=[{type: logits}, {type: hidden}, {type: attention}]",
         "report.latency_repeats=2",
         "report.memory=false",  # measured in its own tests (a fresh process per model)
+        "export=false",  # the demo exports; tested in test_export.py
         "report.latency_batch_size=4",
         "report.latency_seq_length=16",
         "distill.allow_weak_teacher=true",  # a 4-step teacher learns nothing

@@ -160,7 +160,7 @@ def test_run_with_two_teachers_of_different_widths(tmp_path):
         "distill.knowledge=[{type: logits}, {type: hidden, teacher: each}]",
         f"distill.cache={{enabled: true, dir: {tmp_path / 'cache'}}}",
         "distill.allow_weak_teacher=true",
-        "report={latency_repeats: 2, latency_batch_size: 4, latency_seq_length: 16, memory: false}",
+        "report={latency_repeats: 2, latency_batch_size: 4, latency_seq_length: 16, memory: false}", "export=false",
     ]  # fmt: skip
     result = CliRunner().invoke(app, ["run", "configs/demo.yaml", *args])
     assert result.exit_code == 0, result.output

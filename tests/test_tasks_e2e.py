@@ -22,6 +22,7 @@ COMMON = [
     "student.num_layers=2",
     "report.latency_repeats=2",
     "report.memory=false",
+    "export=false",
     "report.latency_batch_size=2",
     "report.latency_seq_length=32",
     "distill.allow_weak_teacher=true",  # a few steps teach a tiny teacher nothing
