@@ -203,3 +203,39 @@ def test_every_test_the_bad_input_table_names_exists():
     assert len(named) >= 25
     for file, name in named:
         assert re.search(rf"^def {name}\(", (root / file).read_text(), re.M), f"{file}::{name}"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_fp16_without_a_gpu_and_no_room_for_text_are_refused():
+    result = run("distill.train.mixed_precision=fp16", "--stages", "distill")
+    assert result.exit_code == 2
+    assert "fp16 needs a CUDA GPU" in " ".join(result.output.split())
+    result = run("task.max_length=2")
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and "leaves no room for text" in message
+    assert "adds 3 special tokens" in message
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(tmp_path, tiny_teacher):
+    """transformers 5 loads such a folder as an empty tokenizer that maps every word to [UNK]."""
+    import shutil
+
+    from kdformer.config import ConfigError
+    from kdformer.models import load_tokenizer
+
+    bare = tmp_path / "no-tokenizer"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_teacher / name, bare / name)
+    with pytest.raises(ConfigError, match=r"has no tokenizer: .*every word would be \[UNK\]"):
+        load_tokenizer(str(bare))
+    load_tokenizer(str(tiny_teacher))  # the folder with its files loads
+    result = run(f"teacher.name={bare}", "finetune=null")
+    assert result.exit_code == 2 and "has no tokenizer" in " ".join(result.output.split())
+
+
+def test_export_options_out_of_range_are_refused(tmp_path):
+    result = runner.invoke(app, ["export", str(tmp_path), "--atol", "-1"])
+    assert result.exit_code == 2 and "--atol" in result.output
+    result = runner.invoke(app, ["evaluate", "minilm-l6", "--batch-size", "0"])
+    assert result.exit_code == 2 and "--batch-size" in result.output

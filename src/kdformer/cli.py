@@ -292,10 +292,10 @@ def evaluate(
     reference: str | None = typer.Option(
         None, help="A reference model (e.g. the teacher) measured alongside; retention is vs it."
     ),
-    batch_size: int = typer.Option(128, help="Evaluation batch size."),
-    latency_batch_size: int = typer.Option(32, help="Batch size for latency timing."),
-    latency_seq_length: int = typer.Option(128, help="Sequence length for latency timing."),
-    repeats: int = typer.Option(20, help="Timed forward passes (median reported)."),
+    batch_size: int = typer.Option(128, min=1, help="Evaluation batch size."),
+    latency_batch_size: int = typer.Option(32, min=1, help="Batch size for latency timing."),
+    latency_seq_length: int = typer.Option(128, min=1, help="Sequence length for latency timing."),
+    repeats: int = typer.Option(20, min=1, help="Timed forward passes (median reported)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1."),
     memory: bool = typer.Option(
         True, help="Measure each model folder's peak serving memory (a fresh process each)."
@@ -521,9 +521,9 @@ def convert(
 def export(
     model_dir: Path = typer.Argument(..., help="A finished model folder, e.g. OUTPUT_DIR/student."),
     quantize: bool = typer.Option(True, help="Also write int8 dynamic quantisation."),
-    opset: int = typer.Option(18, help="ONNX opset."),
+    opset: int = typer.Option(18, min=14, help="ONNX opset."),
     atol: float = typer.Option(
-        1e-4, help="Largest output difference from PyTorch the export may have."
+        1e-4, min=0.0, help="Largest output difference from PyTorch the export may have."
     ),
     config: Path | None = typer.Option(
         None,

@@ -152,13 +152,23 @@ def load_tokenizer(model: ModelConfig | str) -> Any:
     cfg = _as_model_config(model)
     source = resolve_name(cfg.name)
     try:
-        return AutoTokenizer.from_pretrained(
+        tokenizer = AutoTokenizer.from_pretrained(
             source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
         )
     except OSError as exc:
         raise ConfigError(
             f"could not load the tokenizer of '{cfg.name}' ({source}): {exc}"
         ) from None
+    # A folder without tokenizer files loads as an empty tokenizer that maps every word to
+    # [UNK] (transformers 5 builds one from the config): refuse it.
+    if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_tokens)):
+        raise ConfigError(
+            f"'{cfg.name}' ({source}) has no tokenizer: its vocabulary holds only the "
+            f"{len(tokenizer.get_vocab())} special tokens, so every word would be [UNK]. Save "
+            "the tokenizer with the model (tokenizer.save_pretrained(folder)) or copy its files "
+            "(tokenizer.json, vocab.txt, ...) into the folder"
+        )
+    return tokenizer
 
 
 def check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any) -> None:

@@ -116,6 +116,29 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
     )  # fmt: skip
 
 
+def check_room_for_text(task: Task, tokenizer: Any) -> None:
+    """Refuse a ``max_length`` that leaves no room for text once the tokenizer's special tokens
+    ([CLS] and [SEP] around a pair of texts) are in."""
+    special = tokenizer.num_special_tokens_to_add(pair=True)
+    if task.config.max_length < special + 2:
+        raise ConfigError(
+            f"task.max_length {task.config.max_length} leaves no room for text: the tokenizer "
+            f"adds {special} special tokens to a pair of texts. Set task.max_length to the "
+            "length of your inputs in tokens (128 suits most sentence tasks)"
+        )
+
+
+def check_precision(train: TrainConfig, setting: str) -> None:
+    """fp16 needs a GPU; say so before loading anything rather than at the Trainer's start."""
+    from kdformer.distributed import training_device
+
+    if train.mixed_precision == "fp16" and training_device().type != "cuda":
+        raise ConfigError(
+            f"{setting}.mixed_precision: fp16 needs a CUDA GPU and this machine trains on the "
+            "CPU: use bf16 (CPUs with bfloat16 support) or no"
+        )
+
+
 def check_exportable(config: ExperimentConfig, student_config: Any) -> None:
     """With ``export: true``, refuse before training a student that runs at one fixed length
     (exported graphs take any length)."""
@@ -177,6 +200,11 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     teacher_config = source_teacher_config(config)
     task.adapt_to_teacher(teacher_config)
     task.check_lengths(teacher_config, config.teacher.name)
+    check_room_for_text(task, load_tokenizer(config.teacher))
+    for stage in ("finetune", "distill"):
+        train = config.finetune if stage == "finetune" else config.distill.train
+        if stage in stages and train is not None:
+            check_precision(train, f"{stage}.train" if stage == "distill" else stage)
     task.pad_to = check_models([(teacher_config, "teacher")], task.config.max_length)
     if {"finetune", "distill"} & set(stages):
         task.load("train")
