@@ -21,6 +21,7 @@ stop fires only when the estimate alone is over what the device has free.
 
 from __future__ import annotations
 
+import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,14 @@ class MemoryEstimate:
 
 def _gib(value: int) -> str:
     return f"{value / GiB:.2f} GiB" if value >= GiB / 10 else f"{value / 2**20:.0f} MiB"
+
+
+def with_head(config: Any, model_kwargs: dict[str, Any]) -> Any:
+    """A copy of a model config with the task's head settings (``Task.model_kwargs``; the
+    loss's ``problem_type`` left out), so models built from it have the task's outputs."""
+    config = copy.deepcopy(config)
+    config.update({k: v for k, v in model_kwargs.items() if k != "problem_type"})
+    return config
 
 
 def meta_model(model_class: Any, config: Any) -> torch.nn.Module:
@@ -190,15 +199,10 @@ def report_and_check(
 
     from kdformer.distributed import is_main, training_device
 
-    def with_head(config: Any) -> Any:
-        config = config.__class__.from_dict(config.to_dict())
-        config.update({k: v for k, v in model_kwargs.items() if k != "problem_type"})
-        return config
-
     estimate = estimate_training_memory(
         model_class,
-        with_head(student_config),
-        [with_head(c) for c in teacher_configs],
+        with_head(student_config, model_kwargs),
+        [with_head(c, model_kwargs) for c in teacher_configs],
         objective,
         train.batch_size,
         length,

@@ -23,6 +23,7 @@ from kdformer.models import count_parameters
 def distill_plan(config: ExperimentConfig) -> list[str]:
     """The plan as printable lines (validates the config first, as a run would)."""
     from kdformer.models import load_config as load_model_config
+    from kdformer.pipeline.budget import with_head
     from kdformer.pipeline.stages import (
         build_objective,
         source_teacher_config,
@@ -41,8 +42,8 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
         student_cfg = student_config(teacher_cfg, config.student)
     others = {t.id: load_model_config(t) for t in config.distill.teachers}
     objective = build_objective(config, task, teacher_cfg, student_cfg, others)
-    for cfg in (teacher_cfg, student_cfg):
-        cfg.update({k: v for k, v in task.model_kwargs().items() if k != "problem_type"})
+    teacher_cfg = with_head(teacher_cfg, task.model_kwargs())
+    student_cfg = with_head(student_cfg, task.model_kwargs())
     torch.manual_seed(0)
     teacher = task.model_class.from_config(teacher_cfg).eval()
     student = task.model_class.from_config(student_cfg).train()
