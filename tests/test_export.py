@@ -127,7 +127,7 @@ def test_check_batches_pad_a_row_and_follow_the_model_inputs(tmp_path):
     distil = transformers.DistilBertForSequenceClassification(
         transformers.DistilBertConfig(vocab_size=2000, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
     )
-    batches = check_batches(distil, None)
+    batches = check_batches(distil)
     assert [tuple(b["input_ids"].shape) for b in batches] == [(3, 9), (2, 40)]
     assert all("token_type_ids" not in b for b in batches)  # DistilBERT takes none
     assert batches[0]["attention_mask"][0].tolist() == [1] * 4 + [0] * 5
@@ -198,7 +198,7 @@ def test_memory_is_measured_in_a_fresh_process_with_weights_and_forward(tmp_path
     assert small["total_mib"] - small["forward_mib"] > 3
 
 
-def test_efficient_attention_exports_or_says_why_not(tmp_path):
+def test_efficient_attention_exports_or_says_why_not(tmp_path, monkeypatch):
     """kdformer's local + global attention exports; Longformer's data-dependent global
     attention does not trace, and a fixed-length Nyströmformer is refused before trying."""
     from conftest import save_tiny_glue_teacher
@@ -208,6 +208,13 @@ def test_efficient_attention_exports_or_says_why_not(tmp_path):
     teacher = save_tiny_glue_teacher(tmp_path / "t")
     local = convert_checkpoint(teacher, "local_global", tmp_path / "lg", 256, block_size=16)
     assert export_model(local, quantize=False)["max_abs_diff"] <= 1e-4
+    # Traced at exactly one 16-token block, the graph fixes the block count: the check on other
+    # shapes catches it, and the good export already there stays.
+    monkeypatch.setattr("kdformer.pipeline.export.TRACE_SHAPE", (2, 16))
+    with pytest.raises(ConfigError, match="fails on inputs of other shapes than the traced one"):
+        export_model(local, quantize=False, overwrite=True)
+    assert exported_models(local) == [("onnx", local / "onnx" / "model.onnx")]
+    monkeypatch.undo()
 
     long = dict(SMALL, max_position_embeddings=130)
     _save(tmp_path / "lf", transformers.LongformerForSequenceClassification,

@@ -59,21 +59,46 @@ def model_class_of(model_dir: Path) -> Any:
     return transformers.AutoModel
 
 
-def check_batches(model: torch.nn.Module, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
-    """Inputs the export is checked on: two shapes other than the traced one, with padding."""
+TRACE_SHAPE = (2, 37)
+"""Rows x tokens of the batch the exporter traces: a length that is no multiple of a block or
+window size, which the tracer could otherwise fix into the graph (one 16-token block did)."""
+CHECK_SHAPES = ((3, 9), (2, 40))
+"""Rows x tokens of the batches the export is checked on: other shapes than the traced one."""
+
+
+def _random_batch(
+    model: torch.nn.Module, rows: int, length: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Random real-token ids with the first row half padding, as ``model`` takes them."""
     from kdformer.features import model_inputs
 
     vocab = int(model.config.vocab_size)
-    limit = int(getattr(model.config, "max_position_embeddings", 512) or 512)
+    length = min(length, (position_limit(model.config) or 512) - 2)
+    ids = torch.randint(min(1000, vocab // 2), vocab, (rows, length), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[0, length // 2 :] = 0  # a padded row
+    full = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    return model_inputs(model, full)
+
+
+def trace_batch(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return _random_batch(model, *TRACE_SHAPE, torch.Generator().manual_seed(0))
+
+
+def check_batches(model: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
+    """Inputs the export is checked on: shapes other than the traced one, with padding."""
     generator = torch.Generator().manual_seed(1)
-    batches = []
-    for rows, length in ((3, min(9, limit - 2)), (2, min(40, limit - 2))):
-        ids = torch.randint(min(1000, vocab // 2), vocab, (rows, length), generator=generator)
-        mask = torch.ones_like(ids)
-        mask[0, length // 2 :] = 0  # a padded row
-        full = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-        batches.append(model_inputs(model, full))
-    return batches
+    return [_random_batch(model, rows, length, generator) for rows, length in CHECK_SHAPES]
+
+
+def fixed_length_of(config: Any) -> tuple[str, int] | None:
+    """(family name, length) when a model of ``config`` runs at one fixed length (its family's
+    rule): an exported graph, which takes any length, cannot stand for it."""
+    family = find_family(config)
+    if family is None:
+        return None
+    fixed = family.fixed_length(config, position_limit(config) or 512)
+    return None if fixed is None else (family.name, fixed)
 
 
 def export_model(
@@ -93,25 +118,27 @@ def export_model(
         )
     target = model_dir / ONNX_DIR
     digest = weights_digest(model_dir)
-    if (target / "export.json").is_file() and not overwrite:
-        done = json.loads((target / "export.json").read_text(encoding="utf-8"))
-        if done.get("weights_sha256") == digest and (quantize <= bool(done.get("quantized"))):
-            console.print(f"{target} already holds this model's export (--overwrite redoes it)")
-            return done
+    done = export_record(model_dir)
+    up_to_date = (
+        done is not None
+        and done.get("weights_sha256") == digest
+        and quantize <= bool(done.get("quantized"))
+    )
+    if up_to_date and not overwrite:
+        console.print(f"{target} already holds this model's export (--overwrite redoes it)")
+        return done
     model_class = model_class_of(model_dir)
     model = load_model(str(model_dir), model_class).eval()
-    family = find_family(model)
-    limit = position_limit(model.config) or 512
-    fixed = family.fixed_length(model.config, limit) if family is not None else None
+    fixed = fixed_length_of(model.config)
     if fixed is not None:
         raise ConfigError(
-            f"{model_dir} is a {family.name} model that runs at one fixed length ({fixed} "
+            f"{model_dir} is a {fixed[0]} model that runs at one fixed length ({fixed[1]} "
             "tokens), and kdformer exports graphs that take any length: distill a student with "
             "full attention or kdformer's local + global attention (convert.to: local_global), "
             "which export, or serve this one in PyTorch"
         )
     tokenizer = load_tokenizer(str(model_dir))
-    trace = check_batches(model, tokenizer)[1]
+    trace = trace_batch(model)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -120,8 +147,15 @@ def export_model(
         outputs = export_onnx(model, trace, partial / FP32, opset)
         parameters = count_parameters(model)
         exported = OnnxModel(partial / FP32, model.config, parameters)
-        batches = check_batches(model, tokenizer)
-        difference = max_difference(model, exported, batches)
+        batches = check_batches(model)
+        try:
+            difference = max_difference(model, exported, batches)
+        except Exception as exc:  # ONNX Runtime refuses a shape the trace fixed
+            raise ConfigError(
+                f"the ONNX export of {model_dir} fails on inputs of other shapes than the traced "
+                f"one ({str(exc).splitlines()[0][:300]}); nothing was kept. Report it with the "
+                "model's config.json"
+            ) from None
         if not difference <= atol:
             raise ConfigError(
                 f"the ONNX export of {model_dir} differs from PyTorch by {difference:.3g} (over "

@@ -142,17 +142,13 @@ def check_precision(train: TrainConfig, setting: str) -> None:
 def check_exportable(config: ExperimentConfig, student_config: Any) -> None:
     """With ``export: true``, refuse before training a student that runs at one fixed length
     (exported graphs take any length)."""
-    from kdformer.families import find_family
-    from kdformer.models import position_limit
+    from kdformer.pipeline.export import fixed_length_of
 
-    family = find_family(student_config)
-    if not config.export.enabled or family is None:
-        return
-    fixed = family.fixed_length(student_config, position_limit(student_config) or 512)
+    fixed = fixed_length_of(student_config) if config.export.enabled else None
     if fixed is not None:
         raise ConfigError(
-            f"export: true, but the student is a {family.name} model that runs at one fixed "
-            f"length ({fixed} tokens), and exported graphs take any length: set export: false, "
+            f"export: true, but the student is a {fixed[0]} model that runs at one fixed "
+            f"length ({fixed[1]} tokens), and exported graphs take any length: set export: false, "
             "or distill a full-attention or local_global student"
         )
 
