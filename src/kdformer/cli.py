@@ -20,6 +20,7 @@ from rich.table import Table
 from kdformer.config import (
     ConfigError,
     ExperimentConfig,
+    ExportConfig,
     ReportConfig,
     describe_fields,
     dump_config,
@@ -517,13 +518,17 @@ def convert(
     console.print(f"converted {source} -> {to} ({max_length} positions): {out}{note}")
 
 
+EXPORT = ExportConfig()
+"""The export section's defaults, which the export command's options share."""
+
+
 @app.command()
 def export(
     model_dir: Path = typer.Argument(..., help="A finished model folder, e.g. OUTPUT_DIR/student."),
-    quantize: bool = typer.Option(True, help="Also write int8 dynamic quantisation."),
-    opset: int = typer.Option(18, min=14, help="ONNX opset."),
+    quantize: bool = typer.Option(EXPORT.quantize, help="Also write int8 dynamic quantisation."),
+    opset: int = typer.Option(EXPORT.opset, min=14, help="ONNX opset."),
     atol: float = typer.Option(
-        1e-4, min=0.0, help="Largest output difference from PyTorch the export may have."
+        EXPORT.atol, min=0.0, help="Largest output difference from PyTorch the export may have."
     ),
     config: Path | None = typer.Option(
         None,

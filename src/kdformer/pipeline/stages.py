@@ -197,10 +197,10 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     task.adapt_to_teacher(teacher_config)
     task.check_lengths(teacher_config, config.teacher.name)
     check_room_for_text(task, load_tokenizer(config.teacher))
-    for stage in ("finetune", "distill"):
-        train = config.finetune if stage == "finetune" else config.distill.train
-        if stage in stages and train is not None:
-            check_precision(train, f"{stage}.train" if stage == "distill" else stage)
+    if "finetune" in stages and config.finetune is not None:
+        check_precision(config.finetune, "finetune")
+    if "distill" in stages:
+        check_precision(config.distill.train, "distill.train")
     task.pad_to = check_models([(teacher_config, "teacher")], task.config.max_length)
     if {"finetune", "distill"} & set(stages):
         task.load("train")
