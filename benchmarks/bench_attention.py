@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import transformers
 
-import kdformer  # noqa: F401  (registers local + global attention)
+import kdformer.attention  # noqa: F401  (registers local + global attention)
 from kdformer.attention import use_local_global
 
 KINDS = ("full", "full_eager", "local_global", "longformer", "bigbird")

@@ -59,13 +59,13 @@ from transformers import AutoModelForSequenceClassification, TrainerCallback  # 
 
 import kdformer  # noqa: E402
 from kdformer.config import ExperimentConfig, StudentConfig, TrainConfig  # noqa: E402
+from kdformer.config.knowledge import HiddenConfig, LogitsConfig  # noqa: E402
 from kdformer.features import extract_features  # noqa: E402
-from kdformer.knowledge import HiddenConfig, LogitsConfig  # noqa: E402
 from kdformer.models import load_model  # noqa: E402
 from kdformer.objective import DistillationObjective  # noqa: E402
 from kdformer.pipeline import Paths, distill, finetune, measure_models  # noqa: E402
 from kdformer.students import build_student  # noqa: E402
-from kdformer.tasks import ClassificationTask  # noqa: E402
+from kdformer.tasks.classification import ClassificationTask  # noqa: E402
 from kdformer.teacher import LiveTeacher  # noqa: E402
 from kdformer.training import (  # noqa: E402
     DistillationModel,

@@ -11,10 +11,12 @@ import pytest
 import torch
 import transformers
 
-from kdformer.configbase import ConfigError
-from kdformer.tasks import ClassificationTaskConfig, build_task
+from kdformer.config.base import ConfigError
+from kdformer.config.tasks import ClassificationTaskConfig
+from kdformer.config.tasks.augment import AugmentConfig
 from kdformer.tasks import augment as augment_module
-from kdformer.tasks.augment import AugmentConfig, augment_examples, make_variants
+from kdformer.tasks import build_task
+from kdformer.tasks.augment import augment_examples, make_variants
 
 
 @pytest.fixture(scope="module")

@@ -105,7 +105,8 @@ def test_damaged_weights_are_never_finished_nor_loaded(tiny_teacher, tmp_path, d
 
 
 def test_a_header_only_file_and_a_malformed_row_are_named(tmp_path, caplog):
-    from kdformer.tasks import ClassificationTaskConfig, DataError, build_task
+    from kdformer.config.tasks import ClassificationTaskConfig
+    from kdformer.tasks import DataError, build_task
 
     folder = tmp_path / "SST-2"
     folder.mkdir()

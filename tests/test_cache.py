@@ -16,18 +16,18 @@ from pydantic import TypeAdapter
 from kdformer.cache import ROW_KEY, RowIndexCollator, TeacherCache, cache_items, with_row_index
 from kdformer.cache.store import FILL_VALUE
 from kdformer.config import StudentConfig
-from kdformer.configbase import ConfigError
-from kdformer.features import FeatureNeeds, extract_features
-from kdformer.knowledge import KnowledgeConfig
-from kdformer.objective import DistillationObjective
-from kdformer.students import build_student
-from kdformer.tasks import (
+from kdformer.config.base import ConfigError
+from kdformer.config.tasks import (
     ClassificationTaskConfig,
     NerTaskConfig,
     QATaskConfig,
     TextTaskConfig,
-    build_task,
 )
+from kdformer.features import FeatureNeeds, extract_features
+from kdformer.knowledge import KnowledgeConfig
+from kdformer.objective import DistillationObjective
+from kdformer.students import build_student
+from kdformer.tasks import build_task
 from kdformer.teacher import LiveTeacher
 
 EVERY_KNOWLEDGE = [

@@ -18,7 +18,8 @@ from kdformer.config import (
     load_config,
     parse_override,
 )
-from kdformer.knowledge import KNOWLEDGE, HiddenConfig, LogitsConfig
+from kdformer.config.knowledge import HiddenConfig, LogitsConfig
+from kdformer.knowledge import KNOWLEDGE
 
 
 @pytest.fixture

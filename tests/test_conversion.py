@@ -8,9 +8,9 @@ import pytest
 import torch
 import transformers
 
-import kdformer  # noqa: F401  (registers local + global attention)
+import kdformer.attention  # noqa: F401  (registers local + global attention)
 from kdformer.attention import IMPLEMENTATION
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.conversion import convert, convert_checkpoint, extend_positions, position_offset
 from kdformer.models import resolve_name
 

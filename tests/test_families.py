@@ -12,7 +12,7 @@ import transformers
 from pydantic import TypeAdapter
 
 from kdformer.config import StudentConfig
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.families import check_models, families, family_of
 from kdformer.features import FeatureNeeds, OutputSpec, extract_features, resolve_taps
 from kdformer.knowledge import KnowledgeConfig

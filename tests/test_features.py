@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kdformer.config.knowledge import HiddenConfig, LogitsConfig
 from kdformer.features import FeatureNeeds, capture_modules, extract_features, prepare_model
-from kdformer.knowledge import HiddenConfig, LogitsConfig
 from kdformer.objective import DistillationObjective
-from kdformer.tasks import ClassificationTask
+from kdformer.tasks.classification import ClassificationTask
 from kdformer.teacher import LiveTeacher
 from kdformer.training import DistillationModel
 

@@ -12,7 +12,16 @@ from conftest import tiny_mpnet
 from pydantic import ValidationError
 
 from kdformer.config import DistillConfig
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
+from kdformer.config.knowledge import (
+    AttentionConfig,
+    EmbeddingConfig,
+    HiddenConfig,
+    IntermediateConfig,
+    LogitsConfig,
+    QKVRelationsConfig,
+    ValueRelationConfig,
+)
 from kdformer.features import (
     FeatureNeeds,
     Features,
@@ -20,30 +29,21 @@ from kdformer.features import (
     prepare_model,
     resolve_layer_modules,
 )
-from kdformer.knowledge import (
-    KNOWLEDGE,
-    AttentionConfig,
-    AttentionKnowledge,
-    EmbeddingConfig,
-    EmbeddingKnowledge,
-    HiddenConfig,
-    HiddenKnowledge,
-    IntermediateConfig,
-    IntermediateKnowledge,
-    LogitsConfig,
-    LogitsKnowledge,
-    ModelShape,
-    QKVRelationsConfig,
-    QKVRelationsKnowledge,
-    ValueRelationConfig,
-    ValueRelationKnowledge,
-)
-from kdformer.knowledge.attention import attention_score_mse
-from kdformer.knowledge.hidden import cls_pkd
+from kdformer.knowledge import KNOWLEDGE, ModelShape
+from kdformer.knowledge.attention import AttentionKnowledge, attention_score_mse
+from kdformer.knowledge.embedding import EmbeddingKnowledge
+from kdformer.knowledge.hidden import HiddenKnowledge, cls_pkd
+from kdformer.knowledge.intermediate import IntermediateKnowledge
 from kdformer.knowledge.layers import scaled_dot
-from kdformer.knowledge.relations import relation_kl, relation_log_probs
+from kdformer.knowledge.logits import LogitsKnowledge
+from kdformer.knowledge.relations import (
+    QKVRelationsKnowledge,
+    ValueRelationKnowledge,
+    relation_kl,
+    relation_log_probs,
+)
 from kdformer.objective import DistillationObjective
-from kdformer.tasks import ClassificationTask
+from kdformer.tasks.classification import ClassificationTask
 from kdformer.teacher import LiveTeacher
 from kdformer.training import DistillationModel, DistillationTrainer
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-import kdformer  # noqa: F401  (registers the attention implementation)
+import kdformer.attention  # noqa: F401  (registers local + global attention)
 from kdformer.attention import IMPLEMENTATION, local_global_attention, use_local_global
 
 

@@ -10,7 +10,8 @@ import pytest
 import transformers
 from conftest import HOTPOTQA, SQUAD, needs_data
 
-from kdformer.tasks import DataError, QATaskConfig, build_task
+from kdformer.config.tasks import QATaskConfig
+from kdformer.tasks import DataError, build_task
 from kdformer.tasks.long_qa import join_articles, read_hotpotqa, read_triviaqa
 from kdformer.tasks.squad import read_squad
 

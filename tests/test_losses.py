@@ -7,21 +7,19 @@ import math
 import pytest
 import torch
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
+from kdformer.config.knowledge import AttentionConfig, HiddenConfig, LogitsConfig
 from kdformer.features import Features, OutputSpec
-from kdformer.knowledge import (
-    AttentionConfig,
-    AttentionKnowledge,
-    HiddenConfig,
-    HiddenKnowledge,
-    LogitsConfig,
-    LogitsKnowledge,
-    ModelShape,
-)
-from kdformer.knowledge.attention import attention_kl, regroup_heads
-from kdformer.knowledge.hidden import masked_cosine, masked_mse
+from kdformer.knowledge import ModelShape
+from kdformer.knowledge.attention import AttentionKnowledge, attention_kl, regroup_heads
+from kdformer.knowledge.hidden import HiddenKnowledge, masked_cosine, masked_mse
 from kdformer.knowledge.layers import masked_log_softmax, scaled_dot
-from kdformer.knowledge.logits import hard_label_loss, kl_with_temperature, logits_mse
+from kdformer.knowledge.logits import (
+    LogitsKnowledge,
+    hard_label_loss,
+    kl_with_temperature,
+    logits_mse,
+)
 from kdformer.objective import DistillationObjective, term_names
 
 LN3 = math.log(3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.matching import init_layers, layer_pairs
 
 # (teacher, student) -> expected (student, teacher) pairs, 1-based hidden_states indices.

@@ -9,8 +9,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from kdformer.configbase import ConfigError
-from kdformer.knowledge import (
+from kdformer.config.base import ConfigError
+from kdformer.config.knowledge import (
     AttentionConfig,
     HiddenConfig,
     IntermediateConfig,
@@ -20,7 +20,7 @@ from kdformer.knowledge import (
 from kdformer.knowledge.layers import CENTRE_PRIOR, TeacherLayerMixer
 from kdformer.matching import LayerGroup, layer_groups, layer_pairs
 from kdformer.objective import DistillationObjective
-from kdformer.tasks import ClassificationTask
+from kdformer.tasks.classification import ClassificationTask
 from kdformer.teacher import LiveTeacher
 from kdformer.training import DistillationModel
 

@@ -14,7 +14,8 @@ import transformers
 from conftest import CONLL, LITBANK, needs_data, save_byte_level_tokenizer
 
 from kdformer.config import load_config
-from kdformer.tasks import DataError, NerTaskConfig, build_task
+from kdformer.config.tasks import NerTaskConfig
+from kdformer.tasks import DataError, build_task
 from kdformer.tasks.ner_formats import detect_scheme, iob1_to_iob2, ordered_tags, read_columns
 
 

@@ -429,9 +429,9 @@ def test_head_missing_keys_ignores_a_bare_encoder(tmp_path):
 
 
 def test_distillation_model_scales_gradient_accumulation_itself(make_bert, tmp_path):
-    from kdformer.knowledge import LogitsConfig
+    from kdformer.config.knowledge import LogitsConfig
     from kdformer.objective import DistillationObjective
-    from kdformer.tasks import ClassificationTask
+    from kdformer.tasks.classification import ClassificationTask
     from kdformer.teacher import LiveTeacher
     from kdformer.training import DistillationModel, DistillationTrainer
 

@@ -14,7 +14,8 @@ import transformers
 from conftest import SQUAD, needs_data
 
 from kdformer.config import load_config
-from kdformer.tasks import DataError, QATaskConfig, build_task
+from kdformer.config.tasks import QATaskConfig
+from kdformer.tasks import DataError, build_task
 from kdformer.tasks.squad import (
     best_answer,
     exact_match,

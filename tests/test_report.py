@@ -7,9 +7,10 @@ import datasets
 import pytest
 
 from kdformer.config import ReportConfig
+from kdformer.config.tasks import ClassificationTaskConfig
 from kdformer.report import ModelMeasurement, build_report, gain_kept_pct, to_markdown
 from kdformer.report.render import teacher_gain_is_clear
-from kdformer.tasks import ClassificationTaskConfig, build_task
+from kdformer.tasks import build_task
 
 
 def labels(values: list[int]) -> datasets.Dataset:

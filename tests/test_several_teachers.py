@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 from kdformer.cli import app
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.features import Features, OutputSpec, extract_features
 from kdformer.knowledge import KnowledgeConfig
 from kdformer.knowledge.logits import kl_to_mixture, kl_with_temperature, mixture_weights

@@ -10,7 +10,8 @@ import pytest
 import transformers
 from conftest import TEXT, needs_data
 
-from kdformer.tasks import DataError, TextTaskConfig, build_task
+from kdformer.config.tasks import TextTaskConfig
+from kdformer.tasks import DataError, build_task
 from kdformer.tasks.text import mask_tokens, segments
 
 

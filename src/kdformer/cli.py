@@ -511,7 +511,7 @@ def convert(
         }[to]
         out = convert_checkpoint(source, to, output, max_length, **options)  # type: ignore[arg-type]
     note = (
-        ' (load with attn_implementation="kdformer_local_global" after `import kdformer`)'
+        ' (load with attn_implementation="kdformer_local_global" after `import kdformer.attention`)'
         if to == "local_global"
         else ""
     )

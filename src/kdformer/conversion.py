@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 import transformers
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.families import family_of
 
 Target = Literal["full", "longformer", "bigbird", "nystromformer", "local_global"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.families import intermediate_size_of
 
 DEFAULT_HEAD_SIZE = 64

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.families import Tap, family_of
 
 LayerModule = tuple[str, int]

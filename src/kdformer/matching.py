@@ -22,10 +22,10 @@ import math
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
+from kdformer.config.knowledge.layers import MatchStrategy
 
 Strategy = Literal["uniform", "first", "last"]
-MatchStrategy = Literal["uniform", "first", "last", "last_only", "many_to_one"]
 LayerSpec = MatchStrategy | Sequence[Sequence[int]]
 STRATEGIES: tuple[str, ...] = ("uniform", "first", "last")
 """Strategies for :func:`init_layers` (one teacher layer copied per student layer)."""

@@ -29,11 +29,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
+from kdformer.config.knowledge import KnowledgeTermConfig
 from kdformer.families import family_of, find_family
 from kdformer.features import FeatureNeeds, Features, OutputSpec
 from kdformer.knowledge import ModelShape, build_term
-from kdformer.knowledge.base import KnowledgeTermConfig, scheduled
+from kdformer.knowledge.base import scheduled
 from kdformer.knowledge.logits import TeacherMixture, hard_label_loss
 
 MAIN = "main"

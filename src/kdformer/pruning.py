@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.families import ModelFamily, family_of
 from kdformer.families.base import Role
 from kdformer.features import model_inputs

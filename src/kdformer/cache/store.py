@@ -43,7 +43,7 @@ from kdformer.cache.fingerprint import (
     tokenizer_fingerprint,
     weights_fingerprint,
 )
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.features import MODEL_INPUTS, FeatureNeeds, Features, OutputSpec, extract_features
 
 ROW_KEY = "teacher_row"

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 
 #: Single-file ONNX models stop at protobuf's 2 GiB; larger graphs keep their weights beside.
 EXTERNAL_DATA_BYTES = 1_800_000_000

@@ -29,22 +29,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
+from kdformer.config.knowledge import KNOWLEDGE_CONFIGS
 
-#: Every knowledge type kdformer has; a family lists the ones it can supply.
-ALL_KNOWLEDGE = frozenset(
-    {
-        "logits",
-        "hidden",
-        "embedding",
-        "attention",
-        "value_relation",
-        "qkv_relations",
-        "intermediate",
-    }
-)
+#: Every knowledge type kdformer has (from the registry); a family lists the ones it cannot supply.
+ALL_KNOWLEDGE = frozenset(KNOWLEDGE_CONFIGS)
 #: Types that read per-layer query/key/value projections.
-QKV_KNOWLEDGE = frozenset({"attention", "value_relation", "qkv_relations"})
+QKV_KNOWLEDGE = frozenset(name for name, cls in KNOWLEDGE_CONFIGS.items() if cls.reads_qkv)
 
 Role = Literal["heads", "head_index", "neurons", "hidden"]
 """What one dimension of a layer weight indexes, for pruning: ``heads`` (rows of all heads,

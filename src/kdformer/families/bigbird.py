@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.families.base import ModelFamily
 from kdformer.families.bert import bert_layout, register_family
 

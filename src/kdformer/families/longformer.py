@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
 from kdformer.families.base import ModelFamily, Sliced, Tap
 from kdformer.families.bert import BERT_SLICED, bert_layout, register_family
 

@@ -1,64 +1,36 @@
-"""Knowledge types: one module per loss family, each registered under its ``type`` name:
-logits, hidden, attention, embedding, intermediate, value_relation, qkv_relations.
-
-``KnowledgeConfig`` is the tagged union the config file uses: ``{type: logits, weight: 1}``.
+"""Knowledge types: one module per loss family (logits, hidden, attention, embedding,
+intermediate, value_relation, qkv_relations), each configured by its section in
+:mod:`kdformer.config.knowledge`, whose registry is the single list of types.
 """
 
-from typing import Annotated
+from __future__ import annotations
 
-from pydantic import Field
+from dataclasses import dataclass
 
-from kdformer.knowledge.attention import AttentionConfig, AttentionKnowledge
-from kdformer.knowledge.base import (
-    KNOWLEDGE,
-    KnowledgeTerm,
-    KnowledgeTermConfig,
-    ModelShape,
-    build_term,
-    register_knowledge,
-)
-from kdformer.knowledge.embedding import EmbeddingConfig, EmbeddingKnowledge
-from kdformer.knowledge.hidden import HiddenConfig, HiddenKnowledge
-from kdformer.knowledge.intermediate import IntermediateConfig, IntermediateKnowledge
-from kdformer.knowledge.logits import LogitsConfig, LogitsKnowledge
-from kdformer.knowledge.relations import (
-    QKVRelationsConfig,
-    QKVRelationsKnowledge,
-    ValueRelationConfig,
-    ValueRelationKnowledge,
-)
+from kdformer.config.base import import_path
+from kdformer.config.knowledge import KNOWLEDGE_CONFIGS, KnowledgeConfig, KnowledgeTermConfig
+from kdformer.knowledge.base import KnowledgeTerm, ModelShape, build_term
 
-KnowledgeConfig = Annotated[
-    LogitsConfig
-    | HiddenConfig
-    | AttentionConfig
-    | EmbeddingConfig
-    | IntermediateConfig
-    | ValueRelationConfig
-    | QKVRelationsConfig,
-    Field(discriminator="type"),
-]
+
+@dataclass(frozen=True)
+class Registered:
+    """A knowledge type: its config section and its loss term."""
+
+    config_class: type[KnowledgeTermConfig]
+    term_class: type[KnowledgeTerm]
+
+
+KNOWLEDGE: dict[str, Registered] = {
+    name: Registered(config, import_path(config.term)) for name, config in KNOWLEDGE_CONFIGS.items()
+}
+"""Every knowledge type by name, derived from :data:`kdformer.config.knowledge.KNOWLEDGE_CONFIGS`."""
 
 __all__ = [
     "KNOWLEDGE",
-    "AttentionConfig",
-    "AttentionKnowledge",
-    "EmbeddingConfig",
-    "EmbeddingKnowledge",
-    "HiddenConfig",
-    "HiddenKnowledge",
-    "IntermediateConfig",
-    "IntermediateKnowledge",
     "KnowledgeConfig",
     "KnowledgeTerm",
     "KnowledgeTermConfig",
-    "LogitsConfig",
-    "LogitsKnowledge",
     "ModelShape",
-    "QKVRelationsConfig",
-    "QKVRelationsKnowledge",
-    "ValueRelationConfig",
-    "ValueRelationKnowledge",
+    "Registered",
     "build_term",
-    "register_knowledge",
 ]

@@ -12,16 +12,16 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
 
+from kdformer.config.knowledge.attention import AttentionConfig
 from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
+from kdformer.knowledge.base import KnowledgeTerm, ModelShape, token_mask
 from kdformer.knowledge.layers import (
-    MapConfig,
     TeacherLayerMixer,
     average_heads_log,
     check_head_grouping,
     chunked_sum,
+    config_groups,
     distribution_kl_sum,
     key_mask,
     layer_module,
@@ -84,23 +84,6 @@ def score_mse_sum(
     return (rows * query_mask[:, None, :]).sum()
 
 
-class AttentionConfig(MapConfig):
-    """Attention distillation."""
-
-    type: Literal["attention"] = Field("attention", description="Knowledge type name.")
-    loss: Literal["kl", "mse"] = Field(
-        "kl",
-        description="kl: KL between attention distributions (MiniLM); mse: MSE between pre-softmax "
-        "attention scores, padded keys set to 0 (TinyBERT).",
-    )
-    heads: Literal["match", "average"] = Field(
-        "match",
-        description="match: head i <-> head i, teacher heads regrouped (averaged) when the "
-        "teacher has k times the student's heads; average: compare head-averaged maps.",
-    )
-
-
-@register_knowledge(AttentionConfig)
 class AttentionKnowledge(KnowledgeTerm):
     """Attention: each matched student layer's attention learns the teacher layer's, per head.
 
@@ -128,7 +111,7 @@ class AttentionKnowledge(KnowledgeTerm):
         super().__init__(config, teacher, student, outputs)
         self.groups = [
             g
-            for g in config.groups(teacher, student)
+            for g in config_groups(config, teacher, student)
             if g.student > 0 and all(t > 0 for t in g.teachers)
         ]
         self.pairs = [(g.student, g.centre) for g in self.groups]

@@ -13,23 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from kdformer.configbase import ConfigError, Section
+from kdformer.config.base import ConfigError, import_path
+from kdformer.config.knowledge import KNOWLEDGE_CONFIGS, KnowledgeTermConfig
+from kdformer.families import find_family, intermediate_size_of
 from kdformer.features import FeatureNeeds, Features, OutputSpec
-
-
-class KnowledgeTermConfig(Section):
-    """Fields every knowledge term has; subclasses add a ``type`` literal and their own."""
-
-    weight: float = Field(1.0, ge=0, description="Weight of this term in the total loss.")
-    teacher: str | None = Field(
-        None,
-        description="With several teachers (distill.teachers): main, a teacher's id, each (one "
-        "term per teacher, each with its own projections) or, for logits only, all (the weighted "
-        "mix of every teacher's soft labels). Default: all for logits, main for the rest.",
-    )
 
 
 @dataclass(frozen=True)
@@ -49,8 +38,6 @@ class ModelShape:
     @classmethod
     def of(cls, config: Any) -> ModelShape:
         """Read the shape from a transformers ``PretrainedConfig`` (through its family)."""
-        from kdformer.families import find_family, intermediate_size_of
-
         family = find_family(config)
         return cls(
             num_layers=config.num_hidden_layers,
@@ -102,27 +89,6 @@ class KnowledgeTerm(nn.Module):
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class Registered:
-    config_class: type[KnowledgeTermConfig]
-    term_class: type[KnowledgeTerm]
-
-
-KNOWLEDGE: dict[str, Registered] = {}
-
-
-def register_knowledge(config_class: type[KnowledgeTermConfig]):
-    """Class decorator: make a term available under its config's ``type`` name."""
-
-    def decorate(term_class: type[KnowledgeTerm]) -> type[KnowledgeTerm]:
-        name = config_class.model_fields["type"].default
-        KNOWLEDGE[name] = Registered(config_class, term_class)
-        term_class.config_class = config_class  # type: ignore[attr-defined]
-        return term_class
-
-    return decorate
-
-
 def build_term(
     config: KnowledgeTermConfig,
     teacher: ModelShape,
@@ -131,9 +97,11 @@ def build_term(
 ) -> KnowledgeTerm:
     """Instantiate the registered term for ``config``."""
     name = getattr(config, "type", None)
-    if name not in KNOWLEDGE:
-        raise ConfigError(f"unknown knowledge type '{name}'; valid: {', '.join(sorted(KNOWLEDGE))}")
-    return KNOWLEDGE[name].term_class(config, teacher, student, outputs)
+    if KNOWLEDGE_CONFIGS.get(name) is not type(config):
+        valid = ", ".join(sorted(KNOWLEDGE_CONFIGS))
+        raise ConfigError(f"unknown knowledge type '{name}'; valid: {valid}")
+    term_class = import_path(type(config).term)
+    return term_class(config, teacher, student, outputs)
 
 
 def scheduled(start: float, end: float | None, progress: float) -> float:

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 
+from kdformer.config.knowledge.embedding import EmbeddingConfig
 from kdformer.features import FeatureNeeds, Features
 from kdformer.knowledge.base import (
     KnowledgeTerm,
-    KnowledgeTermConfig,
     ModelShape,
-    register_knowledge,
     token_mask,
 )
 from kdformer.knowledge.hidden import masked_mse
 from kdformer.knowledge.layers import Projections
 
 
-class EmbeddingConfig(KnowledgeTermConfig):
-    """Embedding-layer distillation (TinyBERT)."""
-
-    type: Literal["embedding"] = Field("embedding", description="Knowledge type name.")
-    projection: Literal["auto", "linear", "none"] = Field(
-        "auto",
-        description="Student->teacher width projection: auto (linear only when widths differ), "
-        "linear (always), none (widths must be equal).",
-    )
-
-
-@register_knowledge(EmbeddingConfig)
 class EmbeddingKnowledge(KnowledgeTerm):
     """Embeddings (TinyBERT): MSE between the embedding-layer outputs.
 

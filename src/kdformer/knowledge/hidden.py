@@ -10,16 +10,14 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
+from kdformer.config.knowledge.hidden import HiddenConfig
 from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
+from kdformer.knowledge.base import KnowledgeTerm, ModelShape, token_mask
 from kdformer.knowledge.layers import (
-    PROJECTION_DESCRIPTION,
-    LayerMatchedConfig,
-    ProjectionMode,
     Projections,
     TeacherLayerMixer,
+    config_groups,
 )
 from kdformer.matching import LayerGroup
 
@@ -60,22 +58,6 @@ def cls_pkd(
     return (s - t).pow(2).sum(-1).mean()
 
 
-class HiddenConfig(LayerMatchedConfig):
-    """Hidden-state distillation."""
-
-    type: Literal["hidden"] = Field("hidden", description="Knowledge type name.")
-    loss: Literal["mse", "cosine", "pkd"] = Field(
-        "mse",
-        description="mse (TinyBERT), cosine (DistilBERT) or pkd (BERT-PKD: squared distance of "
-        "the L2-normalised first-token vectors).",
-    )
-    include_embeddings: bool = Field(
-        False, description="Also match the embedding outputs (0 <-> 0)."
-    )
-    projection: ProjectionMode = Field("auto", description=PROJECTION_DESCRIPTION)
-
-
-@register_knowledge(HiddenConfig)
 class HiddenKnowledge(KnowledgeTerm):
     """Hidden states: each matched student layer's output learns the teacher layer's.
 
@@ -91,7 +73,7 @@ class HiddenKnowledge(KnowledgeTerm):
 
     def __init__(self, config: HiddenConfig, teacher: ModelShape, student: ModelShape, outputs=()):
         super().__init__(config, teacher, student, outputs)
-        groups = config.groups(teacher, student)
+        groups = config_groups(config, teacher, student)
         if config.include_embeddings and not any(g.student == 0 for g in groups):
             groups = [LayerGroup(0, (0,), 0), *groups]
         self.groups = groups

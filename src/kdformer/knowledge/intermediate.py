@@ -6,33 +6,21 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
 
+from kdformer.config.knowledge.intermediate import IntermediateConfig
 from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
+from kdformer.knowledge.base import KnowledgeTerm, ModelShape, token_mask
 from kdformer.knowledge.hidden import masked_mse
 from kdformer.knowledge.layers import (
-    PROJECTION_DESCRIPTION,
-    LayerMatchedConfig,
-    ProjectionMode,
     Projections,
     TeacherLayerMixer,
+    config_groups,
     encoder_groups,
     layer_module,
     layer_module_needs,
 )
 
 
-class IntermediateConfig(LayerMatchedConfig):
-    """Feed-forward intermediate distillation."""
-
-    type: Literal["intermediate"] = Field("intermediate", description="Knowledge type name.")
-    projection: ProjectionMode = Field(
-        "auto", description=PROJECTION_DESCRIPTION.replace("widths", "intermediate widths")
-    )
-
-
-@register_knowledge(IntermediateConfig)
 class IntermediateKnowledge(KnowledgeTerm):
     """Feed-forward intermediate: MSE between the layers' feed-forward activations.
 
@@ -49,7 +37,7 @@ class IntermediateKnowledge(KnowledgeTerm):
     ):
         super().__init__(config, teacher, student, outputs)
         self.groups = encoder_groups(
-            config.groups(teacher, student), "intermediate", "feed-forward block"
+            config_groups(config, teacher, student), "intermediate", "feed-forward block"
         )
         self.mixer = TeacherLayerMixer(self.groups)
         self.projections = Projections(

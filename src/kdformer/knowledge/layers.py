@@ -5,62 +5,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
+from kdformer.config.knowledge.layers import LayerMatchedConfig, ProjectionMode
 from kdformer.features import FeatureNeeds, Features, LayerModule
-from kdformer.knowledge.base import KnowledgeTermConfig, ModelShape
-from kdformer.matching import LayerGroup, MatchStrategy, layer_groups
+from kdformer.knowledge.base import ModelShape
+from kdformer.matching import LayerGroup, layer_groups
 
 CENTRE_PRIOR = 2.0
 """Initial mixer logit of a window's centre (others 0): with a window of 3 the centre starts at
 weight e^2 / (e^2 + 2) = 0.79."""
 
-LAYERS_DESCRIPTION = (
-    "Layer matching (1-based; 0 is the embedding output): uniform (TinyBERT m*k, last to last), "
-    "first, last, last_only (only last student <-> last teacher, MiniLM), many_to_one (each "
-    "student layer <-> learned softmax mix of `window` teacher layers centred on its uniform "
-    "target), or explicit (student, teacher) pairs such as [[1, 2], [2, 4]]."
-)
 
-CHUNK_DESCRIPTION = (
-    "Query rows per chunk when building seq x seq maps (bounded memory at long lengths; the "
-    "loss is the same). Unset: as many rows as keep one map within 2^24 elements (one chunk, "
-    "no recomputation, for short inputs)."
-)
-
-
-class LayerMatchedConfig(KnowledgeTermConfig):
-    """Fields of every term that compares features layer by layer."""
-
-    layers: MatchStrategy | list[tuple[int, int]] = Field("uniform", description=LAYERS_DESCRIPTION)
-    window: int = Field(
-        3,
-        ge=1,
-        description="many_to_one only: teacher layers per student layer (odd; clipped at the "
-        "ends of the teacher). 1 equals uniform.",
-    )
-
-    @field_validator("window")
-    @classmethod
-    def _odd_window(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError(f"window must be odd (centred on the uniform target), not {value}")
-        return value
-
-    def groups(self, teacher: ModelShape, student: ModelShape) -> list[LayerGroup]:
-        return layer_groups(self.layers, teacher.num_layers, student.num_layers, self.window)
-
-
-class MapConfig(LayerMatchedConfig):
-    """Fields of the terms that build seq x seq maps (attention, relations)."""
-
-    query_chunk: int | None = Field(None, gt=0, description=CHUNK_DESCRIPTION)
+def config_groups(
+    config: LayerMatchedConfig, teacher: ModelShape, student: ModelShape
+) -> list[LayerGroup]:
+    """The layer groups a layer-matched term compares (its ``layers`` and ``window``)."""
+    return layer_groups(config.layers, teacher.num_layers, student.num_layers, config.window)
 
 
 class TeacherLayerMixer(nn.Module):
@@ -99,13 +64,6 @@ class TeacherLayerMixer(nn.Module):
             return tensors[0]
         weights = self.weights(index)
         return sum(w * x for w, x in zip(weights, tensors, strict=True))  # type: ignore[return-value]
-
-
-ProjectionMode = Literal["auto", "per_layer", "shared", "none"]
-PROJECTION_DESCRIPTION = (
-    "Student->teacher width projection: auto (per-layer linear only when widths differ), "
-    "per_layer, shared (one for all layers), none (widths must be equal)."
-)
 
 
 class Projections(nn.ModuleList):

@@ -9,15 +9,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
+from kdformer.config.knowledge.logits import LogitsConfig
 from kdformer.features import FeatureNeeds, Features, OutputSpec
 from kdformer.knowledge.base import (
     KnowledgeTerm,
-    KnowledgeTermConfig,
     ModelShape,
-    register_knowledge,
     scheduled,
 )
 
@@ -173,40 +171,6 @@ def hard_label_loss(
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat, ignore_index=-100)
 
 
-class LogitsConfig(KnowledgeTermConfig):
-    """Soft-logit distillation."""
-
-    type: Literal["logits"] = Field("logits", description="Knowledge type name.")
-    loss: Literal["kl", "mse"] = Field(
-        "kl", description="kl: KL at temperature T scaled by T^2; mse: MSE on raw logits."
-    )
-    temperature: float = Field(
-        2.0,
-        gt=0,
-        description="Softmax temperature T for the kl loss (the start value if scheduled).",
-    )
-    temperature_end: float | None = Field(
-        None, gt=0, description="Temperature at the end of training (temperature_schedule: linear)."
-    )
-    temperature_schedule: Literal["constant", "linear"] = Field(
-        "constant",
-        description="constant: T throughout; linear: from temperature to temperature_end over "
-        "training progress (optimiser step / total steps).",
-    )
-
-    @model_validator(mode="after")
-    def _schedule_has_end(self) -> LogitsConfig:
-        if self.temperature_schedule == "linear" and self.temperature_end is None:
-            raise ValueError("temperature_schedule: linear needs temperature_end")
-        if self.temperature_schedule == "constant" and self.temperature_end is not None:
-            raise ValueError(
-                "temperature_end is only used with temperature_schedule: linear; set it or drop "
-                "temperature_end"
-            )
-        return self
-
-
-@register_knowledge(LogitsConfig)
 class LogitsKnowledge(KnowledgeTerm):
     """Soft logits: KL at temperature T (times T^2) or MSE between the task's output logits.
 

@@ -12,18 +12,17 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
 
-from kdformer.configbase import ConfigError
+from kdformer.config.base import ConfigError
+from kdformer.config.knowledge.relations import QKVRelationsConfig, ValueRelationConfig
 from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.base import KnowledgeTerm, ModelShape, register_knowledge, token_mask
+from kdformer.knowledge.base import KnowledgeTerm, ModelShape, token_mask
 from kdformer.knowledge.layers import (
-    LAYERS_DESCRIPTION,
-    MapConfig,
     TeacherLayerMixer,
     average_heads_log,
     check_head_grouping,
     chunked_sum,
+    config_groups,
     distribution_kl,
     distribution_kl_sum,
     encoder_groups,
@@ -35,7 +34,6 @@ from kdformer.knowledge.layers import (
     regroup_heads,
     scaled_dot,
 )
-from kdformer.matching import MatchStrategy
 
 RELATION_MODULES = {"qq": "query", "kk": "key", "vv": "value"}
 
@@ -56,22 +54,6 @@ relation_kl = distribution_kl
 # --------------------------------------------------------------------------------------------
 
 
-class ValueRelationConfig(MapConfig):
-    """Value-relation distillation (MiniLM)."""
-
-    type: Literal["value_relation"] = Field("value_relation", description="Knowledge type name.")
-    layers: MatchStrategy | list[tuple[int, int]] = Field(
-        "last_only", description=LAYERS_DESCRIPTION + " MiniLM uses last_only."
-    )
-    heads: Literal["match", "average"] = Field(
-        "match",
-        description="match: head i <-> head i, teacher heads regrouped (their relations averaged) "
-        "when the teacher has k times the student's heads; average: compare head-averaged "
-        "relations.",
-    )
-
-
-@register_knowledge(ValueRelationConfig)
 class ValueRelationKnowledge(KnowledgeTerm):
     """Value relation (MiniLM): softmax(V_h V_h^T / sqrt(d_head)) per head, KL teacher || student.
 
@@ -89,7 +71,9 @@ class ValueRelationKnowledge(KnowledgeTerm):
         self, config: ValueRelationConfig, teacher: ModelShape, student: ModelShape, outputs=()
     ):
         super().__init__(config, teacher, student, outputs)
-        self.groups = encoder_groups(config.groups(teacher, student), "value_relation", "values")
+        self.groups = encoder_groups(
+            config_groups(config, teacher, student), "value_relation", "values"
+        )
         self.mixer = TeacherLayerMixer(self.groups)
         if config.heads == "match":
             check_head_grouping(teacher.num_heads, student.num_heads, "value_relation")
@@ -168,37 +152,6 @@ def common_divisors_near(a: int, b: int, wanted: int, count: int = 3) -> list[in
     return sorted(sorted(divisors, key=lambda d: (abs(d - wanted), d))[:count])
 
 
-class QKVRelationsConfig(MapConfig):
-    """Multi-head self-attention relation distillation (MiniLMv2)."""
-
-    type: Literal["qkv_relations"] = Field("qkv_relations", description="Knowledge type name.")
-    layers: MatchStrategy | list[tuple[int, int]] = Field(
-        "last_only", description=LAYERS_DESCRIPTION + " MiniLMv2 uses last_only."
-    )
-    relations: list[Literal["qq", "kk", "vv"]] = Field(
-        default_factory=lambda: ["qq", "kk", "vv"],
-        description="Which relations: qq (query-query), kk (key-key), vv (value-value); their "
-        "KLs are summed.",
-    )
-    relation_heads: int = Field(
-        8,
-        gt=0,
-        description="Relation heads the concatenated Q/K/V vectors are split into; must divide "
-        "both widths. 8 divides every common width (128, 256, 312, 384, 512, 768, 1024); MiniLMv2 "
-        "used 48 for base-size and 64 for large-size teachers.",
-    )
-
-    @field_validator("relations")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("relations must name at least one of qq, kk, vv")
-        if len(set(value)) != len(value):
-            raise ValueError(f"relations lists a relation twice: {value}")
-        return value
-
-
-@register_knowledge(QKVRelationsConfig)
 class QKVRelationsKnowledge(KnowledgeTerm):
     """Self-attention relations (MiniLMv2): Q-Q, K-K and V-V relations with their own heads.
 
@@ -217,7 +170,7 @@ class QKVRelationsKnowledge(KnowledgeTerm):
     ):
         super().__init__(config, teacher, student, outputs)
         self.groups = encoder_groups(
-            config.groups(teacher, student), "qkv_relations", "query/key/value"
+            config_groups(config, teacher, student), "qkv_relations", "query/key/value"
         )
         self.mixer = TeacherLayerMixer(self.groups)
         r = config.relation_heads

@@ -76,7 +76,7 @@ class ModelMeasurement:
 def resolve_device(device: str) -> torch.device:
     """``auto`` (CUDA when there is one, else the CPU) or a named device this machine has;
     a ConfigError otherwise."""
-    from kdformer.configbase import ConfigError
+    from kdformer.config.base import ConfigError
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

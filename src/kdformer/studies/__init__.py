@@ -26,7 +26,7 @@ run's config and status, validated up front), ``runner`` (teachers, runs, measur
 ``tables`` (runs.csv, summary.md) and ``plots``.
 """
 
-from kdformer.studies.config import (
+from kdformer.config.study import (
     PlotConfig,
     StudyConfig,
     VariantConfig,

@@ -21,9 +21,9 @@ from kdformer.config import (
     ExperimentConfig,
     ModelConfig,
     apply_overrides,
-    format_validation_error,
 )
-from kdformer.studies.config import (
+from kdformer.config.messages import format_validation_error
+from kdformer.config.study import (
     StudyConfig,
     VariantConfig,
     override_list,

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from kdformer.studies.config import short_keys, value_text
+from kdformer.config.study import short_keys, value_text
 from kdformer.studies.plan import StudyPlan
 from kdformer.studies.tables import PointSummary, baselines, mean_std, summarise
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdformer.studies.config import short_keys, value_text
+from kdformer.config.study import short_keys, value_text
 from kdformer.studies.plan import StudyPlan, read_json
 
 

@@ -21,36 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from kdformer.configbase import Section
+from kdformer.config.tasks.augment import AugmentConfig
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE = Path("~/.cache/kdformer/augment")
-
-
-class AugmentConfig(Section):
-    """TinyBERT-style augmentation of the distillation training set."""
-
-    model: str = Field(
-        ...,
-        description="Masked language model that proposes replacements: hub name (e.g. "
-        "bert-base-uncased), local folder or short name. Its tokenizer decides which words are "
-        "single word pieces.",
-    )
-    variants: int = Field(20, gt=0, description="New texts per training example (TinyBERT: 20).")
-    replace_prob: float = Field(
-        0.4, gt=0, le=1, description="Chance that a replaceable word is replaced (TinyBERT: 0.4)."
-    )
-    top_k: int = Field(15, gt=0, description="Candidates per word from the MLM (TinyBERT: 15).")
-    batch_size: int = Field(64, gt=0, description="Masked texts per MLM forward pass.")
-    max_length: int = Field(128, gt=0, description="Tokens the MLM sees per text.")
-    cache_dir: Path | None = Field(
-        None,
-        description="Where variants are cached (JSON lines, reused across runs). Unset: "
-        "~/.cache/kdformer/augment.",
-    )
 
 
 def _fingerprint(payload: Any) -> str:
@@ -101,7 +77,7 @@ class CandidateFinder:
         self.tokenizer = load_tokenizer(config.model)
         self.model = load_model(config.model, AutoModelForMaskedLM).eval()
         self.torch = torch
-        from kdformer.configbase import ConfigError
+        from kdformer.config.base import ConfigError
 
         if self.tokenizer.mask_token_id is None:
             raise ConfigError(

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from kdformer.configbase import ConfigError, Section
+from kdformer.config.base import ConfigError, DataError
+from kdformer.config.tasks.base import TaskSection
 from kdformer.features import OutputSpec
 
 if TYPE_CHECKING:
@@ -41,25 +41,6 @@ Purpose = Literal["train", "eval"]
 
 # transformers names unnamed outputs LABEL_0, LABEL_1, ...; such names say nothing about the task.
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")
-
-
-class DataError(ValueError):
-    """Bad data input; message names the problem (file path, line, columns found, ...) and the fix."""
-
-
-class TaskSection(Section):
-    """Fields every task config has; each task adds a ``type`` literal and its own fields."""
-
-    name: str = Field(..., description="Task name, used in reports and folder names.")
-    max_length: int = Field(
-        128, gt=0, description="Tokens per model input (window) after truncation."
-    )
-    max_train_samples: int | None = Field(
-        None, gt=0, description="Use a random subset of this many training examples (seeded)."
-    )
-    max_eval_samples: int | None = Field(
-        None, gt=0, description="Use only the first this-many evaluation examples."
-    )
 
 
 def resolve_path(value: Path | str | None, base: Path | None) -> Path | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdformer.tasks.base import DataError
+from kdformer.config.base import DataError
 
 PARAGRAPH_SEPARATOR = "\n\n"
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdformer.tasks.base import DataError
+from kdformer.config.base import DataError
 
 TAG = re.compile(r"^(O|[BI]-\S+)$")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from kdformer.tasks.base import DataError
+from kdformer.config.base import DataError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = set(string.punctuation)

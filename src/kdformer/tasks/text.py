@@ -22,60 +22,21 @@ import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import datasets
 import numpy as np
 import torch
-from pydantic import Field
 from transformers import AutoModel, AutoModelForMaskedLM
 
+from kdformer.config.base import DataError
+from kdformer.config.tasks.text import TextTaskConfig
 from kdformer.features import OutputSpec
-from kdformer.tasks.base import (
-    DataError,
-    Purpose,
-    Scorer,
-    Split,
-    Task,
-    TaskSection,
-    load_hub_split,
-    right_padded,
-)
+from kdformer.tasks.base import Purpose, Scorer, Split, Task, load_hub_split, right_padded
 
 logger = logging.getLogger(__name__)
 
 MLM_OUTPUTS = (OutputSpec("logits", label_key="labels", over="classes", rows="labelled"),)
-
-
-class TextTaskConfig(TaskSection):
-    """Raw text for task-agnostic distillation."""
-
-    type: Literal["text"] = Field("text", description="Task type (raw text, task-agnostic).")
-    name: str = Field("text", description="Task name, used in reports and folder names.")
-    files: Path | None = Field(
-        None,
-        description="A folder of .txt files (searched recursively), one .txt file, or a glob.",
-    )
-    hub_dataset: str | None = Field(
-        None, description="Hub text data set, when `files` is unset (e.g. wikitext)."
-    )
-    hub_config: str | None = Field(
-        None, description="Its configuration (e.g. wikitext-103-raw-v1)."
-    )
-    hub_split: str = Field("train", description="Its split that holds the text.")
-    text_column: str = Field("text", description="Its column that holds the text.")
-    segment_chars: int = Field(
-        4000, gt=0, description="Characters per segment (the unit of the train/eval split)."
-    )
-    eval_fraction: float = Field(
-        0.02, gt=0, lt=1, description="Share of segments held out for evaluation."
-    )
-    mlm: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="Masked-LM knowledge: on, off, or auto (on when the teacher checkpoint is a "
-        "masked LM: its architectures name ...ForMaskedLM or ...ForPreTraining).",
-    )
-    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked (MLM).")
 
 
 def _text_files(value: Path) -> list[Path]:

@@ -9,7 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from kdformer.config import Section, load_section_file
+from kdformer.config.base import Section
+from kdformer.config.loading import load_section_file
 
 Overrides = list[str] | dict[str, Any]
 _RESERVED = {"seed": "use `seeds:`", "output_dir": "each run gets <output_dir>/runs/<run-id>"}
