@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint bench bench-offline docs clean
+.PHONY: install demo test test-quick lint bench bench-offline docs clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The fast tests only (leaves out those marked slow); `make test` runs all, as CI does.
+test-quick: install
+	$(PY) -m pytest -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -120,6 +120,7 @@ def test_a_header_only_file_and_a_malformed_row_are_named(tmp_path, caplog):
     assert "dev.tsv: skipped 1 malformed row(s)" in caplog.text and "at line(s) 3" in caplog.text
 
 
+@pytest.mark.slow
 @needs_data(GLUE)
 def test_max_length_far_beyond_the_data_is_said(tiny_teacher, tmp_path):
     result = run(

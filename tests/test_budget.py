@@ -49,6 +49,7 @@ def test_estimate_by_hand():
     assert cached.teacher_forward_bytes == 0 and cached.teacher_bytes == est.teacher_bytes
 
 
+@pytest.mark.slow
 def test_estimate_is_close_to_a_measured_training_step():
     """A fresh process trains one AdamW step of a 4 x 256 BERT on 16 x 256 tokens; its peak
     resident growth (gradients, optimiser state, activations) is within 35% of the estimate."""
@@ -85,6 +86,7 @@ def test_check_fits_names_what_to_lower():
     check_fits(est, "distill.train", 8)
 
 
+@pytest.mark.slow
 @needs_data(GLUE / "SST-2")
 def test_a_run_that_cannot_fit_stops_before_training(tmp_path, tiny_teacher, monkeypatch, capsys):
     overrides = [

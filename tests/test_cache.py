@@ -141,6 +141,7 @@ def test_qa_start_end_positions_equal_live(tokenizer, tmp_path):
     assert_equal_losses(pairs)
 
 
+@pytest.mark.slow
 @needs_data(TEXT)
 def test_masked_lm_is_masked_once_and_top_k_keeps_the_kl_of_the_top_k(tokenizer, tmp_path):
     """Raw text with an MLM teacher: static masking makes the inputs cacheable; with top-k the

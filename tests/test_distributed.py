@@ -16,6 +16,7 @@ from conftest import GLUE, needs_data, write_tiny_sst2_config
 from kdformer import distributed
 
 
+@pytest.mark.slow
 @needs_data(GLUE)
 def test_two_cpu_processes_shard_the_data_and_save_once(tiny_teacher, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"

@@ -37,6 +37,7 @@ SMALL = dict(
 )  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model_class,config",
     [
@@ -86,6 +87,7 @@ def test_export_matches_pytorch_on_padded_batches_of_new_shapes(tmp_path, model_
     assert 0 < record["int8_max_abs_diff"] < 1.0
 
 
+@pytest.mark.slow
 def test_export_is_refused_for_an_unfinished_folder_and_a_failed_check_keeps_nothing(
     tmp_path, monkeypatch
 ):
@@ -106,6 +108,7 @@ def test_export_is_refused_for_an_unfinished_folder_and_a_failed_check_keeps_not
     assert not (tmp_path / "m" / "onnx.partial").exists()
 
 
+@pytest.mark.slow
 def test_an_export_of_other_weights_is_stale_and_left_out(tmp_path):
     model = _save(
         tmp_path / "m", transformers.BertForSequenceClassification, transformers.BertConfig(**SMALL)
@@ -133,6 +136,7 @@ def test_check_batches_pad_a_row_and_follow_the_model_inputs(tmp_path):
     assert batches[0]["attention_mask"][0].tolist() == [1] * 4 + [0] * 5
 
 
+@pytest.mark.slow
 @needs_data(GLUE / "SST-2")
 def test_export_cli_adds_onnx_and_int8_rows_to_the_report_and_card(tmp_path, tiny_teacher):
     config = write_tiny_sst2_config(
@@ -184,6 +188,7 @@ def test_export_cli_adds_onnx_and_int8_rows_to_the_report_and_card(tmp_path, tin
     assert [m["name"] for m in again["models"]][2:] == ["student (onnx)", "student (onnx int8)"]
 
 
+@pytest.mark.slow
 def test_memory_is_measured_in_a_fresh_process_with_weights_and_forward(tmp_path):
     from kdformer.report.memory import inference_peak_mib
 
@@ -198,6 +203,7 @@ def test_memory_is_measured_in_a_fresh_process_with_weights_and_forward(tmp_path
     assert small["total_mib"] - small["forward_mib"] > 3
 
 
+@pytest.mark.slow
 def test_efficient_attention_exports_or_says_why_not(tmp_path, monkeypatch):
     """kdformer's local + global attention exports; Longformer's data-dependent global
     attention does not trace, and a fixed-length Nyströmformer is refused before trying."""
@@ -234,6 +240,7 @@ def test_efficient_attention_exports_or_says_why_not(tmp_path, monkeypatch):
     assert "one fixed length (64 tokens)" in " ".join(result.output.split())
 
 
+@pytest.mark.slow
 @needs_data(GLUE / "SST-2")
 def test_export_true_in_a_run_config_adds_the_rows(tmp_path, tiny_teacher):
     from kdformer import pipeline

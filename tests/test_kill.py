@@ -31,6 +31,7 @@ def command(path: Path, *extra: str) -> list[str]:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_is_bit_exact(tiny_teacher, tmp_path):
     whole = config(tmp_path, tiny_teacher, "whole")
     subprocess.run(command(whole), check=True, env=ENV, capture_output=True, timeout=600)
@@ -100,6 +101,7 @@ def _kill_during_final_save(args: list[str], partial: Path, tmp_path: Path) -> N
     process.wait()
 
 
+@pytest.mark.slow
 def test_a_kill_during_the_final_save_never_leaves_a_half_written_model(tiny_teacher, tmp_path):
     from kdformer.pipeline import is_finished
 

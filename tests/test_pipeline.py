@@ -48,6 +48,7 @@ def overrides(teacher: Path, out: Path, task: str = "sst2", steps: int = 4) -> l
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["sst2", "mrpc"])
 def test_cli_run_distils_and_reports(tiny_teacher, tmp_path, task):
     out = tmp_path / "run"
@@ -95,6 +96,7 @@ def test_cli_run_distils_and_reports(tiny_teacher, tmp_path, task):
     assert state["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_each_term_is_logged(tiny_teacher, tmp_path):
     out = tmp_path / "logged"
     args = overrides(tiny_teacher, out) + ["distill.train.logging_steps=1"]
@@ -132,6 +134,7 @@ class Slow(transformers.TrainerCallback):
         time.sleep(0.25)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption(tiny_teacher, tmp_path):
     config = load_config("configs/demo.yaml", overrides(tiny_teacher, tmp_path / "resume", steps=6))
     pipeline.finetune(config)
@@ -157,6 +160,7 @@ def test_resume_after_interruption(tiny_teacher, tmp_path):
     assert record["steps"] == 6 and record["train_seconds"] >= carried
 
 
+@pytest.mark.slow
 def test_failed_rerun_keeps_finished_student(tiny_teacher, tmp_path):
     config = load_config("configs/demo.yaml", overrides(tiny_teacher, tmp_path / "keep"))
     pipeline.run(config, stages=["finetune", "distill"])
@@ -202,6 +206,7 @@ def test_untrained_teacher_head_is_refused(tiny_teacher, tmp_path):
     assert "no trained task head" in result.output
 
 
+@pytest.mark.slow
 def test_evaluate_command(tiny_teacher, tmp_path):
     result = runner.invoke(
         app,
@@ -232,6 +237,7 @@ def test_evaluate_command(tiny_teacher, tmp_path):
     assert (tmp_path / "report.md").read_text().startswith("# kdformer report: mrpc")
 
 
+@pytest.mark.slow
 def test_help_on_every_command():
     for command in (
         [],
@@ -283,6 +289,7 @@ def permuted_copy(source: Path, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_teacher_with_another_label_order_gives_the_same_student(tmp_path):
     """Hard labels, soft labels, in-training evaluation and the report all see one order: a
     teacher whose head lists 'positive' first distils into exactly the same student."""
@@ -348,6 +355,7 @@ def test_full_warmup_ramps_over_every_step(tmp_path, make_bert):
     assert rates == pytest.approx([k / 8 for k in range(8)])
 
 
+@pytest.mark.slow
 def test_a_diverged_run_stops_and_keeps_its_last_good_checkpoint(tiny_teacher, tmp_path):
     out = tmp_path / "nan"
     args = [
@@ -385,6 +393,7 @@ def test_a_model_with_nan_weights_is_never_scored(tiny_teacher, tmp_path):
     assert "non-finite weights" in " ".join(result.output.split())
 
 
+@pytest.mark.slow
 def test_a_teacher_that_learnt_nothing_stops_the_run(tiny_teacher, tmp_path):
     out = tmp_path / "weak"
     args = [a for a in overrides(tiny_teacher, out) if "allow_weak_teacher" not in a]
@@ -446,6 +455,7 @@ def test_distillation_model_scales_gradient_accumulation_itself(make_bert, tmp_p
     assert trainer.model_accepts_loss_kwargs is False, "Trainer divides by the accumulation"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "convert, efficient",
     [
@@ -495,6 +505,7 @@ def logged_losses(out: Path, steps: int) -> list[dict]:
     return [entry for entry in state["log_history"] if "loss" in entry]
 
 
+@pytest.mark.slow
 def test_cached_teacher_trains_like_the_live_one_and_is_reused(tiny_teacher, tmp_path):
     """Distillation from the cache (float32) logs the live run's losses step by step; a second
     run (another output folder, same teacher and data) reuses the entry without the teacher."""
@@ -545,6 +556,7 @@ def test_cache_top_k_with_the_mse_logits_loss_is_refused(tiny_teacher, tmp_path)
     assert not (tmp_path / "run" / "teacher").exists()
 
 
+@pytest.mark.slow
 def test_resume_finishes_an_interrupted_overwrite(tiny_teacher, tmp_path):
     """A finished student, then `--overwrite` interrupted: `--resume` continues the new run
     (the old student stays in place until the new one is saved)."""

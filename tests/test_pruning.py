@@ -301,6 +301,7 @@ def test_copy_pruned_weights_reports_unsliceable_weights(teacher_model, make_ber
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_data(GLUE)
 def test_distill_builds_a_pruned_student_from_task_data(tmp_path, monkeypatch):
     from kdformer import pipeline

@@ -74,6 +74,7 @@ def review_file(tmp_path, teacher, architectures=ARCHITECTURES, **extra):
     return path
 
 
+@pytest.mark.slow
 @needs_data(GLUE)
 def test_review_of_every_architecture_writes_table_json_and_plots(tiny_teacher, tmp_path):
     path = review_file(tmp_path, tiny_teacher)

@@ -143,6 +143,7 @@ def test_teacher_choices_are_checked():
     assert tiny_bert_config().hidden_size == 32
 
 
+@pytest.mark.slow
 @needs_data(GLUE)
 def test_run_with_two_teachers_of_different_widths(tmp_path):
     main = save_tiny_glue_teacher(tmp_path / "main")

@@ -69,6 +69,7 @@ def write_study(folder: Path, teacher: Path, **changes) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_study_runs_shares_the_teacher_and_resumes(tiny_teacher, tmp_path, monkeypatch):
     path = write_study(tmp_path, tiny_teacher)
     calls = {"finetune": 0, "distill": 0}
@@ -246,6 +247,7 @@ def test_shipped_studies_share_one_teacher_per_task():
     assert all(len(found) == 1 for found in keys.values()), keys
 
 
+@pytest.mark.slow
 def test_study_arms_share_one_teacher_cache_entry(tiny_teacher, tmp_path):
     """Every run of a study on one teacher and data reads one cache entry: the first arm fills
     the logits, the second adds only the hidden states it lacks."""

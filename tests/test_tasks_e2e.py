@@ -68,6 +68,7 @@ def one_thread():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_data(CONLL)
 def test_ner_on_conll2003(teacher, tmp_path):
     out = tmp_path / "ner"
@@ -92,6 +93,7 @@ def test_ner_on_conll2003(teacher, tmp_path):
     assert {"loss/logits", "loss/attention", "loss/qkv_relations", "loss/hard_label"} <= logged
 
 
+@pytest.mark.slow
 @needs_data(LITBANK)
 def test_ner_on_whole_litbank_documents(teacher, tmp_path):
     out = tmp_path / "litbank"
@@ -130,6 +132,7 @@ def test_malformed_conll_is_refused_before_training(teacher, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_data(SQUAD)
 def test_qa_on_squad_split_by_article(teacher, tmp_path):
     out = tmp_path / "qa"
@@ -154,6 +157,7 @@ def test_qa_on_squad_split_by_article(teacher, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_data(SMALL_TEXT)
 def test_distill_on_raw_text_gives_a_general_encoder(teacher, tmp_path):
     out = tmp_path / "general"
@@ -173,6 +177,7 @@ def test_distill_on_raw_text_gives_a_general_encoder(teacher, tmp_path):
     assert "encoder features (no MLM head)" in said(result)
 
 
+@pytest.mark.slow
 @needs_data(SMALL_TEXT)
 def test_raw_text_with_an_mlm_teacher_distils_its_predictions(tmp_path):
     teacher = tmp_path / "mlm"
@@ -195,6 +200,7 @@ def test_raw_text_with_an_mlm_teacher_distils_its_predictions(tmp_path):
     assert "AutoModelForMaskedLM.from_pretrained" in (out / "student" / "README.md").read_text()
 
 
+@pytest.mark.slow
 @needs_data(GLUE, SMALL_TEXT)
 def test_two_stage_run_reports_a_one_stage_student_at_the_same_compute(teacher, tmp_path):
     out = tmp_path / "two"
@@ -263,6 +269,7 @@ def test_a_teacher_head_without_the_datas_tags(teacher, tmp_path):
     assert "B-LOC" in said(result) and "that the model's head lacks" in said(result)
 
 
+@pytest.mark.slow
 @needs_data(SMALL_TEXT)
 def test_an_interrupted_mlm_student_resumes_with_its_tied_weights(tmp_path):
     """A masked LM's decoder is its word embeddings: saved once in the checkpoint, tied again
