@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from kdformer.cli import app
 from kdformer.config import ConfigError
-from kdformer.review import load_review
+from kdformer.config.review import load_review
 
 runner = CliRunner()
 

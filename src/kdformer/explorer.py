@@ -288,7 +288,8 @@ def time_candidates(
 ) -> None:
     """Set ``latency_ms`` of each candidate: round-robin timing of randomly initialised models
     (in groups of at most ``TIMING_GROUP_BYTES`` of weights, so memory stays bounded)."""
-    from kdformer.report.measure import measure_latencies, resolve_device
+    from kdformer.devices import resolve_device
+    from kdformer.report.measure import measure_latencies
 
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and seq_length > positions:

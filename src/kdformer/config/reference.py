@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import types
 import typing
 from pathlib import Path
@@ -59,5 +61,6 @@ def _is_task_union(annotation: Any) -> bool:
 
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "")
-    text = text.replace("kdformer.config.", "").replace("<class '", "").replace("'>", "")
-    return text.replace("NoneType", "None")
+    text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "None")
+    text = re.sub(r"\bkdformer\.config\.(?:\w+\.)*(\w+)", r"\1", text)
+    return re.sub(r"Union\[([^\[\]]*)\]", lambda m: m.group(1).replace(", ", " | "), text)

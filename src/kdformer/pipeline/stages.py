@@ -19,6 +19,7 @@ from kdformer.config import (
     TrainConfig,
     dump_config,
 )
+from kdformer.devices import resolve_device
 from kdformer.families import check_models
 from kdformer.models import check_same_tokenizer, load_model, load_tokenizer, resolve_name
 from kdformer.models import load_config as load_model_config
@@ -55,7 +56,6 @@ from kdformer.report import (
     build_report,
     measure_loaded,
     print_report,
-    resolve_device,
     write_report,
 )
 from kdformer.report.card import write_model_card
@@ -179,6 +179,7 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     training. ``task``: reuse one built from ``config.task`` and ``config.seed`` (studies share
     them)."""
     check_output_dir(config.output_dir)
+    resolve_device(config.report.device)
     task = task or build_task(config.task, config.seed)
     if "finetune" in stages and config.finetune is None:
         raise ConfigError(

@@ -91,7 +91,8 @@ def evaluate_teacher(
 def _evaluate_teacher(
     config: ExperimentConfig, task: Task, teacher: Any, tokenizer: Any
 ) -> dict[str, Any] | None:
-    from kdformer.report.measure import evaluate_model, resolve_device
+    from kdformer.devices import resolve_device
+    from kdformer.report.measure import evaluate_model
 
     reference = teacher_reference(config)
     key = teacher_fingerprint(reference, config.task)

@@ -7,7 +7,6 @@ from kdformer.report.measure import (
     measure_latencies,
     measure_latency,
     measure_loaded,
-    resolve_device,
     size_on_disk_mb,
 )
 from kdformer.report.render import (
@@ -28,7 +27,6 @@ __all__ = [
     "measure_loaded",
     "check_finite",
     "print_report",
-    "resolve_device",
     "size_on_disk_mb",
     "to_markdown",
     "write_report",

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from kdformer.config import ConfigError, ReportConfig
+from kdformer.devices import resolve_device
 from kdformer.features import model_inputs
 from kdformer.models import count_parameters
 from kdformer.tasks import Task
@@ -71,26 +72,6 @@ class ModelMeasurement:
             },
             **speed,
         )
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` (CUDA when there is one, else the CPU) or a named device this machine has;
-    a ConfigError otherwise."""
-    from kdformer.config.base import ConfigError
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"'{device}' is not a device: use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device '{device}' asks for CUDA, which this machine lacks: use auto or cpu"
-        )
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"device '{device}': this machine has {torch.cuda.device_count()} GPU(s)")
-    return resolved
 
 
 @torch.inference_mode()

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kdformer.config import ReportConfig
-from kdformer.report.measure import ModelMeasurement, resolve_device
+from kdformer.devices import resolve_device
+from kdformer.report.measure import ModelMeasurement
 
 
 def teacher_gain_is_clear(value: float, floor: float, share: float) -> bool:

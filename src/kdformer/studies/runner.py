@@ -100,13 +100,13 @@ class _Measurer:
 
     def student(self, run: PlannedRun) -> dict[str, Any]:
         """Report of teacher vs student: student metrics, both timed round-robin side by side."""
+        from kdformer.devices import resolve_device
         from kdformer.models import load_model, load_tokenizer
         from kdformer.report import (
             ModelMeasurement,
             build_report,
             evaluate_model,
             measure_latencies,
-            resolve_device,
             write_report,
         )
 
