@@ -89,7 +89,9 @@ class QATaskConfig(TaskSection):
     null_threshold: float = Field(
         0.0,
         description="v2.0: answer nothing when the null score beats the best span by more "
-        "than this.",
+        "than this. The v2.0 metrics best_exact / best_f1 are the scores at the best such "
+        "threshold on the evaluation data, best_exact_thresh / best_f1_thresh that threshold "
+        "(the official script's search).",
     )
     max_bad_answers: float = Field(
         0.01,
@@ -146,6 +148,24 @@ class QAScorer(Scorer):
             )
         self.seen += len(lengths)
 
+    def answers(self) -> list[Any]:
+        """Per question its :class:`~kdformer.tasks.squad.Answer`: the prediction (as
+        :meth:`predictions`), and the best span and no-answer score v2.0's best threshold uses."""
+        from kdformer.tasks.squad import find_answer
+
+        cfg = self.task.config
+        return [
+            find_answer(
+                windows,
+                example["context"],
+                cfg.n_best,
+                cfg.max_answer_length,
+                self.task.version_2,
+                cfg.null_threshold,
+            )
+            for windows, example in zip(self.windows, self.examples)
+        ]
+
     def predictions(self) -> list[str]:
         cfg = self.task.config
         return [
@@ -162,7 +182,12 @@ class QAScorer(Scorer):
 
     def metrics(self) -> dict[str, float]:
         golds = [a["text"] for a in self.examples["answers"]]
-        return squad_scores(self.predictions(), golds, self.task.version_2)
+        answers = self.answers()
+        predictions = [a.text for a in answers]
+        if not self.task.version_2:
+            return squad_scores(predictions, golds)
+        na_probs, spans = [a.null_odds for a in answers], [a.span for a in answers]
+        return squad_scores(predictions, golds, True, na_probs, spans)
 
 
 class QuestionAnsweringTask(Task):
