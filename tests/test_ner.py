@@ -103,6 +103,25 @@ def test_iob1_files_are_read_as_iob2(tmp_path):
     assert "I-PER" in forced.label_names and "B-PER" not in forced.label_names
 
 
+def test_iob1_documents_keep_entities_of_adjacent_sentences_apart(tmp_path):
+    # IOB1: "Ann" ends sentence one as I-PER and "Bob" starts sentence two as I-PER; they are
+    # two entities. Joining the sentences first and converting after would make one of them.
+    path = write(
+        tmp_path / "iob1.txt",
+        "-DOCSTART- -X- -X- O\n\nI X X O\nmet X X O\nAnn X X I-PER\n\nBob X X I-PER\nleft X X O\n",
+    )
+    document = ner_task(train_file=path, eval_file=path, unit="document")
+    sentence = ner_task(train_file=path, eval_file=path, unit="sentence")
+    names = document.label_names
+    assert [[names[t] for t in row] for row in document.load("eval")["tags"]] == [
+        ["O", "O", "B-PER", "B-PER", "O"]
+    ]
+    names = sentence.label_names
+    assert [[names[t] for t in row] for row in sentence.load("eval")["tags"]] == [
+        ["O", "O", "B-PER"], ["B-PER", "O"]
+    ]  # fmt: skip
+
+
 def test_jsonl_with_string_and_integer_tags(tmp_path):
     strings = write(
         tmp_path / "s.jsonl",
@@ -188,6 +207,40 @@ def test_real_conll2003_files():
                                   "lamb", "."]  # fmt: skip
     baseline = task.baseline(train, test)
     assert baseline["f1"] == 0.0 and 0.8 < baseline["accuracy"] < 0.85  # ~83% of words are O
+
+
+def iob2_to_iob1(tags: list[str]) -> list[str]:
+    """CoNLL-2003's original encoding: B- only where an entity follows one of its type."""
+    return [
+        tag if not tag.startswith("B-") or (i and tags[i - 1][2:] == tag[2:]) else "I-" + tag[2:]
+        for i, tag in enumerate(tags)
+    ]
+
+
+@needs_data(CONLL)
+def test_real_conll2003_in_iob1_has_as_many_entities_by_document_as_by_sentence(tmp_path):
+    """An IOB1 copy of the real test file (named as the original release names it): reading it
+    by document must not merge an entity ending one sentence with the next one's first."""
+    lines, tags = [], []
+    for line in [*(CONLL / "test.txt").read_text(encoding="utf-8").splitlines(), ""]:
+        fields = line.split()
+        if fields and fields[0] != "-DOCSTART-":
+            tags.append(fields)
+            continue
+        lines += [" ".join([*f[:-1], t]) for f, t in zip(tags, iob2_to_iob1([f[-1] for f in tags]))]
+        tags = []
+        lines.append(line)
+    (tmp_path / "eng.testb").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert any(line.endswith(" I-PER") for line in lines[:40])  # IOB1 indeed
+
+    def entities(folder: Path, unit: str) -> int:
+        task = ner_task(data_dir=folder, eval_split="test", unit=unit)
+        names = task.label_names
+        return sum(names[t].startswith("B-") for row in task.load("eval")["tags"] for t in row)
+
+    counts = {unit: entities(tmp_path, unit) for unit in ("sentence", "document")}
+    assert counts == {"sentence": 5648, "document": 5648}  # 5,616 by document when merged
+    assert entities(CONLL, "document") == 5648  # the IOB2 original
 
 
 @needs_data(LITBANK)

@@ -73,6 +73,65 @@ def test_squad_v2_scores_split_answerable_and_unanswerable():
     assert scores["HasAns_exact"] == 0.5 and scores["NoAns_exact"] == 0.5
 
 
+def test_squad_v1_scores_like_the_official_v1_script():
+    # v1.1 counts every gold answer, even "." (three real dev questions have it), which
+    # normalises to "": a "." prediction matches it exactly (EM 1) yet shares no token with
+    # it, and v1.1's F1 is 0 without a shared token (no rule for empty answers): F1 0.
+    assert squad_scores(["."], [["interventionism", "."]]) == {"exact_match": 1.0, "f1": 0.0}
+    assert squad_scores([""], [["."]]) == {"exact_match": 1.0, "f1": 0.0}
+    assert f1_score("", "", version_2=False) == 0.0 and f1_score(".", ".", version_2=False) == 0.0
+    # "dog" vs "cat": no overlap, F1 0; "the cat sat" vs "cat sat on the mat": P 1, R 1/2,
+    # F1 2/3 (the "." answer scores 0); mean (0 + 2/3) / 2 = 1/3, no exact match.
+    scores = squad_scores(["dog", "the cat sat"], [["cat"], ["cat sat on the mat", "."]])
+    assert scores == pytest.approx({"exact_match": 0.0, "f1": 1 / 3})
+
+
+def test_squad_v2_drops_empty_gold_answers_and_counts_has_ans_by_the_answer_list():
+    # v2.0 keeps only answers non-empty after normalisation: "." vs "interventionism" is 0.
+    assert squad_scores(["."], [["interventionism", "."]], True) == {
+        "exact_match": 0.0, "f1": 0.0, "HasAns_exact": 0.0, "HasAns_f1": 0.0, "HasAns_total": 1.0
+    }  # fmt: skip
+    # A question whose only answer is "." has an answer list, so it is HasAns (the official
+    # qid_to_has_ans); nothing is left after normalisation, so "" is right (EM 1, F1 1).
+    assert squad_scores(["", ""], [["."], []], True) == {
+        "exact_match": 1.0, "f1": 1.0,
+        "HasAns_exact": 1.0, "HasAns_f1": 1.0, "HasAns_total": 1.0,
+        "NoAns_exact": 1.0, "NoAns_f1": 1.0, "NoAns_total": 1.0,
+    }  # fmt: skip
+    # A group without questions is left out, as the official script does.
+    assert set(squad_scores(["", "x"], [[], []], True)) == {
+        "exact_match", "f1", "NoAns_exact", "NoAns_f1", "NoAns_total"
+    }  # fmt: skip
+
+
+def test_squad_v2_best_threshold_by_hand():
+    predictions = ["Paris", "Rome", "", "", "big dog"]
+    answers = [["Paris"], [], ["Berlin"], [], ["the big cat"]]
+    na_probs = [1.0, 2.5, 3.0, 0.5, 2.0]
+    # Per question exact / F1: 1/1, 0/0 (answered, has no answer), 0/0, 1/1 ("" for no answer),
+    # 0/0.5 ({big, dog} vs {big, cat}: P 1/2, R 1/2).
+    # Official find_best_thresh, by rising no-answer score: start at 2 (the unanswerable
+    # questions right when nothing is answered), threshold 0.0;
+    #   0.5 (no answer, "": +0) exact 2,  F1 2
+    #   1.0 (Paris: +1)         exact 3 (best, 1.0), F1 3 (best, 1.0)
+    #   2.0 (big dog: +0 / +.5) exact 3,  F1 3.5 (best, 2.0)
+    #   2.5 (no answer, "Rome": -1) exact 2, F1 2.5
+    #   3.0 ("" for Berlin: +0) exact 2,  F1 2.5
+    # best_exact 3/5 at 1.0, best_f1 3.5/5 at 2.0 (the script's 60.0 and 70.0, here 0..1).
+    scores = squad_scores(predictions, answers, True, na_probs)
+    assert scores == pytest.approx(
+        {
+            "exact_match": 0.4, "f1": 0.5,
+            "HasAns_exact": 1 / 3, "HasAns_f1": 0.5, "HasAns_total": 3.0,
+            "NoAns_exact": 0.5, "NoAns_f1": 0.5, "NoAns_total": 2.0,
+            "best_exact": 0.6, "best_exact_thresh": 1.0,
+            "best_f1": 0.7, "best_f1_thresh": 2.0,
+        }
+    )  # fmt: skip
+    assert "best_f1" not in squad_scores(predictions, answers, True), "no na_probs, no search"
+    assert "best_f1" not in squad_scores(["Paris"], [["Paris"]], False, [0.0]), "v1.1: none"
+
+
 # --------------------------------------------------------------------------------------------
 # Post-processing
 # --------------------------------------------------------------------------------------------
@@ -124,6 +183,44 @@ def test_null_answer_with_threshold():
     assert best_answer([window], CONTEXT, allow_null=True) == ("", 8.0)
     assert best_answer([window], CONTEXT, allow_null=True, null_threshold=2.5)[0] == "Santa Clara"
     assert best_answer([window], CONTEXT, allow_null=False)[0] == "Santa Clara"
+
+
+def test_v2_scorer_searches_the_null_threshold_over_the_best_spans(tmp_path):
+    qas = [
+        {"id": "a", "question": "Where?", "answers": [{"text": "Santa Clara", "answer_start": 28}]},
+        {"id": "b", "question": "What?", "answers": [{"text": "Super Bowl", "answer_start": 0}]},
+        {"id": "c", "question": "Who?", "answers": [], "is_impossible": True},
+    ]
+    path = squad_file(tmp_path / "v2.json", qas)
+    # Null score (CLS, position 0) minus the best span's: a 7 - 6 = 1 (Santa Clara),
+    # b 8 - 6 = 2 (Super Bowl), c 11 - 6 = 5 (Santa Clara, though c has no answer).
+    start = [logits({0: 3.5, 10: 3.0}), logits({0: 4.0, 4: 3.0}), logits({0: 5.5, 10: 3.0})]
+    end = [logits({0: 3.5, 11: 3.0}), logits({0: 4.0, 5: 3.0}), logits({0: 5.5, 11: 3.0})]
+    features = {"example_index": [0, 1, 2], "offset_mapping": [OFFSETS] * 3, "cls_index": [0] * 3}
+
+    def scores(null_threshold: float) -> dict[str, float]:
+        task = build_task(
+            QATaskConfig(eval_file=path, version_2=True, null_threshold=null_threshold)
+        )
+        scorer = task.scorer(features, task.load("eval"))
+        mask = torch.ones(3, len(OFFSETS), dtype=torch.long)
+        scorer.add(
+            {
+                "start_logits": torch.tensor(np.stack(start)),
+                "end_logits": torch.tensor(np.stack(end)),
+            },
+            {"attention_mask": mask},
+        )
+        return scorer.metrics()
+
+    # Threshold 0: every null score wins, nothing is answered: only c is right (1/3).
+    # Searched over the best spans: start 1 (c), 1.0: a right, 2; 2.0: b right, 3 (best);
+    # 5.0: c answered, 2. best_exact 3/3 at 2.0, which null_threshold 2.0 then scores.
+    default = scores(0.0)
+    assert default["exact_match"] == pytest.approx(1 / 3)
+    assert (default["best_exact"], default["best_exact_thresh"]) == (1.0, 2.0)
+    assert (default["best_f1"], default["best_f1_thresh"]) == (1.0, 2.0)
+    assert scores(2.0)["exact_match"] == 1.0
 
 
 # --------------------------------------------------------------------------------------------

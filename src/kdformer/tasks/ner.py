@@ -260,17 +260,26 @@ class TokenClassificationTask(LabelledTask):
         self._documents[split] = documents
         return documents
 
-    def _examples(self, documents: list[Document]) -> list[tuple[str, list[str], list[str]]]:
+    def _examples(
+        self, documents: list[Document], iob1: bool = False
+    ) -> list[tuple[str, list[str], list[str]]]:
+        """(id, tokens, tags) per sentence or document. ``iob1``: each sentence's tags are
+        rewritten as IOB2 before a document joins them, so an entity that ends a sentence and
+        one of its type that starts the next (I- in IOB1) stay two entities."""
+
+        def tags_of(sentence: Any) -> list[str]:
+            return iob1_to_iob2(sentence.tags) if iob1 else sentence.tags
+
         out = []
         for doc in documents:
             if self.config.unit == "document":
                 tokens = [t for s in doc.sentences for t in s.tokens]
-                tags = [t for s in doc.sentences for t in s.tags]
+                tags = [t for s in doc.sentences for t in tags_of(s)]
                 out.append((doc.id, tokens, tags))
             else:
                 single = len(doc.sentences) == 1  # e.g. a JSON record: keep its own id
                 out += [
-                    (doc.id if single else f"{doc.id}-{i}", s.tokens, s.tags)
+                    (doc.id if single else f"{doc.id}-{i}", s.tokens, tags_of(s))
                     for i, s in enumerate(doc.sentences)
                 ]
         return out
@@ -309,17 +318,19 @@ class TokenClassificationTask(LabelledTask):
             v is not None
             for v in (self.config.data_dir, self.config.train_file, self.config.eval_file)
         )
-        if self.config.format == "hub" or not paths_given:
-            ids, tokens, tags = self._hub_split(split)
-        else:
-            rows = self._examples(self._documents_of(split))
-            ids, tokens, tags = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
         scheme = self.config.scheme
-        if scheme == "auto":
-            scheme = detect_scheme(tags)
-        if scheme == "iob1":
-            tags = [iob1_to_iob2(t) for t in tags]
-        return ids, tokens, tags
+        if self.config.format == "hub" or not paths_given:
+            ids, tokens, tags = self._hub_split(split)  # one sentence a row
+            if scheme == "auto":
+                scheme = detect_scheme(tags)
+            if scheme == "iob1":
+                tags = [iob1_to_iob2(t) for t in tags]
+            return ids, tokens, tags
+        documents = self._documents_of(split)
+        if scheme == "auto":  # sentence by sentence, as IOB1 is defined
+            scheme = detect_scheme(s.tags for d in documents for s in d.sentences)
+        rows = self._examples(documents, iob1=scheme == "iob1")
+        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
     @property
     def label_names(self) -> list[str]:  # type: ignore[override]

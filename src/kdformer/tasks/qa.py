@@ -29,7 +29,7 @@ from kdformer.config.tasks.qa import QATaskConfig
 from kdformer.features import OutputSpec
 from kdformer.tasks.base import Purpose, Scorer, Split, Task, load_hub_split
 from kdformer.tasks.long_qa import detect_format, join_articles, read_hotpotqa, read_triviaqa
-from kdformer.tasks.squad import best_answer, read_squad, squad_scores
+from kdformer.tasks.squad import best_answer, find_answer, read_squad, squad_scores
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,22 @@ class QAScorer(Scorer):
             )
         self.seen += len(lengths)
 
+    def answers(self) -> list[Any]:
+        """Per question its :class:`~kdformer.tasks.squad.Answer`: the prediction (as
+        :meth:`predictions`), and the best span and no-answer score v2.0's best threshold uses."""
+        cfg = self.task.config
+        return [
+            find_answer(
+                windows,
+                example["context"],
+                cfg.n_best,
+                cfg.max_answer_length,
+                self.task.version_2,
+                cfg.null_threshold,
+            )
+            for windows, example in zip(self.windows, self.examples)
+        ]
+
     def predictions(self) -> list[str]:
         cfg = self.task.config
         return [
@@ -82,7 +98,12 @@ class QAScorer(Scorer):
 
     def metrics(self) -> dict[str, float]:
         golds = [a["text"] for a in self.examples["answers"]]
-        return squad_scores(self.predictions(), golds, self.task.version_2)
+        answers = self.answers()
+        predictions = [a.text for a in answers]
+        if not self.task.version_2:
+            return squad_scores(predictions, golds)
+        na_probs, spans = [a.null_odds for a in answers], [a.span for a in answers]
+        return squad_scores(predictions, golds, True, na_probs, spans)
 
 
 class QuestionAnsweringTask(Task):

@@ -3,8 +3,11 @@ and turning start/end logits of overlapping windows into answer texts.
 
 The scores follow the official evaluation scripts (``evaluate-v1.1.py``, ``evaluate-v2.0.py``):
 answers are lower-cased, stripped of punctuation and of the articles a/an/the, and
-whitespace-normalised; exact match and token-F1 take the best over the gold answers; a question
-without answers (v2.0) is right only when the prediction is empty. Post-processing follows
+whitespace-normalised; exact match and token-F1 take the best over the gold answers. v1.1 counts
+every gold answer, even one that normalises to nothing (a few dev answers are "."), and its F1
+is 0 without a shared token; v2.0 drops such answers, a question without answers is right only
+when the prediction is empty, and with the no-answer scores it also finds the best no-answer
+threshold (``best_exact`` / ``best_f1``). Post-processing follows
 ``transformers``' ``postprocess_qa_predictions``: the ``n_best`` highest start and end logits of
 every window, spans inside the context and at most ``max_answer_length`` tokens long, the best
 sum of logits over all windows of the question; v2.0 answers nothing when the null score
@@ -42,11 +45,12 @@ def exact_match(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def f1_score(prediction: str, gold: str) -> float:
-    """Token-overlap F1 of the normalised answers; two empty answers score 1, one empty 0."""
+def f1_score(prediction: str, gold: str, version_2: bool = True) -> float:
+    """Token-overlap F1 of the normalised answers. v2.0: two empty answers score 1, one empty 0;
+    v1.1 (``version_2`` False): 0 whenever no token is shared, empty answers included."""
     pred_tokens = normalize_answer(prediction).split()
     gold_tokens = normalize_answer(gold).split()
-    if not pred_tokens or not gold_tokens:
+    if version_2 and (not pred_tokens or not gold_tokens):
         return float(pred_tokens == gold_tokens)
     common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
     same = sum(common.values())
@@ -56,25 +60,64 @@ def f1_score(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def gold_answers(answers: Sequence[str]) -> list[str]:
-    """The answers that count: those non-empty after normalisation, or [""] when none is
-    (an unanswerable v2.0 question)."""
-    kept = [a for a in answers if normalize_answer(a)]
+def gold_answers(answers: Sequence[str], version_2: bool = True) -> list[str]:
+    """The answers that count. v2.0: those non-empty after normalisation, or [""] when none is
+    (an unanswerable question); v1.1: every answer ([""] only for a question without any)."""
+    kept = [a for a in answers if normalize_answer(a)] if version_2 else list(answers)
     return kept or [""]
 
 
+def best_threshold(
+    predictions: Sequence[str],
+    scores: Sequence[float],
+    na_probs: Sequence[float],
+    has_answer: Sequence[bool],
+) -> tuple[float, float]:
+    """The official v2.0 ``find_best_thresh``: the best mean score (0..1: the script's
+    percentage / 100) over no-answer thresholds, and that threshold. At a threshold, questions
+    whose no-answer score is at most it keep their prediction (``scores``: its exact match or
+    F1) and the others answer nothing; walking the questions by rising no-answer score from
+    "all answer nothing" (each unanswerable question right), an answerable one adds its score
+    and an unanswerable one loses 1 if its prediction is not empty."""
+    current = best = float(sum(not h for h in has_answer))
+    threshold = 0.0
+    for i in sorted(range(len(na_probs)), key=lambda i: na_probs[i]):
+        if has_answer[i]:
+            current += scores[i]
+        elif predictions[i]:
+            current -= 1.0
+        if current > best:
+            best, threshold = current, float(na_probs[i])
+    return (best / len(scores) if len(scores) else 0.0), threshold
+
+
 def squad_scores(
-    predictions: Sequence[str], answers: Sequence[Sequence[str]], version_2: bool = False
+    predictions: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    version_2: bool = False,
+    na_probs: Sequence[float] | None = None,
+    spans: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """exact_match and f1 (0..1, mean over questions, best over gold answers); for SQuAD v2.0
-    also HasAns_/NoAns_ exact and f1 and their counts (questions without answers are the
-    unanswerable ones)."""
-    exact, f1, has_answer = [], [], []
-    for prediction, golds in zip(predictions, answers, strict=True):
-        golds = gold_answers(golds)
-        exact.append(max(exact_match(prediction, g) for g in golds))
-        f1.append(max(f1_score(prediction, g) for g in golds))
-        has_answer.append(golds != [""])
+    """exact_match and f1 (0..1, mean over questions, best over gold answers), by the official
+    v1.1 or v2.0 rules. v2.0 also gives HasAns_/NoAns_ exact, f1 and total (a question is
+    answerable when it has an answer at all, as the official script counts it; a group without
+    questions is left out) and, given each question's no-answer score ``na_probs`` (higher:
+    more likely no answer; the null score minus the best span's), best_exact / best_f1 and
+    their thresholds (official ``find_best_thresh``) over ``spans``, each question's best
+    non-null answer (default: the predictions): a threshold t answers the questions whose
+    no-answer score is at most t, as ``null_threshold`` = t does, so the search covers
+    thresholds above the one the predictions were made with too."""
+
+    def raw(texts: Sequence[str]) -> tuple[list[float], list[float]]:
+        exact, f1 = [], []
+        for text, answered in zip(texts, answers, strict=True):
+            golds = gold_answers(answered, version_2)
+            exact.append(max(exact_match(text, g) for g in golds))
+            f1.append(max(f1_score(text, g, version_2) for g in golds))
+        return exact, f1
+
+    exact, f1 = raw(predictions)
+    has_answer = [bool(answered) for answered in answers]
     scores = {
         "exact_match": float(np.mean(exact)) if exact else 0.0,
         "f1": float(np.mean(f1)) if f1 else 0.0,
@@ -82,10 +125,18 @@ def squad_scores(
     if version_2:
         mask = np.asarray(has_answer, dtype=bool)
         for name, keep in (("HasAns", mask), ("NoAns", ~mask)):
-            scores[f"{name}_total"] = float(keep.sum())
             if keep.any():
                 scores[f"{name}_exact"] = float(np.asarray(exact)[keep].mean())
                 scores[f"{name}_f1"] = float(np.asarray(f1)[keep].mean())
+                scores[f"{name}_total"] = float(keep.sum())
+        if na_probs is not None:
+            if len(na_probs) != len(exact):
+                raise ValueError(f"{len(na_probs)} no-answer scores for {len(exact)} questions")
+            texts = predictions if spans is None else spans
+            span_exact, span_f1 = (exact, f1) if spans is None else raw(spans)
+            for name, values in (("exact", span_exact), ("f1", span_f1)):
+                best, threshold = best_threshold(texts, values, na_probs, has_answer)
+                scores[f"best_{name}"], scores[f"best_{name}_thresh"] = best, threshold
     return scores
 
 
@@ -187,7 +238,31 @@ def best_answer(
     null_threshold: float = 0.0,
 ) -> tuple[str, float]:
     """The answer text of one question, and its score (sum of start and end logits; the null
-    score when answering nothing).
+    score when answering nothing). See :func:`find_answer`."""
+    answer = find_answer(windows, context, n_best, max_answer_length, allow_null, null_threshold)
+    return answer.text, answer.score
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One question's answer: the prediction and its score, and for v2.0's threshold search
+    the best span (answered or not) and the no-answer score."""
+
+    text: str  # the prediction: the best span, or "" when answering nothing
+    score: float  # its score: the span's start + end logits, or the null score
+    span: str  # the best span ("" when no span is valid)
+    null_odds: float  # the null score minus the best span's (inf when no span is valid)
+
+
+def find_answer(
+    windows: Sequence[tuple[Any, ...]],
+    context: str,
+    n_best: int = 20,
+    max_answer_length: int = 30,
+    allow_null: bool = False,
+    null_threshold: float = 0.0,
+) -> Answer:
+    """The answer of one question (see :class:`Answer`).
 
     ``windows``: per window (start logits, end logits, offsets[, cls index]), where offsets[i]
     is the character span of token i in ``context``, or (-1, -1) for tokens outside the
@@ -211,6 +286,7 @@ def best_answer(
                 if score > best_score:
                     best_score = score
                     best_text = context[offsets[s][0] : offsets[e][1]]
-    if allow_null and (best_score == -np.inf or null_score - best_score > null_threshold):
-        return "", null_score
-    return best_text, best_score
+    null_odds = null_score - best_score
+    if allow_null and (best_score == -np.inf or null_odds > null_threshold):
+        return Answer("", null_score, best_text, null_odds)
+    return Answer(best_text, best_score, best_text, null_odds)

@@ -67,7 +67,8 @@ class NerTaskConfig(TaskSection):
     scheme: Literal["auto", "iob1", "iob2"] = Field(
         "auto",
         description="Tag encoding of the files: iob1 (an entity starts with I-, as in the "
-        "original CoNLL-2003) is rewritten as IOB2; auto detects it.",
+        "original CoNLL-2003) is rewritten as IOB2, sentence by sentence (before unit "
+        "document joins them); auto detects it.",
     )
     unit: Literal["sentence", "document"] = Field(
         "sentence",

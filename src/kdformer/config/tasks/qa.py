@@ -67,7 +67,9 @@ class QATaskConfig(TaskSection):
     null_threshold: float = Field(
         0.0,
         description="v2.0: answer nothing when the null score beats the best span by more "
-        "than this.",
+        "than this. The v2.0 metrics best_exact / best_f1 are the scores at the best such "
+        "threshold on the evaluation data, best_exact_thresh / best_f1_thresh that threshold "
+        "(the official script's search).",
     )
     max_bad_answers: float = Field(
         0.01,
