@@ -211,8 +211,15 @@ def test_hub_failure_says_how_to_work_offline(monkeypatch: pytest.MonkeyPatch):
 def test_unknown_task_lists_valid_names():
     with pytest.raises(DataError, match=r"did you mean 'sst2'.*mnli-mm.*classification"):
         build_task(ClassificationTaskConfig(name="sst-2"))
-    implied = {name: task_type({"name": name}) for name in ("mnli-mm", "conll2003", "squad", "text")}
-    assert implied == {"mnli-mm": "classification", "conll2003": "ner", "squad": "qa", "text": "text"}
+    implied = {
+        name: task_type({"name": name}) for name in ("mnli-mm", "conll2003", "squad", "text")
+    }
+    assert implied == {
+        "mnli-mm": "classification",
+        "conll2003": "ner",
+        "squad": "qa",
+        "text": "text",
+    }
 
 
 # --------------------------------------------------------------------------------------------
