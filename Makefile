@@ -23,15 +23,18 @@ demo: install
 	$(VENV)/bin/kdformer run configs/demo.yaml task.data_dir=$(DATA)/glue $(ARGS)
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 # The fast tests only (leaves out those marked slow); `make test` runs all, as CI does.
 test-quick: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) benchmarks/bench_distill.py --data-dir $(DATA)/glue --out benchmarks/results $(ARGS)

@@ -237,7 +237,7 @@ def test_estimate_is_printed_before_writing_budget_refuses_and_reuse_skips(token
     assert not any(tmp_path.rglob("*.safetensors"))
     # A disk with less free space than the estimate: refused before any write, too.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("kdformer.pipeline.budget.free_disk_bytes", lambda folder: expected // 2)
+        patch.setattr("kdformer.cache.store.free_disk_bytes", lambda folder: expected // 2)
         with pytest.raises(ConfigError, match=r"its disk has .* free .*distill\.cache\.dir"):
             prepare(TeacherCache(tmp_path, log=said.append), teacher, tokenizer, features, needs)
     assert not any(tmp_path.rglob("*.safetensors"))

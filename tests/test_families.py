@@ -400,7 +400,7 @@ def test_families_declare_how_a_converted_model_starts():
 def test_families_say_where_positions_start_and_so_the_usable_length():
     import transformers
 
-    from kdformer.models import position_limit
+    from kdformer.families import position_limit
 
     roberta = transformers.RobertaConfig(max_position_embeddings=514, pad_token_id=1)
     nystrom = transformers.NystromformerConfig(max_position_embeddings=514)

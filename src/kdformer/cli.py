@@ -19,6 +19,7 @@ from rich.table import Table
 
 from kdformer.config import (
     ConfigError,
+    DataError,
     ExperimentConfig,
     ExportConfig,
     ReportConfig,
@@ -66,15 +67,21 @@ WeakTeacherOpt = typer.Option(
 
 
 def _quiet_libraries(verbose: bool) -> None:
+    """Library logs and weight-loading bars off (training bars stay) unless --verbose. Through
+    the libraries' environment variables, read when a command first imports them, so that
+    `--help` and the config commands never load them; directly when they are loaded already."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not verbose:
-        import transformers
-
+    if verbose:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        transformers = sys.modules["transformers"]
         transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()  # weight-loading bars; training bars stay
-        import datasets
-
-        datasets.disable_progress_bars()
+        transformers.logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
 
 
 def _load(
@@ -94,13 +101,15 @@ def user_errors() -> Iterator[None]:
     """Errors the user can fix (config, data, arguments) become one clear line and exit code 2."""
     from pydantic import ValidationError
 
-    from kdformer.tasks import DataError
-    from kdformer.training import TrainingDiverged
-
     try:
         yield
-    except (ConfigError, DataError, ValidationError, TrainingDiverged) as exc:
+    except (ConfigError, DataError, ValidationError) as exc:
         _fail(exc)
+    except Exception as exc:
+        training = sys.modules.get("kdformer.training")  # only a command that trained loaded it
+        if training is not None and isinstance(exc, training.TrainingDiverged):
+            _fail(exc)
+        raise
 
 
 SHARDED_COMMANDS = ("run", "finetune", "distill")

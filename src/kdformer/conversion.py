@@ -24,8 +24,11 @@ from typing import Any, Literal
 import torch
 import transformers
 
+from kdformer.attention import use_local_global
+from kdformer.attention.local_global import BLOCK_SIZE_KEY, GLOBAL_TOKENS_KEY
 from kdformer.config.base import ConfigError
 from kdformer.families import family_of
+from kdformer.models import load_config, load_model, load_tokenizer
 
 Target = Literal["full", "longformer", "bigbird", "nystromformer", "local_global"]
 TARGETS: tuple[str, ...] = ("full", "longformer", "bigbird", "nystromformer", "local_global")
@@ -40,7 +43,7 @@ _COMMON = (
 
 def position_offset(config: Any) -> int:
     """Row of the position embedding that the first token uses (the model family's rule, which
-    :func:`kdformer.models.position_limit` reads too)."""
+    :func:`kdformer.families.position_limit` reads too)."""
     return family_of(config).position_offset(config)
 
 
@@ -99,7 +102,6 @@ def target_config(
             conv_kernel_size=conv_kernel_size,
             max_position_embeddings=max_length,
         )
-    from kdformer.attention.local_global import BLOCK_SIZE_KEY, GLOBAL_TOKENS_KEY
 
     config = type(source).from_dict(source.to_dict())
     config.max_position_embeddings = max_length + position_offset(source)
@@ -128,8 +130,6 @@ def convert(source_model: Any, target: Target, max_length: int, **options: Any) 
     source = getattr(source_model, "base_model", source_model)
     config = target_config(source.config, target, max_length, **options)
     if target in ("full", "local_global"):
-        from kdformer.attention import use_local_global
-
         model = type(source)(config, add_pooling_layer=source.pooler is not None)
     else:
         model = transformers.AutoModel.from_config(config)
@@ -167,7 +167,6 @@ def convert_checkpoint(
     ``model_max_length`` set to ``max_length``) to ``output_dir``; loads with plain
     ``AutoModel.from_pretrained`` (local + global: add ``attn_implementation=
     "kdformer_local_global"`` after importing kdformer)."""
-    from kdformer.models import load_config, load_model, load_tokenizer
 
     config = load_config(str(source))
     if getattr(config, "model_type", None) not in SOURCES:

@@ -1,9 +1,13 @@
-"""Where models run: the one place a configured device name becomes a ``torch.device``.
+"""Where models run and write: the one place a configured device name becomes a
+``torch.device``, and the free disk a run checks before it writes.
 
 Configuration checks only the spelling (it loads no torch); whether this machine has the
 device is checked here, when a command starts and before any long work."""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -26,3 +30,11 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
         raise ConfigError(f"device '{device}': this machine has {torch.cuda.device_count()} GPU(s)")
     return resolved
+
+
+def free_disk_bytes(folder: Path) -> int:
+    """Free bytes on the disk that holds ``folder`` (or its nearest existing parent)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kdformer.config import ExperimentConfig, describe_fields
 from kdformer.knowledge import KNOWLEDGE
-from kdformer.tasks import TASK_CONFIGS
+from kdformer.config.tasks import TASK_CONFIGS
 
 
 def _table(rows: list[tuple[str, str, str, str]]) -> list[str]:

@@ -21,8 +21,13 @@ from typing import Any
 
 import torch
 
+from kdformer.config import StudentConfig
 from kdformer.config.base import ConfigError
+from kdformer.devices import resolve_device
 from kdformer.families import intermediate_size_of
+from kdformer.models import count_parameters, load_config
+from kdformer.report.measure import measure_latencies
+from kdformer.students import PRESETS, RELATIVE_PRESETS, WIDTH_PRESETS, student_shape
 
 DEFAULT_HEAD_SIZE = 64
 DEFAULT_MAX_LAYERS = 12
@@ -116,8 +121,6 @@ def count_shape_parameters(
     """Exact parameters of the encoder (``AutoModel``, no task head) of this shape."""
     from transformers import AutoModel
 
-    from kdformer.models import count_parameters
-
     with torch.device("meta"):
         model = AutoModel.from_config(shape_config(config, layers, hidden, heads, intermediate))
     return count_parameters(model)
@@ -160,7 +163,6 @@ def resolve_target(
             max_layers=DEFAULT_MAX_LAYERS,
             max_hidden=None,
         )
-    from kdformer.models import load_config
 
     config = load_config(like)
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads"):
@@ -185,8 +187,6 @@ def resolve_target(
 
 
 def _preset_names(target: Target) -> dict[tuple[int, int, int, int], str]:
-    from kdformer.config import StudentConfig
-    from kdformer.students import PRESETS, RELATIVE_PRESETS, WIDTH_PRESETS, student_shape
 
     names = {shape: name for name, shape in PRESETS.items()}
     if target.teacher is not None:
@@ -288,8 +288,6 @@ def time_candidates(
 ) -> None:
     """Set ``latency_ms`` of each candidate: round-robin timing of randomly initialised models
     (in groups of at most ``TIMING_GROUP_BYTES`` of weights, so memory stays bounded)."""
-    from kdformer.devices import resolve_device
-    from kdformer.report.measure import measure_latencies
 
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and seq_length > positions:

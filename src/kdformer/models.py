@@ -12,9 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
+from torch import nn
 
+from kdformer.attention import restore
 from kdformer.config import ConfigError, ModelConfig
+from kdformer.families import find_family
 
 
 def _package_model(package: str, install: str) -> Callable[[], str]:
@@ -114,8 +118,6 @@ def load_model(model: ModelConfig | str, model_class: Any, **kwargs: Any) -> Any
 def prepare_family(model: Any) -> Any:
     """Let the model's family install what it needs to run correctly (hooks, never edits),
     and give a model saved with kdformer's local + global attention that attention again."""
-    from kdformer.attention import restore
-    from kdformer.families import find_family
 
     restore(model)
     family = find_family(model)
@@ -182,21 +184,16 @@ def check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any) -> None
         )
 
 
+def non_finite_parameters(model: nn.Module, limit: int = 5) -> list[str]:
+    """Names of (at most ``limit``) parameters holding NaN or infinite values."""
+    bad = []
+    for name, parameter in model.named_parameters():
+        if not torch.isfinite(parameter).all():
+            bad.append(name)
+            if len(bad) >= limit:
+                break
+    return bad
+
+
 def count_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def position_limit(config: Any) -> int | None:
-    """The longest input (in tokens) a model's position embeddings cover, or None when it has
-    no absolute positions (relative or rotary position schemes); the model's family says
-    where its positions start."""
-    limit = getattr(config, "max_position_embeddings", None)
-    if (
-        not isinstance(limit, int)
-        or getattr(config, "position_embedding_type", "absolute") != "absolute"
-    ):
-        return None
-    from kdformer.families import find_family
-
-    family = find_family(config)
-    return limit - (family.position_offset(config) if family is not None else 0)

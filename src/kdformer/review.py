@@ -22,8 +22,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kdformer import pipeline
 from kdformer.config.loading import load_config
 from kdformer.config.review import ReviewArchitecture, ReviewConfig, ReviewTask
+from kdformer.families import find_family
+from kdformer.models import load_model
+from kdformer.pipeline.outputs import Paths
+from kdformer.report.measure import measure_latencies
+from kdformer.report.memory import forward_peak_mib
+from kdformer.tasks import build_task
 
 
 def run_config(review: ReviewConfig, folder: Path, task: ReviewTask, arch: ReviewArchitecture):
@@ -45,7 +52,6 @@ def run_review(
 ) -> dict[str, Any]:
     """Every run (validated first, then trained), the speed and memory measurements, and the
     outputs; returns the review's JSON."""
-    from kdformer import pipeline
 
     configs = {
         (t.name, a.name): run_config(review, folder, t, a)
@@ -85,13 +91,6 @@ def measure_task(
 ) -> None:
     """Latency (round-robin over all of the task's models) and memory at every length."""
     import torch
-
-    from kdformer.families import find_family
-    from kdformer.models import load_model
-    from kdformer.pipeline.outputs import Paths
-    from kdformer.report.measure import measure_latencies
-    from kdformer.report.memory import forward_peak_mib
-    from kdformer.tasks import build_task
 
     config = configs[(cells[0]["task"], cells[0]["architecture"])]
     model_class = build_task(config.task, config.seed).model_class

@@ -21,7 +21,8 @@ import torch
 from kdformer.config import ConfigError, StudentConfig
 from kdformer.families import family_of, intermediate_size_of
 from kdformer.matching import init_layers
-from kdformer.models import prepare_family
+from kdformer.models import load_model, prepare_family
+from kdformer.pruning import compute_importance, copy_pruned_weights, plan_pruning
 
 #: BERT miniatures: (layers, hidden, heads, intermediate).
 PRESETS: dict[str, tuple[int, int, int, int]] = {
@@ -202,8 +203,6 @@ def build_student(
             "pass data= (batches of tokenised training examples with labels) to build_student"
         )
     if cfg.init == "pretrained":
-        from kdformer.models import load_model
-
         if not cfg.pretrained:
             raise ConfigError(
                 "init: pretrained needs student.pretrained (a model folder or hub name)"
@@ -232,8 +231,6 @@ def build_student(
         if cfg.init == "teacher":
             copy_teacher_layers(student, teacher, layers)
         else:
-            from kdformer.pruning import compute_importance, copy_pruned_weights, plan_pruning
-
             assert data is not None
             importance = compute_importance(teacher, data, cfg.pruning_batches, label_keys)
             copy_pruned_weights(student, teacher, plan_pruning(importance, config, layers))

@@ -23,7 +23,9 @@ from transformers.trainer_callback import ExportableState
 
 from kdformer.config import ConfigError, TrainConfig
 from kdformer.features import MODEL_INPUTS, extract_features, prepare_model
+from kdformer.models import non_finite_parameters
 from kdformer.objective import DistillationObjective
+from kdformer.tasks.evaluation import evaluate_model
 from kdformer.teacher import TeacherSignal
 
 
@@ -129,17 +131,6 @@ class ProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._update(state)
-
-
-def non_finite_parameters(model: nn.Module, limit: int = 5) -> list[str]:
-    """Names of (at most ``limit``) parameters holding NaN or infinite values."""
-    bad = []
-    for name, parameter in model.named_parameters():
-        if not torch.isfinite(parameter).all():
-            bad.append(name)
-            if len(bad) >= limit:
-                break
-    return bad
 
 
 class FiniteWeightsCallback(TrainerCallback):
@@ -260,7 +251,6 @@ class TaskTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         """The task's metrics on the evaluation examples, logged as ``eval_<metric>``."""
-        from kdformer.report.measure import evaluate_model
 
         model = self.model_to_score()
         was_training = model.training

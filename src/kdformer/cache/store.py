@@ -44,6 +44,7 @@ from kdformer.cache.fingerprint import (
     weights_fingerprint,
 )
 from kdformer.config.base import ConfigError
+from kdformer.devices import free_disk_bytes
 from kdformer.features import MODEL_INPUTS, FeatureNeeds, Features, OutputSpec, extract_features
 
 ROW_KEY = "teacher_row"
@@ -455,7 +456,6 @@ class TeacherCache:
                 f"distill.cache.max_gb ({self.max_gb:g}): raise max_gb, keep fewer logits "
                 "(distill.cache.topk), match fewer layers, or set distill.cache.enabled: false"
             )
-        from kdformer.pipeline.budget import free_disk_bytes
 
         free = free_disk_bytes(entry.folder)
         if estimate > free:

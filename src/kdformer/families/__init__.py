@@ -20,6 +20,7 @@ from kdformer.families.base import (
     family_of,
     find_family,
     intermediate_size_of,
+    position_limit,
     register_family,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "family_of",
     "find_family",
     "intermediate_size_of",
+    "position_limit",
     "register_family",
 ]

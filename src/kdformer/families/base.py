@@ -319,3 +319,17 @@ def check_models(models: Sequence[tuple[Any, str]], max_length: int) -> int | No
             "them the same length (Nyströmformer: segment_means_seq_len)"
         )
     return next(iter(lengths), None)
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest input (in tokens) a model's position embeddings cover, or None when it has
+    no absolute positions (relative or rotary position schemes); the model's family says
+    where its positions start."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if (
+        not isinstance(limit, int)
+        or getattr(config, "position_embedding_type", "absolute") != "absolute"
+    ):
+        return None
+    family = find_family(config)
+    return limit - (family.position_offset(config) if family is not None else 0)

@@ -22,14 +22,13 @@ stop fires only when the estimate alone is over what the device has free.
 from __future__ import annotations
 
 import copy
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdformer.config import ConfigError
+from kdformer.distributed import is_main, training_device
 
 GiB = 2**30
 
@@ -173,14 +172,6 @@ def check_fits(estimate: MemoryEstimate, setting: str, batch: int) -> None:
         )
 
 
-def free_disk_bytes(folder: Path) -> int:
-    """Free bytes on the disk that holds ``folder`` (or its nearest existing parent)."""
-    folder = Path(folder)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return shutil.disk_usage(folder).free
-
-
 def report_and_check(
     model_class: Any,
     student_config: Any,
@@ -196,8 +187,6 @@ def report_and_check(
     """Print the estimate for one training stage and stop when it cannot fit (unless the
     stage's ``memory_check`` is off). ``model_kwargs``: the task's head settings."""
     from rich.console import Console
-
-    from kdformer.distributed import is_main, training_device
 
     estimate = estimate_training_memory(
         model_class,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from kdformer.config import ConfigError, ExperimentConfig
+from kdformer.config import ConfigError, ExperimentConfig, load_config
 from kdformer.export.onnx import (
     OnnxModel,
     agreement,
@@ -28,8 +28,9 @@ from kdformer.export.onnx import (
     onnx_size_mb,
     quantize_int8,
 )
-from kdformer.families import find_family
-from kdformer.models import count_parameters, load_model, load_tokenizer, position_limit
+from kdformer.families import find_family, position_limit
+from kdformer.features import model_inputs
+from kdformer.models import count_parameters, load_model, load_tokenizer
 from kdformer.pipeline.outputs import Paths, is_finished
 
 console = Console(stderr=True)
@@ -70,7 +71,6 @@ def _random_batch(
     model: torch.nn.Module, rows: int, length: int, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """Random real-token ids with the first row half padding, as ``model`` takes them."""
-    from kdformer.features import model_inputs
 
     vocab = int(model.config.vocab_size)
     length = min(length, (position_limit(model.config) or 512) - 2)
@@ -251,7 +251,6 @@ def exported_models(model_dir: Path) -> list[tuple[str, Path]]:
 def run_config_of(model_dir: Path) -> ExperimentConfig | None:
     """The config of the run whose student ``model_dir`` is (its ``config.yaml`` one level
     up), if it is one."""
-    from kdformer.config import load_config
 
     root = Path(model_dir).resolve().parent
     config_path = root / "config.yaml"

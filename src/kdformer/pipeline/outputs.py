@@ -14,11 +14,11 @@ from rich.console import Console
 
 from kdformer import distributed
 from kdformer.config import ConfigError, ExperimentConfig, dump_config
+from kdformer.models import non_finite_parameters
 from kdformer.training import (
     TaskTrainer,
     TrainingDiverged,
     latest_checkpoint,
-    non_finite_parameters,
 )
 
 console = Console(stderr=True)

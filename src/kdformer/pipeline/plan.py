@@ -17,20 +17,21 @@ import torch
 
 from kdformer.config import ExperimentConfig
 from kdformer.features import extract_features, resolve_layer_modules
-from kdformer.models import count_parameters
+from kdformer.models import count_parameters, load_tokenizer
+from kdformer.models import load_config as load_model_config
+from kdformer.pipeline.budget import with_head
+from kdformer.pipeline.stages import (
+    build_objective,
+    source_teacher_config,
+    task_stage_config,
+    validate,
+)
+from kdformer.pipeline.teachers import teacher_reference
+from kdformer.students import student_config
 
 
 def distill_plan(config: ExperimentConfig) -> list[str]:
     """The plan as printable lines (validates the config first, as a run would)."""
-    from kdformer.models import load_config as load_model_config
-    from kdformer.pipeline.budget import with_head
-    from kdformer.pipeline.stages import (
-        build_objective,
-        source_teacher_config,
-        task_stage_config,
-        validate,
-    )
-    from kdformer.students import student_config
 
     config = task_stage_config(config)
     stages = ["finetune", "distill"] if config.finetune is not None else ["distill"]
@@ -112,8 +113,6 @@ def _time_steps(
 ) -> tuple[float, int]:
     """Seconds per training step (median of two after one warm-up) and the resident memory
     the steps added (activations, gradients and optimiser state at their peak)."""
-    from kdformer.models import load_tokenizer
-    from kdformer.pipeline.teachers import teacher_reference
 
     tokenizer = load_tokenizer(config.teacher if config.finetune else teacher_reference(config))
     size = config.distill.train.batch_size

@@ -19,12 +19,16 @@ from kdformer.config import (
     TrainConfig,
     dump_config,
 )
+from kdformer.conversion import convert_checkpoint, target_config
 from kdformer.devices import resolve_device
+from kdformer.distributed import training_device
+from kdformer.export.onnx import OnnxModel
 from kdformer.families import check_models
 from kdformer.models import check_same_tokenizer, load_model, load_tokenizer, resolve_name
 from kdformer.models import load_config as load_model_config
 from kdformer.objective import DistillationObjective
 from kdformer.pipeline.budget import report_and_check
+from kdformer.pipeline.export import export_model, export_record, exported_models, fixed_length_of
 from kdformer.pipeline.outputs import (
     Paths,
     check_output_dir,
@@ -52,6 +56,7 @@ from kdformer.pipeline.two_stage import (
     one_stage_config,
     task_stage_config,
 )
+from kdformer.pruning import importance_batches
 from kdformer.report import (
     build_report,
     measure_loaded,
@@ -130,7 +135,6 @@ def check_room_for_text(task: Task, tokenizer: Any) -> None:
 
 def check_precision(train: TrainConfig, setting: str) -> None:
     """fp16 needs a GPU; say so before loading anything rather than at the Trainer's start."""
-    from kdformer.distributed import training_device
 
     if train.mixed_precision == "fp16" and training_device().type != "cuda":
         raise ConfigError(
@@ -142,7 +146,6 @@ def check_precision(train: TrainConfig, setting: str) -> None:
 def check_exportable(config: ExperimentConfig, student_config: Any) -> None:
     """With ``export: true``, refuse before training a student that runs at one fixed length
     (exported graphs take any length)."""
-    from kdformer.pipeline.export import fixed_length_of
 
     fixed = fixed_length_of(student_config) if config.export.enabled else None
     if fixed is not None:
@@ -324,7 +327,6 @@ def source_teacher_config(config: ExperimentConfig) -> Any:
     teacher_config = load_model_config(config.teacher)
     if config.convert is None:
         return teacher_config
-    from kdformer.conversion import target_config
 
     convert = config.convert
     return target_config(teacher_config, convert.to, convert.max_length, **convert.options())
@@ -339,7 +341,6 @@ def teacher_source(config: ExperimentConfig) -> ModelConfig:
 
 def convert_teacher(config: ExperimentConfig, overwrite: bool = False) -> Path:
     """Convert the full-attention teacher into ``<output_dir>/converted`` (skipped when done)."""
-    from kdformer.conversion import convert_checkpoint
 
     assert config.convert is not None
     paths = Paths(config.output_dir)
@@ -446,8 +447,6 @@ def distill(
     train_features = task.tokenize(task.distillation_examples(), tokenizer, "train")
     importance_data = None
     if config.student.init == "pruned":  # importance from the teacher's task loss on train data
-        from kdformer.pruning import importance_batches
-
         if not task.label_keys:
             raise ConfigError(
                 "init: pruned scores importance with the task loss, and this task has no gold "
@@ -588,9 +587,6 @@ def exported_rows(
     """The student's current ONNX export as report rows (name, model, tokenizer, file,
     details), when there is one and the report runs on the CPU (ONNX Runtime's device here)."""
     from transformers import AutoConfig
-
-    from kdformer.export.onnx import OnnxModel
-    from kdformer.pipeline.export import export_record, exported_models
 
     files = exported_models(student)
     if not files:
@@ -739,8 +735,6 @@ def run(
             one_stage(config, overwrite, resume, callbacks, task)
     if "evaluate" in stages and distributed.is_main():  # one process measures and reports
         if config.export.enabled:
-            from kdformer.pipeline.export import export_model
-
             export = config.export
             export_model(Paths(config.output_dir).student, export.quantize, export.opset,
                          export.atol)  # fmt: skip

@@ -9,12 +9,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kdformer import distributed
+from kdformer.cache import RowIndexCollator, TeacherCache, with_row_index
 from kdformer.config import ConfigError, ExperimentConfig, ModelConfig
+from kdformer.devices import resolve_device
 from kdformer.features import FeatureNeeds
-from kdformer.models import load_model
+from kdformer.models import load_model, resolve_name
 from kdformer.pipeline.outputs import Paths, console
 from kdformer.report.render import teacher_gain_is_clear
 from kdformer.tasks import Task, TaskSection
+from kdformer.tasks.evaluation import evaluate_model
 from kdformer.teacher import LiveTeacher
 
 
@@ -58,7 +62,6 @@ def load_teacher(reference: ModelConfig, task: Task) -> Any:
 def teacher_fingerprint(reference: ModelConfig, task_config: TaskSection) -> str:
     """Identifies a teacher evaluation: the model (its files' sizes and times, or hub name)
     and the task section."""
-    from kdformer.models import resolve_name
 
     source = Path(resolve_name(reference.name))
     files: Any = str(reference.name)
@@ -82,7 +85,6 @@ def evaluate_teacher(
     """The teacher's metrics on the evaluation set and the task's trivial baseline, measured
     once per teacher and task (``teacher_eval.json`` in ``output_dir``). None when the task
     has no baseline to compare with (raw text)."""
-    from kdformer import distributed
 
     with distributed.main_first():  # the others then read what the main process stored
         return _evaluate_teacher(config, task, teacher, tokenizer)
@@ -91,8 +93,6 @@ def evaluate_teacher(
 def _evaluate_teacher(
     config: ExperimentConfig, task: Task, teacher: Any, tokenizer: Any
 ) -> dict[str, Any] | None:
-    from kdformer.devices import resolve_device
-    from kdformer.report.measure import evaluate_model
 
     reference = teacher_reference(config)
     key = teacher_fingerprint(reference, config.task)
@@ -171,8 +171,6 @@ def teacher_signal(
     """The teacher signal distillation trains on, with the training features and collator it
     goes with: the live teacher, or (``distill.cache``) the teacher-output cache, filled once
     by the main process and read by every process."""
-    from kdformer import distributed
-    from kdformer.cache import RowIndexCollator, TeacherCache, with_row_index
 
     live = LiveTeacher(teacher, needs)
     cache = config.distill.cache

@@ -3,7 +3,6 @@
 from kdformer.report.measure import (
     ModelMeasurement,
     check_finite,
-    evaluate_model,
     measure_latencies,
     measure_latency,
     measure_loaded,
@@ -20,7 +19,6 @@ from kdformer.report.render import (
 __all__ = [
     "ModelMeasurement",
     "build_report",
-    "evaluate_model",
     "gain_kept_pct",
     "measure_latencies",
     "measure_latency",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kdformer.models import base_model_of
 from kdformer.report.render import to_markdown
 
 
@@ -17,7 +18,6 @@ def card_metadata(
 ) -> dict[str, Any]:
     """The Hugging Face card's front matter: library, pipeline tag, base model, data sets and
     a model-index with the student's measured metrics (so the Hub renders its results)."""
-    from kdformer.models import base_model_of
 
     meta: dict[str, Any] = {"library_name": "transformers"}
     if pipeline_tag:

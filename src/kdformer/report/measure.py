@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from kdformer.config import ConfigError, ReportConfig
 from kdformer.devices import resolve_device
-from kdformer.features import model_inputs
-from kdformer.models import count_parameters
+from kdformer.export.onnx import OnnxModel, onnx_size_mb
+from kdformer.families import find_family, intermediate_size_of
+from kdformer.models import count_parameters, non_finite_parameters
+from kdformer.report.memory import inference_peak_mib
 from kdformer.tasks import Task
+from kdformer.tasks.evaluation import evaluate_model
 
 
 @dataclass
@@ -55,7 +56,6 @@ class ModelMeasurement:
     ) -> ModelMeasurement:
         """Combine measured metrics and speed with what the model itself tells (an exported
         model tells its parameter count as ``parameter_count``)."""
-        from kdformer.families import intermediate_size_of
 
         config = model.config
         return cls(
@@ -72,38 +72,6 @@ class ModelMeasurement:
             },
             **speed,
         )
-
-
-@torch.inference_mode()
-def evaluate_model(
-    model: torch.nn.Module,
-    task: Task,
-    examples: Any,
-    tokenizer: Any,
-    batch_size: int,
-    device: torch.device | str,
-    description: str = "evaluate",
-    features: Any = None,
-) -> dict[str, float]:
-    """Task metrics of ``model`` on raw evaluation ``examples`` (tokenised with ``tokenizer``
-    unless their ``features`` are given): batches through the model, outputs into the task's
-    scorer, which maps them back to examples (windows to words, spans to answers) and scores."""
-    if features is None:
-        features = task.tokenize(examples, tokenizer, "eval")
-    scorer = task.scorer(features, examples)
-    device = torch.device(device)
-    model.eval().to(device)
-    loader = DataLoader(
-        task.model_features(features),
-        batch_size=batch_size,
-        collate_fn=task.collator(tokenizer, "eval"),
-    )
-    names = [o.name for o in task.outputs]
-    for batch in tqdm(loader, desc=description, leave=False):
-        inputs = {k: v.to(device) for k, v in model_inputs(model, batch).items()}
-        out = model(**inputs)
-        scorer.add({name: out[name] for name in names}, batch)
-    return scorer.metrics()
 
 
 def _latency_inputs(
@@ -134,8 +102,6 @@ def measure_latencies(
     machine state; timing one model after another favours whichever runs later.
     """
     from transformers import PreTrainedModel
-
-    from kdformer.families import find_family
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     inputs = []
@@ -204,8 +170,6 @@ def measure_latency(
 def size_on_disk_mb(path: str | Path | None) -> float | None:
     """Size of the weight files (safetensors) in a saved model folder, or of an ONNX file."""
     if path is not None and Path(path).suffix == ".onnx" and Path(path).is_file():
-        from kdformer.export.onnx import onnx_size_mb
-
         return onnx_size_mb(path)
     if path is None or not Path(path).is_dir():
         return None
@@ -215,7 +179,6 @@ def size_on_disk_mb(path: str | Path | None) -> float | None:
 
 def check_finite(model: torch.nn.Module, name: str) -> None:
     """Refuse to score a model with NaN or infinite weights (a diverged run's)."""
-    from kdformer.training import non_finite_parameters
 
     bad = non_finite_parameters(model)
     if bad:
@@ -272,8 +235,6 @@ def serving_memory_mib(
     """Peak resident MiB of serving a saved model (weights + one forward of the latency
     batch), in a fresh process (:mod:`kdformer.report.memory`); None for a model that is not
     saved in a folder or ONNX file, or off Linux."""
-    from kdformer.export.onnx import OnnxModel
-    from kdformer.report.memory import inference_peak_mib
 
     if path is None:
         return None

@@ -22,6 +22,10 @@ from typing import Any
 
 import torch
 
+from kdformer.export.onnx import OnnxModel
+from kdformer.families import find_family
+from kdformer.models import load_model
+
 STATUS = Path("/proc/self/status")
 
 
@@ -62,9 +66,6 @@ def _load(model_dir: str, model_class: Any) -> tuple[torch.nn.Module, int]:
     """The model and its vocabulary size."""
     import transformers
 
-    from kdformer.export.onnx import OnnxModel
-    from kdformer.models import load_model
-
     if model_class is OnnxModel:
         config = transformers.AutoConfig.from_pretrained(str(Path(model_dir).parent))
         return OnnxModel(model_dir, config, 0), int(config.vocab_size)
@@ -76,12 +77,8 @@ def _main(model_dir: str, model_class: str, length: int, batch: int) -> None:
     # Libraries and the model class are imported before the baseline: they are left out.
     import transformers
 
-    from kdformer.families import find_family
-
     if model_class == "onnx":
         import onnxruntime  # noqa: F401
-
-        from kdformer.export.onnx import OnnxModel
 
         cls: Any = OnnxModel
     else:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from kdformer import pipeline
 from kdformer.config import (
     ConfigError,
     ExperimentConfig,
@@ -30,6 +31,7 @@ from kdformer.config.study import (
     short_keys,
     value_text,
 )
+from kdformer.tasks import DataError, build_task
 
 RESULT_FILE = "result.json"
 
@@ -120,7 +122,6 @@ class StudyPlan:
     def task(self, config: ExperimentConfig) -> Any:
         """The Task for a config's task section and seed, built once, so runs sharing data
         share its splits (a Task reads each split once)."""
-        from kdformer.tasks import build_task
 
         key = digest([config.task.model_dump(mode="json"), config.seed])
         if key not in self._tasks:
@@ -266,8 +267,6 @@ def validate_plan(plan: StudyPlan, progress: Callable[[str], None] | None = None
     """The pipeline's fail-fast checks (data, labels, shapes, knowledge terms, tokenizers) for
     every run, before any training. Runs are checked against the un-fine-tuned teacher, which
     has the same shape as the fine-tuned one."""
-    from kdformer import pipeline
-    from kdformer.tasks import DataError
 
     for run in plan.runs:
         if progress:

@@ -11,7 +11,17 @@ from typing import Any
 
 import yaml
 
+from kdformer import pipeline
 from kdformer.config import ModelConfig
+from kdformer.devices import resolve_device
+from kdformer.models import load_model, load_tokenizer
+from kdformer.report import (
+    ModelMeasurement,
+    build_report,
+    measure_latencies,
+    measure_loaded,
+    write_report,
+)
 from kdformer.studies.plan import (
     PlannedRun,
     StudyPlan,
@@ -21,6 +31,8 @@ from kdformer.studies.plan import (
 )
 from kdformer.studies.plots import plot_bars, plot_scatter
 from kdformer.studies.tables import collect_results, summary_markdown, write_runs_csv
+from kdformer.tasks.evaluation import evaluate_model
+from kdformer.training import latest_checkpoint
 
 
 def _drop_checkpoints(root: Path) -> None:
@@ -39,8 +51,6 @@ class _Measurer:
         self._loaded: tuple[str, Any, Any, Any] | None = None  # (teacher key, model, tok, task)
 
     def _teacher(self, run: PlannedRun) -> tuple[Any, Any, Any]:
-        from kdformer import pipeline
-        from kdformer.models import load_tokenizer
 
         key = run.teacher.key + "|" + run.measure_key
         if self._loaded is None or self._loaded[0] != key:
@@ -52,7 +62,6 @@ class _Measurer:
 
     def teacher(self, run: PlannedRun) -> dict[str, Any]:
         """The teacher's metrics and latency (alone), measured once per teacher and task."""
-        from kdformer.report import measure_loaded
 
         key = run.measure_key
         if key not in self.teachers:
@@ -100,15 +109,6 @@ class _Measurer:
 
     def student(self, run: PlannedRun) -> dict[str, Any]:
         """Report of teacher vs student: student metrics, both timed round-robin side by side."""
-        from kdformer.devices import resolve_device
-        from kdformer.models import load_model, load_tokenizer
-        from kdformer.report import (
-            ModelMeasurement,
-            build_report,
-            evaluate_model,
-            measure_latencies,
-            write_report,
-        )
 
         teacher_info = self.teacher(run)
         teacher, _, task = self._teacher(run)
@@ -198,9 +198,6 @@ def run_study(
     result.json and refreshing runs.csv, summary.md and the plots after each one. ``validate``:
     check every run first (:func:`validate_plan`; pass False when that was just done)."""
     from tqdm.auto import tqdm
-
-    from kdformer import pipeline
-    from kdformer.training import latest_checkpoint
 
     if validate:
         validate_plan(plan)

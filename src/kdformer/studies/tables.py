@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kdformer.config.study import short_keys, value_text
+from kdformer.report import gain_kept_pct
 from kdformer.studies.plan import StudyPlan, read_json
 
 
@@ -24,7 +25,6 @@ def baselines(plan: StudyPlan) -> dict[str, dict[str, float] | None]:
 
 def gains(plan: StudyPlan, results: list[dict[str, Any]]) -> dict[str, float | None]:
     """run id -> % of the teacher's gain over the trivial baseline that the run keeps."""
-    from kdformer.report import gain_kept_pct
 
     floors = baselines(plan)
     found: dict[str, float | None] = {}

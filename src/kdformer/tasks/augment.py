@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from kdformer.config.base import ConfigError
 from kdformer.config.tasks.augment import AugmentConfig
+from kdformer.models import load_model, load_tokenizer, resolve_name
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,6 @@ def _fingerprint(payload: Any) -> str:
 
 def _model_identity(name: str) -> dict[str, Any]:
     """What identifies the MLM: its folder's config and weight files (size, time) or hub name."""
-    from kdformer.models import resolve_name
 
     source = resolve_name(name)
     folder = Path(source)
@@ -71,13 +72,10 @@ class CandidateFinder:
         import torch
         from transformers import AutoModelForMaskedLM
 
-        from kdformer.models import load_model, load_tokenizer
-
         self.config = config
         self.tokenizer = load_tokenizer(config.model)
         self.model = load_model(config.model, AutoModelForMaskedLM).eval()
         self.torch = torch
-        from kdformer.config.base import ConfigError
 
         if self.tokenizer.mask_token_id is None:
             raise ConfigError(

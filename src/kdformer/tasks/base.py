@@ -31,6 +31,7 @@ import torch
 
 from kdformer.config.base import ConfigError, DataError
 from kdformer.config.tasks.base import TaskSection
+from kdformer.families import position_limit
 from kdformer.features import OutputSpec
 
 if TYPE_CHECKING:
@@ -255,7 +256,6 @@ class Task(abc.ABC):
 
     def check_lengths(self, model_config: Any, model_name: str) -> None:
         """Fail when ``max_length`` is over the model's position limit."""
-        from kdformer.models import position_limit
 
         limit = position_limit(model_config)
         if limit is not None and self.config.max_length > limit:

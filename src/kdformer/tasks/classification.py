@@ -27,6 +27,7 @@ from transformers import AutoModelForSequenceClassification
 from kdformer.config.base import DataError
 from kdformer.config.tasks.classification import ClassificationTaskConfig
 from kdformer.features import OutputSpec
+from kdformer.tasks.augment import augment_examples
 from kdformer.tasks.base import LabelledTask, Purpose, Scorer, Split, load_hub_split
 
 logger = logging.getLogger(__name__)
@@ -410,7 +411,6 @@ class ClassificationTask(LabelledTask):
         train = self.load("train")
         if self.config.augment is None:
             return train
-        from kdformer.tasks.augment import augment_examples
 
         return augment_examples(train, self.config.augment, self.seed, self.is_regression)
 
