@@ -170,8 +170,8 @@ def run_kdformer(args: argparse.Namespace, work: Path, cached: bool) -> dict[str
 def score(args: argparse.Namespace, config: Any, model_dir: Path) -> float:
     from kdformer.models import load_tokenizer
     from kdformer.pipeline.teachers import load_task_model
-    from kdformer.tasks.evaluation import evaluate_model
     from kdformer.tasks import build_task
+    from kdformer.tasks.evaluation import evaluate_model
 
     task = build_task(config.task, config.seed)
     from kdformer.config import ModelConfig

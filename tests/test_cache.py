@@ -14,7 +14,7 @@ from conftest import CONLL, GLUE, SQUAD, TEXT, needs_data
 from pydantic import TypeAdapter
 
 from kdformer.cache import ROW_KEY, RowIndexCollator, TeacherCache, cache_items, with_row_index
-from kdformer.cache.store import FILL_VALUE
+from kdformer.cache.shards import FILL_VALUE
 from kdformer.config import StudentConfig
 from kdformer.config.base import ConfigError
 from kdformer.config.tasks import (

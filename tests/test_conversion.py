@@ -4,15 +4,35 @@ plain ``from_pretrained``."""
 
 from __future__ import annotations
 
+import inspect
+import os
+import shutil
+import subprocess
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 import transformers
+import typer
+from typer.testing import CliRunner
 
+import kdformer
 import kdformer.attention  # noqa: F401  (registers local + global attention)
 from kdformer.attention import IMPLEMENTATION
+from kdformer.cli import app
 from kdformer.config.base import ConfigError
-from kdformer.conversion import convert, convert_checkpoint, extend_positions, position_offset
+from kdformer.config.convert import CONVERT_TARGETS, ConvertConfig
+from kdformer.conversion import CONVERSIONS, TARGETS, convert, convert_checkpoint, position_offset
+from kdformer.families import family_of
+from kdformer.families.bert import BERT, ROBERTA
+from kdformer.families.longformer import LONGFORMER
+from kdformer.families.nystromformer import NYSTROMFORMER
 from kdformer.models import resolve_name
+
+runner = CliRunner()
 
 SHAPE = dict(
     vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -71,15 +91,11 @@ def test_positions_are_extended_by_repeating_the_learned_ones():
     torch.testing.assert_close(table[2 + 30], original[2 + 30 % 24])
     torch.testing.assert_close(table[2:26], original[2:26])
     bert = source("bert")  # offset 0 -> Nyströmformer's offset 2
-    table = extend_positions(bert.embeddings.position_embeddings.weight, 0, 50 + 2, 2)
+    nystrom = transformers.NystromformerConfig()
+    table = NYSTROMFORMER.extend_positions(
+        bert.embeddings.position_embeddings.weight, 0, nystrom, 52
+    )
     torch.testing.assert_close(table[2 + 25], bert.embeddings.position_embeddings.weight[1])
-
-
-def test_longformer_global_projections_start_from_the_local_ones():
-    converted = convert(source("bert"), "longformer", 64, window=32)
-    attention = converted.encoder.layer[1].attention.self
-    torch.testing.assert_close(attention.query_global.weight, attention.query.weight)
-    torch.testing.assert_close(attention.value_global.bias, attention.value.bias)
 
 
 @pytest.mark.parametrize("target", list(OPTIONS))
@@ -109,3 +125,186 @@ def test_unsupported_sources_and_bad_settings_are_refused():
         convert(source("bert"), "nystromformer", 60, num_landmarks=16)
     with pytest.raises(ConfigError, match="unknown conversion target 'reformer'"):
         convert(source("bert"), "reformer", 64)  # type: ignore[arg-type]
+
+
+# ---- one registration per target -------------------------------------------------------------
+
+
+def cli_options() -> dict[str, Any]:
+    command = typer.main.get_command(app).commands["convert"]  # type: ignore[attr-defined]
+    return {param.name: param for param in command.params}
+
+
+def test_targets_are_the_same_set_in_the_config_the_cli_and_the_implementations():
+    names = list(CONVERT_TARGETS)
+    assert list(typing.get_args(ConvertConfig.model_fields["to"].annotation)) == names
+    assert list(CONVERSIONS) == names
+    assert tuple(names) == TARGETS
+    command = ["convert", "no-such-model", "-o", "unused", "--to"]
+    for name in names:  # past the CLI's choice, to the (offline) model lookup
+        result = runner.invoke(app, [*command, name])
+        assert result.exit_code == 2 and "could not load model" in result.output, name
+    result = runner.invoke(app, [*command, "reformer"])
+    assert result.exit_code == 2 and "Invalid value for '--to'" in result.output
+    listed = " ".join(result.output.replace("│", " ").split())
+    assert ", ".join(f"'{name}'" for name in names) in listed
+
+
+def test_each_target_takes_exactly_the_options_its_registration_names():
+    """An implementation's keyword-only options, its registry entry's options and the
+    ``convert:`` fields agree, and every option field is some target's."""
+    fields = set(ConvertConfig.model_fields) - {"to", "max_length"}
+    for name, entry in CONVERT_TARGETS.items():
+        parameters = inspect.signature(CONVERSIONS[name].make_config).parameters.values()
+        keyword = {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
+        assert keyword == set(entry.options), name
+        assert set(entry.options) <= fields, name
+        assert ConvertConfig(to=name).options().keys() == entry.options.keys()
+    assert fields == {option for entry in CONVERT_TARGETS.values() for option in entry.options}
+
+
+def test_cli_options_and_docs_come_from_the_config_fields():
+    options = cli_options()
+    assert set(options) == {"source", "output", *ConvertConfig.model_fields}
+    for name, field in ConvertConfig.model_fields.items():
+        assert options[name].help == field.description, name
+        if not field.is_required():
+            assert options[name].default == field.default, name
+    block_size = ConvertConfig.model_fields["block_size"].description
+    assert block_size == "bigbird: block size; local_global: tokens per block."
+    for name, entry in CONVERT_TARGETS.items():
+        assert f"{name}: {entry.summary}" in ConvertConfig.model_fields["to"].description
+
+
+def test_the_cli_refuses_bad_options_before_converting(tmp_path):
+    source("bert").config.save_pretrained(tmp_path / "src")  # a config is all the checks read
+    base = ["convert", str(tmp_path / "src"), "-o", str(tmp_path / "out")]
+    result = runner.invoke(app, [*base, "--to", "longformer", "--window", "7"])
+    assert result.exit_code == 2 and "positive even number" in result.output
+    result = runner.invoke(app, [*base, "--to", "bigbird", "--block-size", "0"])
+    assert result.exit_code == 2 and "block_size: Input should be greater than 0" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_are_checked_and_completed_by_the_config_section():
+    with pytest.raises(ConfigError, match="num_landmarks: Input should be greater than 0"):
+        convert(source("bert"), "nystromformer", 64, num_landmarks=0)
+    with pytest.raises(ConfigError, match="unknown key 'windows'"):
+        convert(source("bert"), "longformer", 64, windows=32)
+    converted = convert(source("bert"), "longformer", 1024)  # the section's default window
+    assert converted.config.attention_window == [ConvertConfig.model_fields["window"].default] * 2
+
+
+TARGET_MODULE = """
+from kdformer.conversion.full import FullConversion
+
+
+class PaddedConversion(FullConversion):
+    def make_config(self, source, max_length, *, global_tokens):
+        config = super().make_config(source, max_length)
+        config.kdformer_padded = global_tokens
+        return config
+"""
+
+
+@pytest.mark.slow
+def test_a_new_target_is_its_module_plus_one_registry_entry(tmp_path):
+    """A copy of kdformer with one more target (a module and a registry line, nothing else)
+    offers it in the config, the CLI and the conversions."""
+    package = tmp_path / "kdformer"
+    shutil.copytree(
+        Path(kdformer.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (package / "conversion" / "padded.py").write_text(TARGET_MODULE)
+    registry = package / "config" / "convert.py"
+    entry = (
+        '    "padded": ConvertTarget("full attention, padded", {"global_tokens": "pads"}, '
+        '"kdformer.conversion.padded:PaddedConversion"),\n}\n'
+    )
+    text = registry.read_text()
+    assert "\n}\n" in text  # the end of CONVERT_TARGETS
+    registry.write_text(text.replace("\n}\n", "\n" + entry, 1))
+    script = """
+import transformers
+from typer.testing import CliRunner
+
+from kdformer.cli import app
+from kdformer.config import ConvertConfig
+from kdformer.conversion import CONVERSIONS, target_config
+
+cli = CliRunner().invoke(app, ["convert", "no-such-model", "-o", "x", "--to", "padded"])
+assert "could not load model" in cli.output, cli.output
+assert "padded: pads" in ConvertConfig.model_fields["global_tokens"].description
+config = ConvertConfig(to="padded", global_tokens=3)
+assert config.options() == {"global_tokens": 3}
+assert type(CONVERSIONS["padded"]).__name__ == "PaddedConversion"
+made = target_config(transformers.BertConfig(), "padded", 1024, **config.options())
+assert made.kdformer_padded == 3 and made.max_position_embeddings == 1024
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+# ---- the families' conversion rules --------------------------------------------------------
+
+
+def test_families_say_how_many_positions_a_length_needs():
+    """``max_position_embeddings`` for inputs of 100 tokens: the rows before the first
+    position count (RoBERTa, Longformer: padding index + 1), except for Nyströmformer, whose
+    table adds its two rows itself."""
+    roberta = transformers.RobertaConfig(pad_token_id=1)
+    longformer = transformers.LongformerConfig(pad_token_id=1)
+    assert BERT.max_position_embeddings(transformers.BertConfig(), 100) == 100
+    assert ROBERTA.max_position_embeddings(roberta, 100) == 102
+    assert LONGFORMER.max_position_embeddings(longformer, 100) == 102
+    nystrom = transformers.NystromformerConfig(hidden_size=8, num_attention_heads=2)
+    nystrom.max_position_embeddings = NYSTROMFORMER.max_position_embeddings(nystrom, 100)
+    embeddings = transformers.NystromformerModel(nystrom).embeddings
+    assert embeddings.position_embeddings.weight.shape[0] == 100 + 2
+    assert embeddings.position_ids[0, -1] == 100 + 1  # 100 tokens fit
+
+
+@pytest.mark.parametrize("target", list(OPTIONS))
+def test_converted_models_take_max_length_tokens(target):
+    converted = convert(source("roberta"), target, MAX[target], **OPTIONS[target])
+    offset = position_offset(converted.config)
+    rows = converted.embeddings.position_embeddings.weight.shape[0]
+    assert rows - offset >= MAX[target]
+    assert family_of(converted).max_position_embeddings(converted.config, MAX[target]) == (
+        converted.config.max_position_embeddings
+    )
+
+
+def test_extended_positions_keep_the_rows_before_the_first_position():
+    table = torch.arange(10.0).unsqueeze(1)  # RoBERTa-like: rows 0-1 before position 0
+    roberta = transformers.RobertaConfig(pad_token_id=1)
+    extended = ROBERTA.extend_positions(table, 2, roberta, 14)
+    assert extended[:, 0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5]
+    to_bert = BERT.extend_positions(table, 2, transformers.BertConfig(), 10)
+    assert to_bert[:, 0].tolist() == [2, 3, 4, 5, 6, 7, 8, 9, 2, 3]
+
+
+def test_nystromformer_convolution_starts_at_zero_with_the_kernel_asked_for():
+    converted = convert(source("bert"), "nystromformer", 16, num_landmarks=16, conv_kernel_size=5)
+    conv = converted.encoder.layer[0].attention.self.conv
+    assert conv.kernel_size == (5, 1) and not conv.weight.any()
+    assert (
+        NYSTROMFORMER.converted_weight_source("encoder.layer.0.attention.self.conv.weight") is None
+    )
+
+
+def test_longformer_global_projections_start_from_the_local_ones():
+    model = source("roberta")
+    converted = convert(model, "longformer", 64, window=32)
+    for layer, original in zip(converted.encoder.layer, model.encoder.layer):
+        attention = layer.attention.self
+        for name in ("query", "key", "value"):
+            local = getattr(original.attention.self, name)
+            torch.testing.assert_close(getattr(attention, f"{name}_global").weight, local.weight)
+            torch.testing.assert_close(getattr(attention, f"{name}_global").bias, local.bias)
+    key = "encoder.layer.0.attention.self.value_global.bias"
+    assert LONGFORMER.converted_weight_source(key) == "encoder.layer.0.attention.self.value.bias"

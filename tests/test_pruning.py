@@ -324,7 +324,7 @@ def test_distill_builds_a_pruned_student_from_task_data(tmp_path, monkeypatch):
 
         return original(model, record(), max_batches, label_keys)
 
-    monkeypatch.setattr("kdformer.pruning.compute_importance", spy)
+    monkeypatch.setattr("kdformer.students.compute_importance", spy)
     experiment = load_config(
         None,
         [

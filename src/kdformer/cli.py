@@ -6,12 +6,14 @@ Every training command takes a YAML config plus ``key.sub=value`` overrides, e.g
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -19,6 +21,7 @@ from rich.table import Table
 
 from kdformer.config import (
     ConfigError,
+    ConvertConfig,
     DataError,
     ExperimentConfig,
     ExportConfig,
@@ -27,6 +30,7 @@ from kdformer.config import (
     dump_config,
     load_config,
 )
+from kdformer.config.convert import CONVERT_TARGETS
 
 SECTIONS_HELP = (
     "Config sections: output_dir, seed, task (type classification, ner, qa or text), teacher, "
@@ -480,7 +484,8 @@ def review(
 ) -> None:
     """The performance review: every architecture x task as a convert-then-distill run, then
     latency and memory at each length; writes review.md / review.json / PNG plots."""
-    from kdformer.review import load_review, run_review
+    from kdformer.config.review import load_review
+    from kdformer.review import run_review
 
     with user_errors():
         config, folder = load_review(review_file)
@@ -488,45 +493,44 @@ def review(
     console.print(f"review written to {config.output_dir / 'review.md'}")
 
 
+def _convert_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``kdformer convert`` one option per field of the ``convert:`` section, with its
+    type, default and description (``--to``'s choices are the registered targets), so a
+    target's options reach the command line from its config registration alone."""
+    signature = inspect.signature(command, eval_str=True)
+    given = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    fields = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=field.annotation,
+            default=typer.Option(
+                ... if field.is_required() else field.default, help=field.description
+            ),
+        )
+        for name, field in ConvertConfig.model_fields.items()
+    ]
+    command.__signature__ = signature.replace(parameters=[*given, *fields])  # type: ignore[attr-defined]
+    return command
+
+
 @app.command()
+@_convert_options
 def convert(
     source: str = typer.Argument(..., help="A BERT/RoBERTa model folder, short name or hub name."),
-    to: str = typer.Option(
-        ...,
-        "--to",
-        help="longformer, bigbird, nystromformer, local_global (kdformer's) or full (positions only).",
-    ),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write the model to."),
-    max_length: int = typer.Option(4096, help="Positions of the converted model (tokens)."),
-    window: int = typer.Option(512, help="longformer: attention window (even; w/2 each side)."),
-    block_size: int = typer.Option(64, help="bigbird: block size; local_global: tokens per block."),
-    num_random_blocks: int = typer.Option(3, help="bigbird: random blocks per query block."),
-    num_landmarks: int = typer.Option(64, help="nystromformer: landmarks (divide max_length)."),
-    global_tokens: int = typer.Option(
-        1, help="local_global: leading tokens with global attention."
-    ),
+    **options: Any,
 ) -> None:
     """Convert a full-attention BERT/RoBERTa encoder into an efficient-attention one with the
     same weights (positions extended to --max-length); fine-tune it on the task next."""
-    from kdformer.conversion import TARGETS, convert_checkpoint
+    from kdformer.conversion import convert_checkpoint
 
+    to, max_length = options.pop("to"), options.pop("max_length")
     with user_errors():
-        if to not in TARGETS:
-            raise ConfigError(f"unknown --to '{to}'; valid: {', '.join(TARGETS)}")
-        options: dict[str, object] = {
-            "longformer": {"window": window},
-            "bigbird": {"block_size": block_size, "num_random_blocks": num_random_blocks},
-            "nystromformer": {"num_landmarks": num_landmarks},
-            "local_global": {"block_size": block_size, "global_tokens": global_tokens},
-            "full": {},
-        }[to]
-        out = convert_checkpoint(source, to, output, max_length, **options)  # type: ignore[arg-type]
-    note = (
-        ' (load with attn_implementation="kdformer_local_global" after `import kdformer.attention`)'
-        if to == "local_global"
-        else ""
-    )
-    console.print(f"converted {source} -> {to} ({max_length} positions): {out}{note}")
+        out = convert_checkpoint(source, to, output, max_length, **options)
+    note = CONVERT_TARGETS[to].load_note
+    shown = f" ({note})" if note else ""
+    console.print(f"converted {source} -> {to} ({max_length} positions): {out}{shown}")
 
 
 EXPORT = ExportConfig()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kdformer.config import ExperimentConfig, describe_fields
-from kdformer.knowledge import KNOWLEDGE
 from kdformer.config.tasks import TASK_CONFIGS
+from kdformer.knowledge import KNOWLEDGE
 
 
 def _table(rows: list[tuple[str, str, str, str]]) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,6 +375,66 @@ def training_arguments(
         disable_tqdm=False,
         restore_callback_states_from_checkpoint=True,
     )
+
+
+def build_trainer(
+    trainer_class: type[TaskTrainer],
+    model: nn.Module,
+    train: TrainConfig,
+    checkpoints: Path,
+    seed: int,
+    task: Any,
+    tokenizer: Any,
+    train_features: Any,
+    collator: Any = None,
+    callbacks: Sequence[Any] = (),
+    evaluate: bool = True,
+) -> TaskTrainer:
+    """The library's Trainer (a task-aware subclass) for one training run: the task scores the
+    evaluation set (tokenised once) every ``train.eval_steps`` steps when ``evaluate``."""
+    label_keys = list(task.label_keys) if task is not None else []
+    args = training_arguments(train, checkpoints, seed, evaluate and task is not None, label_keys)
+    args.include_num_input_tokens_seen = "all"
+    eval_examples = task.load("eval") if task is not None else None
+    scored = evaluate and task is not None and train.eval_steps
+    return trainer_class(
+        model=model,
+        args=args,
+        train_dataset=train_features,
+        eval_dataset=eval_examples,
+        data_collator=collator or task.collator(tokenizer, "train"),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        task=task,
+        eval_examples=eval_examples,
+        eval_features=task.tokenize(eval_examples, tokenizer, "eval") if scored else None,
+    )
+
+
+def run_training(
+    trainer: TaskTrainer, checkpoints: Path, resume: bool, train: TrainConfig, setting: str
+) -> None:
+    """Train, from the latest checkpoint in ``checkpoints`` when ``resume``. A diverged run
+    raises :class:`TrainingDiverged` naming the last good checkpoint and what to change in the
+    ``setting`` section."""
+    last = latest_checkpoint(checkpoints) if resume else None
+    if trainer.args.device.type == "cpu":
+        keep_freed_memory()
+    try:
+        trainer.train(resume_from_checkpoint=str(last) if last else None)
+    except TrainingDiverged as exc:
+        good = latest_checkpoint(checkpoints)
+        kept = (
+            f"The last good checkpoint is {good}, kept for inspection."
+            if good
+            else "No checkpoint had been written yet."
+        )
+        raise TrainingDiverged(
+            f"training diverged: {exc}. Nothing was saved or scored. {kept} Lower "
+            f"{setting}.learning_rate (now {train.learning_rate:g}), or check max_grad_norm, "
+            "the data and the mixed-precision setting, then rerun with --overwrite (--resume "
+            "would restore the optimiser state that diverged)."
+        ) from None
 
 
 def gathered_state_dict(trainer: Trainer, prefix: str = "") -> dict[str, torch.Tensor] | None:

@@ -1,5 +1,6 @@
 """Offline distillation: teacher outputs computed once, stored as memory-mapped safetensors
-shards, and read back by every later epoch, run, study arm and review (see :mod:`.store`).
+shards, and read back by every later epoch, run, study arm and review (see :mod:`.store` for
+the layout).
 
 From a plain PyTorch loop::
 
@@ -13,21 +14,16 @@ From a plain PyTorch loop::
         out = objective(extract_features(student, batch, needs), signal(batch), batch)
 """
 
+from kdformer.cache.cached_teacher import CachedTeacher
+from kdformer.cache.entry import CacheEntry
 from kdformer.cache.fingerprint import (
     columns_fingerprint,
     tokenizer_fingerprint,
     weights_fingerprint,
 )
-from kdformer.cache.store import (
-    ROW_KEY,
-    CachedTeacher,
-    CacheEntry,
-    Item,
-    RowIndexCollator,
-    TeacherCache,
-    cache_items,
-    with_row_index,
-)
+from kdformer.cache.items import Item, cache_items
+from kdformer.cache.row_index import ROW_KEY, RowIndexCollator, with_row_index
+from kdformer.cache.store import TeacherCache
 
 __all__ = [
     "ROW_KEY",

@@ -13,7 +13,9 @@ extraction (:mod:`kdformer.features`), student shaping (:mod:`kdformer.students`
 * what its attention is (``full``: softmax(QK^T/sqrt(d)) with the padding mask, so attention
   knowledge rebuilt from Q/K equals the model's own maps; ``banded``: local windows;
   ``None``: not rebuildable from Q/K) and so which knowledge types it can supply;
-* input rules that must hold before training (window sizes, fixed lengths).
+* input rules that must hold before training (window sizes, fixed lengths);
+* how a model converted from a full-attention encoder starts (:mod:`kdformer.conversion`):
+  where each weight comes from, and how positions are counted and extended.
 
 A new family is one :class:`ModelFamily` (or subclass) registered with :func:`register_family`,
 plus its tests (``tests/test_families.py`` runs every registered family through the same
@@ -186,6 +188,27 @@ class ModelFamily:
     def position_table(self) -> str:
         """The weight of the absolute position embeddings, from the base model."""
         return f"{self.embeddings}.position_embeddings.weight"
+
+    def max_position_embeddings(self, config: Any, length: int) -> int:
+        """The ``max_position_embeddings`` a model of this family needs to take inputs of
+        ``length`` tokens: the rows before its first position count too."""
+        return length + self.position_offset(config)
+
+    def extend_positions(
+        self, source: torch.Tensor, source_offset: int, config: Any, rows: int
+    ) -> torch.Tensor:
+        """This family's (rows, width) position table from a source table whose first position
+        is row ``source_offset``: position ``p`` takes the source's learned position ``p mod
+        learned`` (Longformer's recipe for longer inputs); rows before the first position keep
+        the source's own."""
+        offset = self.position_offset(config)
+        learned = source.shape[0] - source_offset
+        table = source.new_zeros(rows, source.shape[1])
+        keep = min(offset, source_offset, rows)
+        table[:keep] = source[:keep]
+        positions = torch.arange(rows - offset)
+        table[offset:] = source[source_offset + positions % learned]
+        return table
 
     def converted_weight_source(self, key: str) -> str | None:
         """The full-attention source weight a converted model's weight ``key`` starts from (the

@@ -81,6 +81,10 @@ class NystromformerFamily(ModelFamily):
         """Its position ids start at 2 (two rows before the first position)."""
         return 2
 
+    def max_position_embeddings(self, config: Any, length: int) -> int:
+        """Its embedding table adds the two rows before the first position itself."""
+        return length
+
     def converted_weight_source(self, key: str) -> str | None:
         """The optional depthwise convolution over values starts at zero."""
         return None if key.endswith("attention.self.conv.weight") else key

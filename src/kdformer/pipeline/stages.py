@@ -21,12 +21,13 @@ from kdformer.config import (
 )
 from kdformer.conversion import convert_checkpoint, target_config
 from kdformer.devices import resolve_device
+from kdformer.distiller import Distiller
 from kdformer.distributed import training_device
 from kdformer.export.onnx import OnnxModel
 from kdformer.families import check_models
 from kdformer.models import check_same_tokenizer, load_model, load_tokenizer, resolve_name
 from kdformer.models import load_config as load_model_config
-from kdformer.objective import DistillationObjective
+from kdformer.objective import MAIN, DistillationObjective
 from kdformer.pipeline.budget import report_and_check
 from kdformer.pipeline.export import export_model, export_record, exported_models, fixed_length_of
 from kdformer.pipeline.outputs import (
@@ -66,16 +67,11 @@ from kdformer.report import (
 from kdformer.report.card import write_model_card
 from kdformer.students import build_student, student_config
 from kdformer.tasks import DataError, Task, TaskSection, build_task
-from kdformer.teacher import TeacherEnsemble
 from kdformer.training import (
-    DistillationModel,
-    DistillationTrainer,
     TaskTrainer,
-    TrainingDiverged,
+    build_trainer,
     gathered_state_dict,
-    keep_freed_memory,
-    latest_checkpoint,
-    training_arguments,
+    run_training,
 )
 
 Stage = Literal["finetune", "general", "distill", "evaluate"]
@@ -249,59 +245,6 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     return task
 
 
-def _train(
-    trainer_class: type[TaskTrainer],
-    model: Any,
-    config: ExperimentConfig,
-    train: TrainConfig,
-    checkpoints: Path,
-    task: Task,
-    tokenizer: Any,
-    train_features: Any,
-    callbacks: Sequence[Any],
-    mode: str,
-    setting: str,
-    collator: Any = None,
-) -> TaskTrainer:
-    """Train with the library's Trainer (a task-aware subclass), resuming from the last
-    checkpoint. ``setting``: the config section of the training settings (for messages)."""
-    eval_examples = task.load("eval")
-    note_unused_length(task, train_features)
-    args = training_arguments(train, checkpoints, config.seed, True, list(task.label_keys))
-    args.include_num_input_tokens_seen = "all"
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=train_features,
-        eval_dataset=eval_examples,
-        data_collator=collator or task.collator(tokenizer, "train"),
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-        task=task,
-        eval_examples=eval_examples,
-        eval_features=task.tokenize(eval_examples, tokenizer, "eval") if train.eval_steps else None,
-    )
-    last = latest_checkpoint(checkpoints) if mode == "resume" else None
-    if args.device.type == "cpu":
-        keep_freed_memory()
-    try:
-        trainer.train(resume_from_checkpoint=str(last) if last else None)
-    except TrainingDiverged as exc:
-        good = latest_checkpoint(checkpoints)
-        kept = (
-            f"The last good checkpoint is {good}, kept for inspection."
-            if good
-            else "No checkpoint had been written yet."
-        )
-        raise TrainingDiverged(
-            f"training diverged: {exc}. Nothing was saved or scored. {kept} Lower "
-            f"{setting}.learning_rate (now {train.learning_rate:g}), or check max_grad_norm, "
-            "the data and the mixed-precision setting, then rerun with --overwrite (--resume "
-            "would restore the optimiser state that diverged)."
-        ) from None
-    return trainer
-
-
 def note_unused_length(task: Task, features: Any) -> None:
     """Say so when ``max_length`` is far beyond the longest training input: harmless with
     per-batch padding, wasted compute when a model family pads every batch to one length."""
@@ -394,18 +337,13 @@ def finetune(
         f"[bold]fine-tuning teacher[/] {source.name} on {task.describe_data()} "
         f"({len(train_features)} training inputs)"
     )
-    trainer = _train(
-        TaskTrainer,
-        model,
-        config,
-        config.finetune,
-        paths.checkpoints("teacher"),
-        task,
-        tokenizer,
-        train_features,
-        callbacks,
-        mode,
-        "finetune",
+    note_unused_length(task, train_features)
+    trainer = build_trainer(
+        TaskTrainer, model, config.finetune, paths.checkpoints("teacher"), config.seed, task,
+        tokenizer, train_features, callbacks=callbacks,
+    )  # fmt: skip
+    run_training(
+        trainer, paths.checkpoints("teacher"), mode == "resume", config.finetune, "finetune"
     )
 
     weights = gathered_state_dict(trainer)
@@ -478,15 +416,11 @@ def distill(
     signal, train_features, collator = teacher_signal(
         config, teacher, tokenizer, task, objective.needs_for("teacher"), train_features
     )
-    if others:
-        signals = {"main": signal}
-        for teacher_id, other in others.items():
-            signals[teacher_id], train_features, collator = teacher_signal(
-                config, other, tokenizer, task, objective.needs_of_teacher(teacher_id),
-                train_features,
-            )  # fmt: skip
-        signal = TeacherEnsemble(signals)
-    model = DistillationModel(student, objective, signal)
+    signals = {MAIN: signal}
+    for teacher_id, other in others.items():
+        signals[teacher_id], train_features, collator = teacher_signal(
+            config, other, tokenizer, task, objective.needs_of_teacher(teacher_id), train_features
+        )
     terms = ", ".join(f"{n} x{t.config.weight}" for n, t in objective.terms.items())
     hard = (
         f"hard labels x{config.distill.hard_label_weight}"
@@ -498,26 +432,19 @@ def distill(
         f"({student.config.num_hidden_layers} x {student.config.hidden_size}, init {config.student.init}) "
         f"on {task.describe_data()}; knowledge: {terms or 'none'}; {hard}"
     )
-    trainer = _train(
-        DistillationTrainer,
-        model,
-        config,
-        config.distill.train,
-        paths.checkpoints("student"),
-        task,
-        tokenizer,
-        train_features,
-        callbacks,
-        mode,
-        "distill.train",
-        collator,
-    )
+    note_unused_length(task, train_features)
+    distiller = Distiller(
+        student, signals if others else signal, objective, task, tokenizer, config.distill.train,
+        paths.checkpoints("student"), train_features=train_features, collator=collator,
+        callbacks=callbacks, seed=config.seed,
+    )  # fmt: skip
+    trainer = distiller.train(resume=mode == "resume")
     held_out = trainer.held_out_objective() if not task.outputs else None
-    weights = gathered_state_dict(trainer, prefix="student.")
+    weights = distiller.student_weights()
 
     def save(folder: Path) -> None:
         save_model(student, tokenizer, config, folder, weights)
-        write_training_record(trainer, folder, signal)
+        write_training_record(trainer, folder, distiller.signal)
         if held_out is not None:
             (folder / "held_out.json").write_text(
                 json.dumps(held_out, indent=2) + "\n", encoding="utf-8"

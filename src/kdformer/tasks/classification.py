@@ -1,8 +1,5 @@
-"""Sequence classification and regression: the nine GLUE tasks and the user's own files.
-
-GLUE data comes either from the TSV files the official download script writes (``task.data_dir``,
-works offline) or from the Hugging Face hub (``task.hub_dataset``). Either way the label ids are
-those of the hub data set ``nyu-mll/glue``, so models fine-tuned on one source work on the other.
+"""Sequence classification and regression: the nine GLUE tasks (:mod:`.glue`) and the user's
+own files (:mod:`.classification_files`), scored by :mod:`.classification_metrics`.
 """
 
 from __future__ import annotations
@@ -10,18 +7,13 @@ from __future__ import annotations
 import csv
 import difflib
 import functools
-import json
-import logging
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 import torch
-from torchmetrics import functional as tmf
 from transformers import AutoModelForSequenceClassification
 
 from kdformer.config.base import DataError
@@ -29,290 +21,19 @@ from kdformer.config.tasks.classification import ClassificationTaskConfig
 from kdformer.features import OutputSpec
 from kdformer.tasks.augment import augment_examples
 from kdformer.tasks.base import LabelledTask, Purpose, Scorer, Split, load_hub_split
-
-logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------
-# GLUE task table
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GlueSpec:
-    """Where one GLUE task's columns live in the TSV files and on the hub."""
-
-    folder: str  # folder name the official download script writes
-    hub_config: str  # configuration name in nyu-mll/glue
-    text: str  # TSV column names (from the header row, or `header` below) ...
-    label: str
-    hub_text: str  # ... and the hub's column names for the same texts
-    label_names: tuple[str, ...] | None  # in hub order, so index = label id; None: regression
-    text_pair: str | None = None
-    hub_text_pair: str | None = None
-    metrics: tuple[str, ...] = ("accuracy",)  # the first one is the main metric
-    eval_file: str = "dev.tsv"
-    hub_eval_split: str = "validation"
-    header: tuple[str, ...] | None = None  # column names for files without a header row
-
-
-_PAIR = dict(
-    text="sentence1", text_pair="sentence2", hub_text="sentence1", hub_text_pair="sentence2"
+from kdformer.tasks.classification_files import (
+    encode_floats,
+    encode_labels,
+    read_delimited,
+    read_json_lines,
+    sorted_label_names,
 )
-_NLI = ("entailment", "not_entailment")
-_MNLI = dict(
-    folder="MNLI",
-    hub_config="mnli",
-    label="gold_label",
-    text="sentence1",
-    text_pair="sentence2",
-    hub_text="premise",
-    hub_text_pair="hypothesis",
-    label_names=("entailment", "neutral", "contradiction"),
-)
-
-GLUE_TASKS: dict[str, GlueSpec] = {
-    "cola": GlueSpec(
-        folder="CoLA", hub_config="cola", text="sentence", label="label", hub_text="sentence",
-        label_names=("unacceptable", "acceptable"), metrics=("mcc", "accuracy"),
-        header=("source", "label", "original_label", "sentence"),  # CoLA has no header row
-    ),
-    "sst2": GlueSpec(
-        folder="SST-2", hub_config="sst2", text="sentence", label="label", hub_text="sentence",
-        label_names=("negative", "positive"),
-    ),
-    "mrpc": GlueSpec(
-        folder="MRPC", hub_config="mrpc", text="#1 String", text_pair="#2 String",
-        label="Quality", hub_text="sentence1", hub_text_pair="sentence2",
-        label_names=("not_equivalent", "equivalent"), metrics=("accuracy", "f1"),
-    ),
-    "stsb": GlueSpec(
-        folder="STS-B", hub_config="stsb", **_PAIR, label="score",
-        label_names=None, metrics=("pearson", "spearman"),
-    ),
-    "qqp": GlueSpec(
-        folder="QQP", hub_config="qqp", text="question1", text_pair="question2",
-        label="is_duplicate", hub_text="question1", hub_text_pair="question2",
-        label_names=("not_duplicate", "duplicate"), metrics=("accuracy", "f1"),
-    ),
-    "mnli": GlueSpec(**_MNLI, eval_file="dev_matched.tsv", hub_eval_split="validation_matched"),
-    "mnli-mm": GlueSpec(
-        **_MNLI, eval_file="dev_mismatched.tsv", hub_eval_split="validation_mismatched"
-    ),
-    "qnli": GlueSpec(
-        folder="QNLI", hub_config="qnli", text="question", text_pair="sentence", label="label",
-        hub_text="question", hub_text_pair="sentence", label_names=_NLI,
-    ),
-    "rte": GlueSpec(folder="RTE", hub_config="rte", **_PAIR, label="label", label_names=_NLI),
-    "wnli": GlueSpec(
-        folder="WNLI", hub_config="wnli", **_PAIR, label="label",
-        label_names=("not_entailment", "entailment"),
-    ),
-}  # fmt: skip
+from kdformer.tasks.classification_metrics import classification_scores
+from kdformer.tasks.glue import GLUE_TASKS, glue_task_dir
 
 CUSTOM_TASK = "classification"
+"""The task name for the user's own files."""
 CLASSIFICATION_TASK_NAMES: list[str] = [*GLUE_TASKS, CUSTOM_TASK]
-
-
-# --------------------------------------------------------------------------------------------
-# Reading files
-# --------------------------------------------------------------------------------------------
-
-
-def read_delimited(
-    path: Path,
-    wanted: dict[str, str],
-    *,
-    delimiter: str,
-    quoting: int = csv.QUOTE_MINIMAL,
-    header: tuple[str, ...] | None = None,
-) -> dict[str, list[str]]:
-    """Columns ``{out_name: values}`` for ``wanted = {out_name: column name}`` of a CSV/TSV file.
-
-    ``header`` names the columns of files without a header row. Rows too short to hold every
-    wanted column are skipped with a warning: the GLUE QQP files contain a few such broken lines.
-    """
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-            names = list(header) if header else [name.strip() for name in next(reader, [])]
-            if not names:
-                raise DataError(f"{path} is empty; it needs a header row and at least one example.")
-            missing = [col for col in wanted.values() if col not in names]
-            if missing:
-                raise DataError(
-                    f"{path} has no column(s) {missing}; columns found: {names}. Point the task "
-                    "at a file with these columns (or, for your own files, set "
-                    "task.text_column / task.text_pair_column / task.label_column)."
-                )
-            index = {out: names.index(col) for out, col in wanted.items()}
-            needed = max(index.values()) + 1
-            columns: dict[str, list[str]] = {out: [] for out in wanted}
-            skipped: list[int] = []  # line numbers (1-based, as an editor shows them)
-            for row in reader:
-                if len(row) < needed:
-                    skipped.append(reader.line_num)
-                    continue
-                for out, i in index.items():
-                    columns[out].append(row[i])
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"Cannot read {path}: {exc}") from exc
-    if skipped:
-        shown = ", ".join(str(n) for n in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
-        logger.warning(
-            "%s: skipped %d malformed row(s) with fewer than %d fields, at line(s) %s",
-            path, len(skipped), needed, shown,
-        )  # fmt: skip
-    if not columns[next(iter(wanted))]:
-        raise DataError(f"{path} holds no examples (a header row only, or only malformed rows).")
-    return columns
-
-
-def _parse_json_records(path: Path) -> list[Any]:
-    """The records of a JSON-lines file (or of a single JSON array), with the bad line named."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read {path}: {exc}") from exc
-    if text.lstrip().startswith("["):
-        lines = [(1, text)]
-    else:
-        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    records = []
-    for number, line in lines:
-        try:
-            loaded = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {number} is not valid JSON ({exc}).") from exc
-        records.extend(loaded if isinstance(loaded, list) else [loaded])
-    return records
-
-
-def read_json_lines(path: Path, wanted: dict[str, str]) -> dict[str, list[Any]]:
-    """Like :func:`read_delimited` for JSON lines (a single JSON array is accepted too)."""
-    records = _parse_json_records(path)
-    if not all(isinstance(record, dict) for record in records):
-        example = '{"text": "...", "label": "..."}'
-        raise DataError(f"{path} must hold one JSON object per line, e.g. {example}")
-    found = list(dict.fromkeys(key for record in records for key in record))
-    missing = [col for col in wanted.values() if col not in found]
-    if records and missing:
-        raise DataError(
-            f"{path} has no field(s) {missing}; fields found: {found}. Set task.text_column / "
-            "task.text_pair_column / task.label_column to the names your file uses."
-        )
-    usable = [r for r in records if all(r.get(col) is not None for col in wanted.values())]
-    if len(usable) < len(records):
-        logger.warning(
-            "%s: skipped %d record(s) with missing fields", path, len(records) - len(usable)
-        )
-    return {out: [r[col] for r in usable] for out, col in wanted.items()}
-
-
-def glue_task_dir(data_dir: Path, folder: str) -> Path:
-    """The task folder under a GLUE root, or ``data_dir`` itself when it already is that folder."""
-    if not data_dir.is_dir():
-        raise DataError(
-            f"task.data_dir {data_dir} is not a folder. Set it to the GLUE root holding "
-            f"{folder}/train.tsv (as the official download script writes it)."
-        )
-    wanted = folder.lower().replace("-", "")
-    for child in data_dir.iterdir():
-        if child.is_dir() and child.name.lower().replace("-", "") == wanted:
-            return child
-    if any(data_dir.glob("*.tsv")):
-        return data_dir
-    return data_dir / folder  # does not exist; the caller's error names the expected path
-
-
-def _label_key(value: Any) -> str:
-    """Canonical text of a label, so 1, "1" and " 1" are the same class."""
-    text = str(value).strip()
-    return str(int(text)) if re.fullmatch(r"[+-]?\d+", text) else text
-
-
-def _sorted_label_names(values: Iterable[Any]) -> list[str]:
-    """Distinct labels, ordered numerically when they are all integers, else alphabetically."""
-    keys = set(map(_label_key, values))
-    if all(re.fullmatch(r"-?\d+", key) for key in keys):
-        return [str(k) for k in sorted(int(key) for key in keys)]
-    return sorted(keys)
-
-
-def encode_labels(values: list[Any], name_to_id: dict[str, int], path: Path) -> list[int]:
-    """Class ids of raw label values; unknown values are reported all at once."""
-    keys = [_label_key(value) for value in values]
-    ids = [name_to_id.get(key, -1) for key in keys]
-    unknown = sorted({key for key, i in zip(keys, ids, strict=True) if i < 0})
-    if unknown:
-        raise DataError(
-            f"{path} has label(s) {unknown[:10]} that are not in the task's label set "
-            f"{list(dict.fromkeys(name_to_id))}. Fix the file, or for your own data make sure "
-            "the training file contains every label."
-        )
-    return ids
-
-
-def encode_floats(values: list[Any], path: Path) -> list[float]:
-    """Regression targets; values that are not numbers are reported all at once."""
-    numbers: list[float] = []
-    bad: list[str] = []
-    for value in values:
-        try:
-            numbers.append(float(value))
-        except (TypeError, ValueError):
-            bad.append(repr(value))
-    if bad:
-        raise DataError(f"{path} has non-numeric regression label(s) {bad[:10]}.")
-    return numbers
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics (torchmetrics functional API)
-# --------------------------------------------------------------------------------------------
-
-MetricFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
-
-
-def _constant(values: torch.Tensor) -> bool:
-    return values.numel() == 0 or bool((values == values.reshape(-1)[0]).all())
-
-
-def matthews_corrcoef(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """MCC, 0 for a degenerate confusion matrix (constant predictions or constant gold labels),
-    as GLUE's scorer and scikit-learn define it. torchmetrics 1.9 approximates that case with
-    an epsilon and reports e.g. 2.56 for a constant predictor."""
-    if _constant(preds) or _constant(target):
-        return torch.tensor(0.0)
-    return tmf.matthews_corrcoef(preds, target, task="multiclass", num_classes=num_classes)
-
-
-def _correlation(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> MetricFn:
-    """A correlation that is 0 (no linear relation) when either side is constant."""
-
-    def compute(preds: torch.Tensor, target: torch.Tensor, _: int) -> torch.Tensor:
-        if _constant(preds) or _constant(target):
-            return torch.tensor(0.0)
-        return fn(preds, target)
-
-    return compute
-
-
-METRICS: dict[str, MetricFn] = {
-    "accuracy": lambda p, t, n: tmf.accuracy(p, t, task="multiclass", num_classes=n),
-    "mcc": matthews_corrcoef,
-    "f1": lambda p, t, n: tmf.f1_score(p, t, task="binary"),  # positive class = 1
-    "f1_macro": lambda p, t, n: tmf.f1_score(
-        p, t, task="multiclass", num_classes=n, average="macro"
-    ),
-    "pearson": _correlation(tmf.pearson_corrcoef),
-    "spearman": _correlation(tmf.spearman_corrcoef),
-}
-
-
-# --------------------------------------------------------------------------------------------
-# The task
-# --------------------------------------------------------------------------------------------
 
 
 class ClassificationScorer(Scorer):
@@ -384,7 +105,7 @@ class ClassificationTask(LabelledTask):
         if self.spec is not None:
             return list(self.spec.label_names or ())
         path = self._custom_path("train" if self.config.train_file else "eval")
-        names = _sorted_label_names(self._read_custom(path)["label"])
+        names = sorted_label_names(self._read_custom(path)["label"])
         if len(names) < 2:
             raise DataError(
                 f"{path} has only the label(s) {names}; classification needs at least two "
@@ -542,16 +263,9 @@ class ClassificationTask(LabelledTask):
 
     def compute_metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Scores of per-example logits (task label order) against gold label ids."""
-        logits = np.asarray(logits)
-        if self.is_regression:
-            preds = torch.as_tensor(logits.reshape(-1), dtype=torch.float64)
-            target = torch.as_tensor(np.asarray(labels).reshape(-1), dtype=torch.float64)
-        else:
-            preds = torch.as_tensor(logits.argmax(axis=-1), dtype=torch.long)
-            target = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-        return {
-            name: float(METRICS[name](preds, target, self.num_labels)) for name in self.metric_names
-        }
+        return classification_scores(
+            logits, labels, self.metric_names, self.num_labels, self.is_regression
+        )
 
     def scorer(self, features: datasets.Dataset, examples: datasets.Dataset) -> Scorer:
         return ClassificationScorer(self, examples)
