@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from machine import describe_machine, machine_line
 
 import kdformer.attention  # noqa: F401  (registers local + global attention)
 from kdformer.attention import use_local_global
@@ -73,8 +73,9 @@ def peak_memory(args: argparse.Namespace, kind: str, length: int) -> float:
     """MiB of resident memory one forward adds, measured in a fresh process."""
     # VmHWM (this process's peak) rather than ru_maxrss, which keeps the parent's peak
     # across fork + exec.
+    here = str(Path(__file__).resolve().parent)
     code = (
-        "import torch; import benchmarks.bench_attention as b;"
+        f"import sys; sys.path.insert(0, {here!r}); import torch; import bench_attention as b;"
         f"m = b.build({kind!r}, {args.layers}, {args.hidden}, {args.heads}, {args.block}, "
         f"{max(args.lengths)}); x = b.inputs({length}); torch.set_grad_enabled(False);"
         "before = b.status_kib('VmRSS'); m(**x); print((b.status_kib('VmHWM') - before) / 1024)"
@@ -127,14 +128,15 @@ def main() -> None:
         full = by[(r["length"], "full")]
         r["speedup_vs_full"] = full["latency_ms"] / r["latency_ms"]
         r["memory_ratio_vs_full"] = full["peak_mib"] / max(r["peak_mib"], 1e-6)
+    machine = describe_machine("cpu")
     meta = {
         "command": "python benchmarks/bench_attention.py " + " ".join(sys.argv[1:]),
-        "device": f"CPU ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads)",
+        "device": f"CPU ({machine['cpu_model']}, {machine['torch_threads']} threads)",
         "shape": {k: getattr(args, k) for k in ("layers", "hidden", "heads", "block")},
         "repeats": args.repeats,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "torch": machine["torch"],
+        "transformers": machine["transformers"],
+        "machine": machine,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "attention.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
@@ -147,6 +149,8 @@ def main() -> None:
         ", 2 random blocks. Latency: median of "
         f"{args.repeats} interleaved rounds. Memory: peak resident memory one forward adds, "
         "fresh process.",
+        "",
+        f"Machine: {machine_line(machine)}.",
         "",
         "| tokens | attention | ms / forward | speed-up vs full | peak MiB | memory ratio vs full |",
         "|---|---|---|---|---|---|",

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import describe_machine, machine_line
+
 
 def child(keep: bool, steps: int, warmup: int) -> list[float]:
     import torch
@@ -74,6 +76,7 @@ def main() -> None:
         "step_ms_median": {k: round(v, 1) for k, v in medians.items()},
         "ratio_keep_vs_default": round(medians["keep"] / medians["default"], 3),
         "steps_per_mode": len(times["keep"]),
+        "machine": describe_machine("cpu"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "freed_memory.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -83,7 +86,8 @@ def main() -> None:
         f"| glibc default | {medians['default']:.1f} |\n"
         f"| keep_freed_memory | {medians['keep']:.1f} |\n\n"
         f"Ratio {payload['ratio_keep_vs_default']} over {payload['steps_per_mode']} steps each, "
-        "two processes per mode, alternating.\n"
+        "two processes per mode, alternating.\n\n"
+        f"Machine: {machine_line(payload['machine'])}.\n"
     )
     (args.out / "freed_memory.md").write_text(text)
     print(text)

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from machine import describe_machine, machine_line
+
 #: (layers, hidden, heads, batch, length): MiniLM-L6, BERT-base, a narrow long-input model.
 SHAPES = [(6, 384, 12, 32, 128), (12, 768, 12, 16, 128), (4, 256, 4, 32, 512), (3, 384, 12, 32, 64)]
 
@@ -80,10 +82,11 @@ def main() -> None:
             "ratio": result["estimated"] / result["measured"],
         })  # fmt: skip
         print(rows[-1])
+    machine = describe_machine(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "memory_estimate" + ("" if args.device == "cpu" else f"_{args.device}")
     (args.out / f"{name}.json").write_text(
-        json.dumps({"device": args.device, "rows": rows}, indent=2) + "\n"
+        json.dumps({"device": args.device, "machine": machine, "rows": rows}, indent=2) + "\n"
     )
     lines = [
         f"# Memory estimate vs one measured AdamW training step ({args.device})",
@@ -91,6 +94,8 @@ def main() -> None:
         "Growth of resident memory (CPU) or allocated memory (CUDA) over the loaded model "
         "during one forward, backward and optimiser step, against kdformer's estimate less "
         "the weights. `python benchmarks/bench_memory_estimate.py`.",
+        "",
+        f"Machine: {machine_line(machine)}.",
         "",
         "| model | batch x length | measured MiB | estimated MiB | estimate / measured |",
         "|---|---|---|---|---|",

@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine import describe_machine, machine_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
             "teacher": args.teacher, "student_layers": args.student_layers,
             "train_sentences": args.train, "epochs": args.epochs,
             "batch_size": args.batch_size, "max_length": args.max_length,
-            "eval_sentences": args.eval_limit or 872, "machine": machine(),
+            "eval_sentences": args.eval_limit or 872, "machine": describe_machine(),
         },
         "runs": results,
         "ratios": summary,
@@ -384,15 +385,6 @@ def compare(results: dict[str, Any]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in ratios.items()}
 
 
-def machine() -> str:
-    import torch
-
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    )
-
-
 def markdown(payload: dict[str, Any]) -> str:
     setup, runs, ratios = payload["setup"], payload["runs"], payload["ratios"]
     lines = [
@@ -401,7 +393,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"MiniLM-L6 teacher ({setup['teacher']}) -> {setup['student_layers']}-layer student, {setup['train_sentences']:,} "
         f"SST-2 sentences x {setup['epochs']} epochs, batch {setup['batch_size']}, max length "
         f"{setup['max_length']}; logits KL T=2 + hidden MSE + 0.5 x hard labels; dev accuracy on "
-        f"{setup['eval_sentences']} sentences. Machine: {setup['machine']}. Each run in its own "
+        f"{setup['eval_sentences']} sentences. Machine: {machine_line(setup['machine'])}. Each run in its own "
         "process, one after another.",
         "",
         "| run | s/step (median) | s/epoch | cache fill s | job s | peak RSS MiB | cache B/input | dev accuracy |",

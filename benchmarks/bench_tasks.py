@@ -29,17 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from machine import describe_machine, machine_line
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-import torch  # noqa: E402
 
 from kdformer import pipeline  # noqa: E402
 from kdformer.config import ExperimentConfig, load_config  # noqa: E402
@@ -314,7 +313,7 @@ def command_line(report: dict[str, Any]) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Task benchmark (NER, extractive QA, two-stage)", ""]
-    lines.append(f"Machine: {results['machine']}.")
+    lines.append(f"Machine: {machine_line(results['machine'])}.")
     lines.append("")
     metrics = {"conll": ["f1", "precision", "recall"], "squad": ["exact_match", "f1"]}
     titles = {
@@ -367,11 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "tasks-smoke" if args.smoke else "tasks"
     path = args.out / f"{name}.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results["machine"] = (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)"
-        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
-    )
+    results["machine"] = describe_machine()
     command = "python benchmarks/bench_tasks.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )

@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "init_layers": "kdformer.matching:init_layers",
     "layer_pairs": "kdformer.matching:layer_pairs",
     "DistillationObjective": "kdformer.objective:DistillationObjective",
+    "Distiller": "kdformer.distiller:Distiller",
     "build_student": "kdformer.students:build_student",
     "student_config": "kdformer.students:student_config",
     "LiveTeacher": "kdformer.teacher:LiveTeacher",

@@ -560,6 +560,7 @@ def export(
     and add rows for both to the run's report and model card (metric, latency, size, memory)."""
     from kdformer import pipeline
     from kdformer.pipeline.export import export_model, run_config_of
+    from kdformer.tasks import build_task
 
     with user_errors():
         run_config = load_config(config) if config is not None else run_config_of(model_dir)
@@ -570,7 +571,8 @@ def export(
                     f"{config} is the config of the run whose student is {student}, not "
                     f"{model_dir}: give that folder, or drop --config"
                 )
-        export_model(model_dir, quantize, opset, atol, overwrite)
+        task = build_task(run_config.task, run_config.seed) if run_config is not None else None
+        export_model(model_dir, quantize, opset, atol, overwrite, task)
         if not report:
             return
         if run_config is None:

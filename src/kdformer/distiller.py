@@ -65,7 +65,9 @@ class Distiller:
 
     ``train_features``: the tokenised training inputs (default: the task's distillation
     examples, tokenised); ``collator``: how they batch (default: the task's). ``evaluate``:
-    score the task's evaluation set every ``train.eval_steps`` steps. Checkpoints go to
+    score the task's evaluation set every ``train.eval_steps`` steps. ``pad_to``: the one
+    length every batch is padded to when the models' family needs one (the pipeline knows it
+    from the models; None: each batch's own longest input). Checkpoints go to
     ``checkpoint_dir``; :meth:`train` with ``resume=True`` continues from the latest."""
 
     def __init__(
@@ -83,6 +85,7 @@ class Distiller:
         callbacks: Sequence[Any] = (),
         seed: int = 42,
         evaluate: bool = True,
+        pad_to: int | None = None,
     ):
         if task is None and (train_features is None or collator is None):
             raise ConfigError("a Distiller without a task needs train_features and a collator")
@@ -106,6 +109,7 @@ class Distiller:
             collator,
             callbacks,
             evaluate,
+            pad_to,
         )
 
     @property

@@ -25,7 +25,7 @@ from kdformer.config import StudentConfig
 from kdformer.config.base import ConfigError
 from kdformer.devices import resolve_device
 from kdformer.families import intermediate_size_of
-from kdformer.models import count_parameters, load_config
+from kdformer.models import count_parameters, load_model_config
 from kdformer.report.measure import measure_latencies
 from kdformer.students import PRESETS, RELATIVE_PRESETS, WIDTH_PRESETS, student_shape
 
@@ -164,7 +164,7 @@ def resolve_target(
             max_hidden=None,
         )
 
-    config = load_config(like)
+    config = load_model_config(like)
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads"):
         if not hasattr(config, key):
             raise ConfigError(f"{like} ({type(config).__name__}) has no '{key}' in its config")

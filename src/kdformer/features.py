@@ -47,12 +47,37 @@ class OutputSpec:
     end logits, one per example, padding excluded). ``rows`` (for ``classes``): ``example``
     (one row per example), ``token`` (every real token) or ``labelled`` (tokens whose gold
     label in ``label_key`` is not -100, e.g. the first word piece of each word).
-    ``label_key``: the batch key holding this output's gold labels (None: no hard labels)."""
+    ``label_key``: the batch key holding this output's gold labels (None: no hard labels).
+    ``shift`` (token rows only): how many positions later a token row's label lies. 0 (a
+    token's own label: NER, masked LM); 1 for a causal LM, whose output at position t predicts
+    token t+1: ``logits[:, :-1]`` pair with ``labels[:, 1:]`` (as transformers' causal-LM loss
+    pairs them), for the hard labels and for the rows soft labels compare alike, and a row
+    counts when its target position is real (or labelled)."""
 
     name: str
     label_key: str | None = None
     over: Literal["classes", "positions"] = "classes"
     rows: Literal["example", "token", "labelled"] = "example"
+    shift: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shift < 0:
+            raise ValueError(f"OutputSpec {self.name!r}: shift must be 0 or more, not {self.shift}")
+        if self.shift and (self.over != "classes" or self.rows == "example"):
+            raise ValueError(
+                f"OutputSpec {self.name!r}: shift pairs token rows with later labels; it has no "
+                f"meaning for {self.over} outputs with {self.rows} rows"
+            )
+
+    def output_rows(self, value: torch.Tensor) -> torch.Tensor:
+        """The positions of a (batch, seq, ...) output that have a target: all but the last
+        ``shift``."""
+        return value[:, : value.shape[1] - self.shift] if self.shift else value
+
+    def target_rows(self, value: torch.Tensor) -> torch.Tensor:
+        """The entries of a (batch, seq, ...) batch tensor (labels, attention mask) that
+        :meth:`output_rows` are compared with: all but the first ``shift``."""
+        return value[:, self.shift :] if self.shift else value
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,9 @@ def prepare_family(model: Any) -> Any:
     return model
 
 
-def load_config(model: ModelConfig | str, **kwargs: Any) -> Any:
+def load_model_config(model: ModelConfig | str, **kwargs: Any) -> Any:
+    """A model's ``transformers`` configuration (no weights), with a clear error when the name
+    is neither a folder nor on the hub. Not :func:`kdformer.config.load_config` (the YAML)."""
     from transformers import AutoConfig
 
     cfg = _as_model_config(model)

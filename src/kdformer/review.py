@@ -93,7 +93,8 @@ def measure_task(
     import torch
 
     config = configs[(cells[0]["task"], cells[0]["architecture"])]
-    model_class = build_task(config.task, config.seed).model_class
+    task = build_task(config.task, config.seed)
+    model_class = task.model_class
     models, where = [], []
     for cell in cells:
         paths = Paths(Path(cell["output_dir"]))
@@ -106,7 +107,7 @@ def measure_task(
         with torch.inference_mode():
             timed = measure_latencies(
                 models, review.latency_batch_size, length, review.latency_repeats, 1,
-                torch.device("cpu"),
+                torch.device("cpu"), task,
             )  # fmt: skip
         for (cell, role, path), model, timing in zip(where, models, timed, strict=True):
             cell[f"{role}_latency_ms"][str(length)] = timing["latency_ms"]
@@ -116,7 +117,7 @@ def measure_task(
                 cell["notes"][f"{role} @ {length}"] = note
             if review.memory:
                 cell[f"{role}_peak_mib"][str(length)] = forward_peak_mib(
-                    path, type(model).__name__, length, review.latency_batch_size
+                    path, type(model).__name__, length, review.latency_batch_size, task
                 )
 
 

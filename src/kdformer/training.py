@@ -192,7 +192,8 @@ class TaskTrainer(Trainer):
     """``Trainer`` that evaluates through the task's scorer and stops on non-finite losses.
 
     ``task``, ``eval_examples`` and ``eval_features``: what :meth:`evaluate` scores (the raw
-    evaluation examples and their tokenised features)."""
+    evaluation examples and their tokenised features); ``pad_to``: the run's one batch length,
+    when its model family needs one (evaluation batches get it too)."""
 
     def __init__(
         self,
@@ -200,12 +201,14 @@ class TaskTrainer(Trainer):
         task: Any = None,
         eval_examples: Any = None,
         eval_features: Any = None,
+        pad_to: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.task = task
         self.eval_examples = eval_examples
         self.eval_features = eval_features
+        self.pad_to = pad_to
         self.add_callback(FiniteWeightsCallback())
         self.add_callback(TrainClock())
 
@@ -263,6 +266,7 @@ class TaskTrainer(Trainer):
             self.args.eval_batch_size,
             self.args.device,
             features=self.eval_features,
+            pad_to=self.pad_to,
         )
         model.train(was_training)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in values.items()}
@@ -281,7 +285,7 @@ class TaskTrainer(Trainer):
         loader = torch.utils.data.DataLoader(
             self.task.model_features(features),
             batch_size=self.args.eval_batch_size,
-            collate_fn=self.task.collator(self.processing_class, "eval"),
+            collate_fn=self.task.collator(self.processing_class, "eval", self.pad_to),
         )
         was_training = model.training
         model.eval()
@@ -389,9 +393,12 @@ def build_trainer(
     collator: Any = None,
     callbacks: Sequence[Any] = (),
     evaluate: bool = True,
+    pad_to: int | None = None,
 ) -> TaskTrainer:
     """The library's Trainer (a task-aware subclass) for one training run: the task scores the
-    evaluation set (tokenised once) every ``train.eval_steps`` steps when ``evaluate``."""
+    evaluation set (tokenised once) every ``train.eval_steps`` steps when ``evaluate``.
+    ``pad_to``: the run's one batch length, for the task's collators (when its model family
+    needs one)."""
     label_keys = list(task.label_keys) if task is not None else []
     args = training_arguments(train, checkpoints, seed, evaluate and task is not None, label_keys)
     args.include_num_input_tokens_seen = "all"
@@ -402,12 +409,13 @@ def build_trainer(
         args=args,
         train_dataset=train_features,
         eval_dataset=eval_examples,
-        data_collator=collator or task.collator(tokenizer, "train"),
+        data_collator=collator or task.collator(tokenizer, "train", pad_to),
         processing_class=tokenizer,
         callbacks=list(callbacks),
         task=task,
         eval_examples=eval_examples,
         eval_features=task.tokenize(eval_examples, tokenizer, "eval") if scored else None,
+        pad_to=pad_to,
     )
 
 

@@ -33,10 +33,17 @@ class Item:
     """``labelled``: the batch key whose entries other than -100 mark the stored tokens."""
     topk: int | None = None
     """Task outputs over classes: keep only the k largest logits of each row."""
+    shift: int = 0
+    """``labelled``: the output's :attr:`OutputSpec.shift` (the label of position t lies at
+    t + shift), so the stored positions are those whose target is labelled."""
 
     def folder(self, dtype: str) -> str:
-        """The item's folder name in an entry: one per key, storage dtype and top-k."""
-        return f"{self.key}-{dtype}" + (f"-top{self.topk}" if self.topk else "")
+        """The item's folder name in an entry: one per key, storage dtype, top-k and shift."""
+        return (
+            f"{self.key}-{dtype}"
+            + (f"-top{self.topk}" if self.topk else "")
+            + (f"-shift{self.shift}" if self.shift else "")
+        )
 
 
 def cache_items(
@@ -59,7 +66,7 @@ def cache_items(
         if spec.over == "positions":
             items.append(Item(f"out.{name}", "token"))
         elif spec.rows == "labelled" and spec.label_key:
-            items.append(Item(f"out.{name}", "labelled", spec.label_key, topk))
+            items.append(Item(f"out.{name}", "labelled", spec.label_key, topk, spec.shift))
         else:
             unit: Unit = "example" if spec.rows == "example" else "token"
             items.append(Item(f"out.{name}", unit, None, topk))
@@ -89,7 +96,8 @@ def row_positions(item: Item, batch: Mapping[str, torch.Tensor], row: int) -> to
     if item.unit == "example":
         return None
     if item.unit == "labelled":
-        return (batch[item.label_key][row] != -100).nonzero().squeeze(-1)
+        labels = batch[item.label_key][row, item.shift :]
+        return (labels != -100).nonzero().squeeze(-1)
     mask = batch.get("attention_mask")
     length = int(mask[row].sum()) if mask is not None else batch["input_ids"].shape[1]
     return torch.arange(length, device=batch["input_ids"].device)

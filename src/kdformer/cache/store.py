@@ -15,8 +15,8 @@ objective reads, in one storage dtype, optionally top-k; its rows lie in shards
 (:mod:`.shards`). Runs that need other items of the same teacher and data add them to the entry
 (a study's arms share it), and a change of anything the outputs depend on is another entry,
 never a stale one. This module fills what a run lacks, within a size budget checked before
-anything is written; items are written to ``<item>.partial`` and renamed when complete, so an
-interrupted fill leaves no item.
+anything is written (a row's size is probed on the task's example inputs); items are written
+to ``<item>.partial`` and renamed when complete, so an interrupted fill leaves no item.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from kdformer.cache.shards import DTYPES, ItemWriter
 from kdformer.config.base import ConfigError
 from kdformer.devices import free_disk_bytes
 from kdformer.features import MODEL_INPUTS, FeatureNeeds, OutputSpec, extract_features
+from kdformer.tasks import Task, example_inputs
 
 
 def partial_folder(folder: Path) -> Path:
@@ -117,12 +118,15 @@ class TeacherCache:
         device: torch.device | str = "cpu",
         live: Any = None,
         is_main_process: bool = True,
+        task: Task | None = None,
     ) -> CachedTeacher:
         """Fill the items ``needs`` asks for that the entry lacks, then read them.
         ``features``: the training features in the order the trainer indexes them (a
         :data:`ROW_KEY` column is added by :func:`with_row_index`); ``collator``: the one
-        training pads batches with; ``live``: the signal for batches without row indices.
-        Only the main process fills (call this inside ``main_process_first``)."""
+        training pads batches with (to ``pad_to``, the run's one batch length, when it has
+        one); ``live``: the signal for batches without row indices; ``task``: whose example
+        inputs probe the size of a row. Only the main process fills (call this inside
+        ``main_process_first``)."""
         num_layers = int(teacher.config.num_hidden_layers)
         items = cache_items(needs, outputs, num_layers, self.topk)
         label_keys = sorted({i.label_key for i in items if i.label_key})
@@ -131,7 +135,10 @@ class TeacherCache:
         missing = [item for item in items if not entry.has(item, self.dtype)]
         started = time.perf_counter()
         if missing and is_main_process:
-            self._fill(entry, missing, teacher, features, collator, needs, batch_size, device)
+            self._fill(
+                entry, missing, teacher, features, collator, needs, batch_size, device,
+                task, pad_to,
+            )  # fmt: skip
         elif not missing:
             self.log(
                 f"teacher cache: reusing {entry.folder} ({len(items)} items, "
@@ -151,12 +158,18 @@ class TeacherCache:
         needs: FeatureNeeds,
         batch_size: int,
         device: torch.device | str,
+        task: Task | None = None,
+        pad_to: int | None = None,
     ) -> None:
         model_features = features.remove_columns([c for c in features.column_names if c == ROW_KEY])
         lengths = np.array([len(ids) for ids in model_features["input_ids"]])
         order = np.argsort(-lengths, kind="stable")  # long first: less padding, no late OOM
         teacher = teacher.eval().requires_grad_(False).to(device)
-        estimate = self._estimate(items, model_features, lengths, teacher, collator, needs, device)
+        shortest = int(lengths.min())  # the probe's length, padded as the collator would
+        probe_length = -(-shortest // pad_to) * pad_to if pad_to else shortest
+        estimate = self._estimate(
+            items, model_features, lengths, teacher, needs, device, task, probe_length
+        )
         existing = entry.size()
         self.log(
             f"teacher cache: computing {len(items)} item(s) for {len(lengths):,} inputs, "
@@ -210,20 +223,21 @@ class TeacherCache:
         features: Any,
         lengths: np.ndarray,
         teacher: nn.Module,
-        collator: Any,
         needs: FeatureNeeds,
         device: torch.device | str,
+        task: Task | None,
+        probe_length: int,
     ) -> float:
         """Bytes the items will take: units per row times each item's row size (from one probe
-        forward pass on the shortest input)."""
+        forward pass on ``task``'s example input of ``probe_length``)."""
         with torch.inference_mode():
-            probe = collator([features[int(np.argmin(lengths))]])
-            probe = {k: v.to(device) for k, v in probe.items() if torch.is_tensor(v)}
+            probe = example_inputs(task, teacher.config, 1, probe_length)
+            probe = {k: v.to(device) for k, v in probe.items()}
             out = extract_features(teacher, probe, needs)
         itemsize = torch.empty((), dtype=DTYPES[self.dtype]).element_size()
-        labelled = {
-            key: np.array([sum(1 for x in row if x != -100) for row in features[key]])
-            for key in {i.label_key for i in items if i.label_key}
+        labelled = {  # stored positions: those whose target (shift later) is labelled
+            (key, shift): sum(sum(1 for x in row[shift:] if x != -100) for row in features[key])
+            for key, shift in {(i.label_key, i.shift) for i in items if i.label_key}
         }
         total = 0.0
         for item in items:
@@ -237,7 +251,7 @@ class TeacherCache:
             units = (
                 len(lengths)
                 if item.unit == "example"
-                else labelled[item.label_key].sum()
+                else labelled[(item.label_key, item.shift)]
                 if item.unit == "labelled"
                 else self._real_tokens(features, lengths)
             )

@@ -12,7 +12,7 @@ import transformers
 from kdformer.config.convert import Target
 from kdformer.conversion.registry import conversion_of, target_options
 from kdformer.conversion.weights import copy_weights
-from kdformer.models import load_config, load_model, load_tokenizer
+from kdformer.models import load_model, load_model_config, load_tokenizer
 
 
 def target_config(source: Any, target: Target, max_length: int, **options: Any) -> Any:
@@ -38,7 +38,7 @@ def convert_checkpoint(
     """Load ``source`` (folder or hub name), convert it, save model and tokenizer (its
     ``model_max_length`` set to ``max_length``) to ``output_dir``; loads with plain
     ``AutoModel.from_pretrained`` (unless the target's registry entry has a ``load_note``)."""
-    config = load_config(str(source))
+    config = load_model_config(str(source))
     target_config(config, target, max_length, **options)  # a clear error before loading weights
     model = load_model(str(source), transformers.AutoModel)
     converted = convert(model, target, max_length, **options)

@@ -117,7 +117,8 @@ def row_mask(
     """(batch, seq) bool mask of the token rows ``spec`` compares, or None for per-example rows.
 
     ``token``: real tokens (attention mask). ``labelled``: tokens whose gold label is not -100
-    (falls back to real tokens when the batch carries no labels, e.g. in a plain loop)."""
+    (falls back to real tokens when the batch carries no labels, e.g. in a plain loop). With
+    ``spec.shift``, over the rows :meth:`OutputSpec.output_rows` keeps, by their targets."""
     if spec.over == "classes" and spec.rows == "example":
         return None
     attention = batch.get("attention_mask")
@@ -129,8 +130,8 @@ def row_mask(
     if spec.over == "classes" and spec.rows == "labelled":
         labels = batch.get(spec.label_key) if spec.label_key else None
         if labels is not None:
-            return labels != -100
-    return real
+            return spec.target_rows(labels != -100)
+    return spec.target_rows(real)
 
 
 def comparable_rows(
@@ -139,10 +140,11 @@ def comparable_rows(
     """The rows of one output that are compared, each a distribution over its last dimension,
     and the mask of the entries that count: ``classes``: (rows, classes), only the masked
     token rows for token outputs, every entry counts (None); ``positions``: (batch, seq) and
-    the real-token mask (padding excluded)."""
+    the real-token mask (padding excluded). Token rows follow ``spec.shift``."""
     mask = row_mask(spec, batch, logits)
     if spec.over == "positions":
         return logits, mask
+    logits = spec.output_rows(logits)
     return (logits if mask is None else logits[mask]), None
 
 
@@ -153,12 +155,14 @@ def hard_label_loss(
 
     ``classes``: cross-entropy ignoring label -100 (token tasks mark unlabelled pieces so;
     augmented examples have no gold label), or MSE for a single-output (regression) head,
-    ignoring NaN labels. ``positions``: cross-entropy over the real positions (padding
-    excluded) against the gold position. Zero when the batch holds no usable label."""
+    ignoring NaN labels; token rows pair with the labels ``spec.shift`` positions later.
+    ``positions``: cross-entropy over the real positions (padding excluded) against the gold
+    position. Zero when the batch holds no usable label."""
     if spec.over == "positions":
         rows, mask = comparable_rows(spec, logits, batch)
         rows = rows.float().masked_fill(~mask, torch.finfo(torch.float32).min)
         return F.cross_entropy(rows, labels.long())
+    logits, labels = spec.output_rows(logits), spec.target_rows(labels)
     if logits.shape[-1] == 1:
         values, targets = logits.reshape(-1).float(), labels.reshape(-1).float()
         keep = ~torch.isnan(targets)

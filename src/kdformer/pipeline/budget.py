@@ -14,9 +14,10 @@ The estimate adds, in bytes:
   whose batches are read from disk (memory-mapped; the fill checks the disk's free space).
 
 Parameter counts are exact (the models are built on the ``meta`` device, which allocates
-nothing); output sizes come from a ``meta`` forward. The activation term is an estimate of
-what PyTorch keeps; allocator slack, the data loader and the interpreter are left out, so the
-stop fires only when the estimate alone is over what the device has free.
+nothing); output sizes come from a ``meta`` forward of the task's example inputs. The
+activation term is an estimate of what PyTorch keeps; allocator slack, the data loader and the
+interpreter are left out, so the stop fires only when the estimate alone is over what the
+device has free.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import torch
 
 from kdformer.config import ConfigError
 from kdformer.distributed import is_main, training_device
+from kdformer.features import model_inputs
+from kdformer.tasks import Task, example_inputs
 
 GiB = 2**30
 
@@ -86,13 +89,16 @@ def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def output_numel(model: torch.nn.Module, batch: int, length: int) -> int:
-    """Elements of a model's default outputs for a ``batch`` x ``length`` input (meta forward);
-    0 when the model does not run on the meta device."""
-    ids = torch.zeros(batch, length, dtype=torch.long, device="meta")
+def output_numel(model: torch.nn.Module, batch: int, length: int, task: Task | None = None) -> int:
+    """Elements of a model's default outputs for ``task``'s example inputs of ``batch`` x
+    ``length`` (meta forward); 0 when the model does not run on the meta device. The attention
+    mask is left out: a model reads its values (which the meta device has not), and the example
+    inputs have no padding, which is what no mask means."""
+    inputs = model_inputs(model, example_inputs(task, model.config, batch, length))
+    meta = {k: v.to("meta") for k, v in inputs.items() if k != "attention_mask"}
     try:
         with torch.no_grad():
-            out = model(input_ids=ids, return_dict=True)  # a mask would be read, not shaped
+            out = model(**meta, return_dict=True)
     except Exception:  # a model whose forward reads values (not only shapes)
         return 0
     return sum(v.numel() for v in out.values() if isinstance(v, torch.Tensor))
@@ -130,15 +136,17 @@ def estimate_training_memory(
     mixed_precision: str,
     device: torch.device,
     cached: bool = False,
+    task: Task | None = None,
 ) -> MemoryEstimate:
     """The estimate for training ``student_config`` against frozen ``teacher_configs`` (none
-    for fine-tuning) on ``batch`` x ``length`` inputs; ``hidden_layers_kept``: teacher hidden
-    states the knowledge terms read; ``cached``: the teachers' outputs come from the cache."""
+    for fine-tuning) on ``batch`` x ``length`` inputs (``task``'s example inputs size the
+    outputs); ``hidden_layers_kept``: teacher hidden states the knowledge terms read;
+    ``cached``: the teachers' outputs come from the cache."""
     half = mixed_precision != "no"
     student = meta_model(model_class, student_config)
     trainable = count(student) + (count(objective) if objective is not None else 0)
     layers = int(student_config.num_hidden_layers)
-    out = output_numel(student, batch, length)
+    out = output_numel(student, batch, length, task)
     activations = layers * layer_activation_bytes(student_config, batch, length, half)
     activations += 3 * 4 * out + 4 * batch * length * int(student_config.hidden_size)
     teachers = teacher_forward = 0
@@ -148,7 +156,7 @@ def estimate_training_memory(
         if not cached:
             one_layer = layer_activation_bytes(config, batch, length, half)
             kept = 4 * batch * length * int(config.hidden_size) * (hidden_layers_kept + 1)
-            teacher_forward += one_layer + kept + 4 * output_numel(teacher, batch, length)
+            teacher_forward += one_layer + kept + 4 * output_numel(teacher, batch, length, task)
     return MemoryEstimate(
         trainable_bytes=16 * trainable,
         teacher_bytes=teachers,
@@ -173,23 +181,23 @@ def check_fits(estimate: MemoryEstimate, setting: str, batch: int) -> None:
 
 
 def report_and_check(
-    model_class: Any,
+    task: Task,
     student_config: Any,
     teacher_configs: list[Any],
     objective: torch.nn.Module | None,
     train: Any,
     setting: str,
     length: int,
-    model_kwargs: dict[str, Any],
     hidden_layers_kept: int = 0,
     cached: bool = False,
 ) -> MemoryEstimate:
-    """Print the estimate for one training stage and stop when it cannot fit (unless the
-    stage's ``memory_check`` is off). ``model_kwargs``: the task's head settings."""
+    """Print the estimate for one training stage of ``task`` (its model class, head and example
+    inputs) and stop when it cannot fit (unless the stage's ``memory_check`` is off)."""
     from rich.console import Console
 
+    model_kwargs = task.model_kwargs()
     estimate = estimate_training_memory(
-        model_class,
+        task.model_class,
         with_head(student_config, model_kwargs),
         [with_head(c, model_kwargs) for c in teacher_configs],
         objective,
@@ -199,6 +207,7 @@ def report_and_check(
         train.mixed_precision,
         training_device(),
         cached,
+        task,
     )
     if is_main():
         Console(stderr=True).print(f"{setting}: {estimate.line()}", soft_wrap=True)

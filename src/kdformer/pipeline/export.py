@@ -32,6 +32,7 @@ from kdformer.families import find_family, position_limit
 from kdformer.features import model_inputs
 from kdformer.models import count_parameters, load_model, load_tokenizer
 from kdformer.pipeline.outputs import Paths, is_finished
+from kdformer.tasks import Task, example_inputs
 
 console = Console(stderr=True)
 
@@ -68,27 +69,34 @@ CHECK_SHAPES = ((3, 9), (2, 40))
 
 
 def _random_batch(
-    model: torch.nn.Module, rows: int, length: int, generator: torch.Generator
+    model: torch.nn.Module,
+    rows: int,
+    length: int,
+    generator: torch.Generator,
+    task: Task | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Random real-token ids with the first row half padding, as ``model`` takes them."""
+    """``task``'s example inputs as ``model`` takes them, within its positions, with the
+    second half of the first row padding (when the inputs have an attention mask)."""
 
-    vocab = int(model.config.vocab_size)
     length = min(length, (position_limit(model.config) or 512) - 2)
-    ids = torch.randint(min(1000, vocab // 2), vocab, (rows, length), generator=generator)
-    mask = torch.ones_like(ids)
-    mask[0, length // 2 :] = 0  # a padded row
-    full = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-    return model_inputs(model, full)
+    batch = example_inputs(task, model.config, rows, length, generator)
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        mask[0, length // 2 :] = 0  # a padded row
+    return model_inputs(model, batch)
 
 
-def trace_batch(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return _random_batch(model, *TRACE_SHAPE, torch.Generator().manual_seed(0))
+def trace_batch(model: torch.nn.Module, task: Task | None = None) -> dict[str, torch.Tensor]:
+    """The batch the exporter traces: ``task``'s example inputs of :data:`TRACE_SHAPE`."""
+    return _random_batch(model, *TRACE_SHAPE, torch.Generator().manual_seed(0), task)
 
 
-def check_batches(model: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
+def check_batches(
+    model: torch.nn.Module, task: Task | None = None
+) -> list[dict[str, torch.Tensor]]:
     """Inputs the export is checked on: shapes other than the traced one, with padding."""
     generator = torch.Generator().manual_seed(1)
-    return [_random_batch(model, rows, length, generator) for rows, length in CHECK_SHAPES]
+    return [_random_batch(model, rows, length, generator, task) for rows, length in CHECK_SHAPES]
 
 
 def fixed_length_of(config: Any) -> tuple[str, int] | None:
@@ -107,9 +115,11 @@ def export_model(
     opset: int = 18,
     atol: float = 1e-4,
     overwrite: bool = False,
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """Export a finished model folder to ``<model_dir>/onnx``; returns what ``export.json``
-    records (files, sizes, the largest difference from PyTorch, int8 agreement)."""
+    records (files, sizes, the largest difference from PyTorch, int8 agreement). ``task``:
+    the run's, whose example inputs are traced and checked (a text encoder's without one)."""
     model_dir = Path(model_dir)
     if not is_finished(model_dir):
         raise ConfigError(
@@ -138,7 +148,7 @@ def export_model(
             "which export, or serve this one in PyTorch"
         )
     tokenizer = load_tokenizer(str(model_dir))
-    trace = trace_batch(model)
+    trace = trace_batch(model, task)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -147,7 +157,7 @@ def export_model(
         outputs = export_onnx(model, trace, partial / FP32, opset)
         parameters = count_parameters(model)
         exported = OnnxModel(partial / FP32, model.config, parameters)
-        batches = check_batches(model)
+        batches = check_batches(model, task)
         try:
             difference = max_difference(model, exported, batches)
         except Exception as exc:  # ONNX Runtime refuses a shape the trace fixed

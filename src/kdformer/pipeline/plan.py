@@ -18,16 +18,16 @@ import torch
 from kdformer.config import ExperimentConfig
 from kdformer.features import extract_features, resolve_layer_modules
 from kdformer.models import count_parameters, load_tokenizer
-from kdformer.models import load_config as load_model_config
 from kdformer.pipeline.budget import with_head
 from kdformer.pipeline.stages import (
     build_objective,
+    distill_model_configs,
+    distill_pad_length,
     source_teacher_config,
     task_stage_config,
     validate,
 )
 from kdformer.pipeline.teachers import teacher_reference
-from kdformer.students import student_config
 
 
 def distill_plan(config: ExperimentConfig) -> list[str]:
@@ -37,11 +37,8 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
     stages = ["finetune", "distill"] if config.finetune is not None else ["distill"]
     task = validate(config, stages)  # type: ignore[arg-type]
     teacher_cfg = source_teacher_config(config)
-    if config.student.init == "pretrained" and config.student.pretrained:
-        student_cfg = load_model_config(config.student.pretrained)
-    else:
-        student_cfg = student_config(teacher_cfg, config.student)
-    others = {t.id: load_model_config(t) for t in config.distill.teachers}
+    student_cfg, others = distill_model_configs(config, teacher_cfg)
+    pad_to = distill_pad_length(task, teacher_cfg, student_cfg, others)
     objective = build_objective(config, task, teacher_cfg, student_cfg, others)
     teacher_cfg = with_head(teacher_cfg, task.model_kwargs())
     student_cfg = with_head(student_cfg, task.model_kwargs())
@@ -92,7 +89,7 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
         lines.append(f"parameters: teacher {teacher_params:,}; student {student_params:,}")
         lines.append("step time and memory: not measured with several teachers")
         return lines
-    seconds, activation_bytes = _time_steps(config, task, teacher, student, objective)
+    seconds, activation_bytes = _time_steps(config, task, teacher, student, objective, pad_to)
     steps = train.max_steps or int(
         train.epochs * -(-len(task.distillation_examples()) // train.batch_size)
     )
@@ -109,17 +106,24 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
 
 
 def _time_steps(
-    config: ExperimentConfig, task: Any, teacher: Any, student: Any, objective: Any
+    config: ExperimentConfig,
+    task: Any,
+    teacher: Any,
+    student: Any,
+    objective: Any,
+    pad_to: int | None = None,
 ) -> tuple[float, int]:
     """Seconds per training step (median of two after one warm-up) and the resident memory
-    the steps added (activations, gradients and optimiser state at their peak)."""
+    the steps added (activations, gradients and optimiser state at their peak), on a batch
+    padded as training pads it (``pad_to``: the run's one batch length)."""
 
     tokenizer = load_tokenizer(config.teacher if config.finetune else teacher_reference(config))
     size = config.distill.train.batch_size
     examples = task.distillation_examples()
     sample = examples.select(range(min(len(examples), size)))
     features = task.model_features(task.tokenize(sample, tokenizer, "train"))
-    batch = task.collator(tokenizer, "train")([features[i] for i in range(len(features))][:size])
+    collate = task.collator(tokenizer, "train", pad_to)
+    batch = collate([features[i] for i in range(len(features))][:size])
     batch = {k: v for k, v in batch.items() if torch.is_tensor(v)}
     parameters = list(student.parameters()) + list(objective.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=1e-5)

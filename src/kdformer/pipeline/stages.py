@@ -25,8 +25,13 @@ from kdformer.distiller import Distiller
 from kdformer.distributed import training_device
 from kdformer.export.onnx import OnnxModel
 from kdformer.families import check_models
-from kdformer.models import check_same_tokenizer, load_model, load_tokenizer, resolve_name
-from kdformer.models import load_config as load_model_config
+from kdformer.models import (
+    check_same_tokenizer,
+    load_model,
+    load_model_config,
+    load_tokenizer,
+    resolve_name,
+)
 from kdformer.objective import MAIN, DistillationObjective
 from kdformer.pipeline.budget import report_and_check
 from kdformer.pipeline.export import export_model, export_record, exported_models, fixed_length_of
@@ -78,42 +83,61 @@ Stage = Literal["finetune", "general", "distill", "evaluate"]
 STAGES: tuple[Stage, ...] = ("finetune", "general", "distill", "evaluate")
 
 
-def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: Any) -> None:
-    """The student's shape or starting model, and the objective, against the teacher."""
-    if config.student.init == "pretrained":
-        if not config.student.pretrained:
+def distill_model_configs(
+    config: ExperimentConfig, teacher_config: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The configs of the models a distill stage of ``config`` trains with besides the main
+    teacher: the student's (a pretrained student's own, or before the general stage has
+    written it the shape it will have; else the teacher's with the student's shape) and the
+    other teachers' by id."""
+    student = config.student
+    if student.init == "pretrained":
+        if not student.pretrained:
             raise ConfigError("student.init: pretrained needs student.pretrained")
-        if config.general is None or Path(config.student.pretrained).exists():
-            student_cfg = load_model_config(config.student.pretrained)
-            check_same_tokenizer(
-                load_tokenizer(config.teacher), load_tokenizer(config.student.pretrained)
-            )
+        if config.general is None or Path(student.pretrained).exists():
+            student_cfg = load_model_config(student.pretrained)
         else:  # the general stage writes it
             student_cfg = student_config(
-                teacher_config, config.student.model_copy(update={"init": "teacher"})
+                teacher_config, student.model_copy(update={"init": "teacher"})
             )
     else:
-        student_cfg = student_config(teacher_config, config.student)
-    others = {}
+        student_cfg = student_config(teacher_config, student)
+    return student_cfg, {extra.id: load_model_config(extra) for extra in config.distill.teachers}
+
+
+def distill_pad_length(
+    task: Task, teacher_config: Any, student_config: Any, others: dict[str, Any]
+) -> int | None:
+    """The one length every batch of a distillation (and of its report) is padded to, when a
+    model's family needs one (Nyströmformer's fixed length, BigBird's block-sparse minimum);
+    None: each batch's own longest input. A value of the run, from its models: collators, the
+    teacher cache and the evaluations get it passed. Checks each model's input rules too."""
+    models = [(teacher_config, "teacher"), (student_config, "student")]
+    models += [(c, f"teacher {i}") for i, c in others.items()]
+    return check_models(models, task.config.max_length)
+
+
+def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: Any) -> None:
+    """The student's shape or starting model, and the objective, against the teacher."""
+    student_cfg, others = distill_model_configs(config, teacher_config)
+    pretrained = config.student.pretrained
+    if config.student.init == "pretrained" and (
+        config.general is None or Path(pretrained).exists()
+    ):
+        check_same_tokenizer(load_tokenizer(config.teacher), load_tokenizer(pretrained))
     if config.distill.teachers:
         main_tokenizer = load_tokenizer(config.teacher)
         for extra in config.distill.teachers:
-            others[extra.id] = load_model_config(extra)
             task.check_lengths(others[extra.id], extra.name)
             check_same_tokenizer(main_tokenizer, load_tokenizer(extra))
-    task.pad_to = check_models(
-        [(teacher_config, "teacher"), (student_cfg, "student")]
-        + [(c, f"teacher {i}") for i, c in others.items()],
-        task.config.max_length,
-    )
+    pad_to = distill_pad_length(task, teacher_config, student_cfg, others)
     check_cache_setup(config)
     check_exportable(config, student_cfg)
     objective = build_objective(config, task, teacher_config, student_cfg, others)
     report_and_check(
-        task.model_class, student_cfg, [teacher_config, *others.values()], objective,
-        config.distill.train, "distill.train", task.pad_to or task.config.max_length,
-        task.model_kwargs(), len(objective.needs_for("teacher").hidden_layers),
-        config.distill.cache.enabled,
+        task, student_cfg, [teacher_config, *others.values()], objective,
+        config.distill.train, "distill.train", pad_to or task.config.max_length,
+        len(objective.needs_for("teacher").hidden_layers), config.distill.cache.enabled,
     )  # fmt: skip
 
 
@@ -201,23 +225,21 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
         check_precision(config.finetune, "finetune")
     if "distill" in stages:
         check_precision(config.distill.train, "distill.train")
-    task.pad_to = check_models([(teacher_config, "teacher")], task.config.max_length)
+    pad_to = check_models([(teacher_config, "teacher")], task.config.max_length)
     if {"finetune", "distill"} & set(stages):
         task.load("train")
     task.load("eval")
     if "finetune" in stages and config.finetune is not None:
         report_and_check(
-            task.model_class, teacher_config, [], None, config.finetune, "finetune",
-            task.pad_to or task.config.max_length, task.model_kwargs(),
+            task, teacher_config, [], None, config.finetune, "finetune",
+            pad_to or task.config.max_length,
         )  # fmt: skip
     if "general" in stages:
         stage_one = general_config(config)
         general_task = build_task(stage_one.task, config.seed)
         general_task.adapt_to_teacher(teacher_config)
         general_task.check_lengths(teacher_config, config.teacher.name)
-        general_task.pad_to = check_models(
-            [(teacher_config, "teacher")], general_task.config.max_length
-        )
+        check_models([(teacher_config, "teacher")], general_task.config.max_length)
         general_task.load("train")
         general_task.load("eval")
         check_distill_setup(stage_one, general_task, teacher_config)
@@ -245,16 +267,17 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     return task
 
 
-def note_unused_length(task: Task, features: Any) -> None:
+def note_unused_length(task: Task, features: Any, pad_to: int | None = None) -> None:
     """Say so when ``max_length`` is far beyond the longest training input: harmless with
-    per-batch padding, wasted compute when a model family pads every batch to one length."""
+    per-batch padding, wasted compute when a model family pads every batch to one length
+    (``pad_to``)."""
     limit = task.config.max_length
     longest = max((len(ids) for ids in features["input_ids"]), default=0)
     if not longest or longest * 2 > limit:
         return
-    if task.pad_to:
+    if pad_to:
         console.print(
-            f"[yellow]note: every batch is padded to {task.pad_to} tokens, but the longest "
+            f"[yellow]note: every batch is padded to {pad_to} tokens, but the longest "
             f"training input has {longest}: a lower task.max_length saves most of the compute[/]"
         )
     else:
@@ -332,15 +355,16 @@ def finetune(
     # A head of another task or size (a checkpoint fine-tuned elsewhere) is replaced.
     model = load_model(source, task.model_class, ignore_mismatched_sizes=True, **task.head_kwargs())
     task.align_model(model)
+    pad_to = check_models([(model.config, "teacher")], task.config.max_length)
     train_features = task.tokenize(task.load("train"), tokenizer, "train")
     console.print(
         f"[bold]fine-tuning teacher[/] {source.name} on {task.describe_data()} "
         f"({len(train_features)} training inputs)"
     )
-    note_unused_length(task, train_features)
+    note_unused_length(task, train_features, pad_to)
     trainer = build_trainer(
         TaskTrainer, model, config.finetune, paths.checkpoints("teacher"), config.seed, task,
-        tokenizer, train_features, callbacks=callbacks,
+        tokenizer, train_features, callbacks=callbacks, pad_to=pad_to,
     )  # fmt: skip
     run_training(
         trainer, paths.checkpoints("teacher"), mode == "resume", config.finetune, "finetune"
@@ -381,7 +405,12 @@ def distill(
     reference = teacher_reference(config)
     teacher = load_teacher(reference, task)
     tokenizer = load_tokenizer(reference)
-    check_teacher(config, task, teacher_eval or evaluate_teacher(config, task, teacher, tokenizer))
+    pad_to = distill_pad_length(
+        task, teacher.config, *distill_model_configs(config, teacher.config)
+    )
+    check_teacher(
+        config, task, teacher_eval or evaluate_teacher(config, task, teacher, tokenizer, pad_to)
+    )
     train_features = task.tokenize(task.distillation_examples(), tokenizer, "train")
     importance_data = None
     if config.student.init == "pruned":  # importance from the teacher's task loss on train data
@@ -392,7 +421,7 @@ def distill(
             )
         importance_data = importance_batches(
             task.tokenize(task.load("train"), tokenizer, "train"),  # gold labels only
-            task.collator(tokenizer, "train"),
+            task.collator(tokenizer, "train", pad_to),
             config.distill.train.batch_size,
             config.seed,
         )
@@ -414,13 +443,14 @@ def distill(
         config, task, teacher.config, student.config, {i: m.config for i, m in others.items()}
     )
     signal, train_features, collator = teacher_signal(
-        config, teacher, tokenizer, task, objective.needs_for("teacher"), train_features
+        config, teacher, tokenizer, task, objective.needs_for("teacher"), train_features, pad_to
     )
     signals = {MAIN: signal}
     for teacher_id, other in others.items():
         signals[teacher_id], train_features, collator = teacher_signal(
-            config, other, tokenizer, task, objective.needs_of_teacher(teacher_id), train_features
-        )
+            config, other, tokenizer, task, objective.needs_of_teacher(teacher_id),
+            train_features, pad_to,
+        )  # fmt: skip
     terms = ", ".join(f"{n} x{t.config.weight}" for n, t in objective.terms.items())
     hard = (
         f"hard labels x{config.distill.hard_label_weight}"
@@ -432,11 +462,11 @@ def distill(
         f"({student.config.num_hidden_layers} x {student.config.hidden_size}, init {config.student.init}) "
         f"on {task.describe_data()}; knowledge: {terms or 'none'}; {hard}"
     )
-    note_unused_length(task, train_features)
+    note_unused_length(task, train_features, pad_to)
     distiller = Distiller(
         student, signals if others else signal, objective, task, tokenizer, config.distill.train,
         paths.checkpoints("student"), train_features=train_features, collator=collator,
-        callbacks=callbacks, seed=config.seed,
+        callbacks=callbacks, seed=config.seed, pad_to=pad_to,
     )  # fmt: skip
     trainer = distiller.train(resume=mode == "resume")
     held_out = trainer.held_out_objective() if not task.outputs else None
@@ -469,10 +499,12 @@ def measure_models(
     task: Task | None = None,
     known: dict[str, dict[str, float]] | None = None,
     extra: Sequence[tuple[str, Any, Any, Path]] = (),
+    pad_to: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate and time each (name, model folder or hub name) side by side on the eval set.
     ``known``: metrics already measured for some names (the teacher's, from its check);
-    ``extra``: (name, model, tokenizer, path) already built (exported students)."""
+    ``extra``: (name, model, tokenizer, path) already built (exported students); ``pad_to``:
+    the run's one batch length, when its models' family needs one."""
     task = task or build_task(task_config, seed)
     if models:
         first = ModelConfig(name=str(models[0][1]), trust_remote_code=trust_remote_code)
@@ -490,7 +522,7 @@ def measure_models(
         path = source if Path(str(source)).is_dir() else None
         loaded.append((name, model, load_tokenizer(reference), path))
     loaded += extra
-    measurements = measure_loaded(loaded, task, eval_raw, report, eval_batch_size, known)
+    measurements = measure_loaded(loaded, task, eval_raw, report, eval_batch_size, known, pad_to)
     try:
         baseline = task.baseline(task.load("train"), eval_raw)
     except DataError:  # an evaluation-only setup may have no training split
@@ -540,6 +572,20 @@ def exported_rows(
     return rows
 
 
+def run_pad_length(
+    config: ExperimentConfig, task: Task, models: Sequence[tuple[str, str | Path]]
+) -> int | None:
+    """The finished run's one batch length (see :func:`distill_pad_length`), from the configs
+    of its measured ``models`` (name, folder or hub name): the report evaluates them as the
+    run trained them, whether it runs as the last stage or later on its own."""
+    remote = config.teacher.trust_remote_code
+    configs = [
+        (load_model_config(ModelConfig(name=str(source), trust_remote_code=remote)), name)
+        for name, source in models
+    ]
+    return check_models(configs, task.config.max_length)
+
+
 def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, Any]:
     """Teacher vs student (and, for two-stage runs, the one-stage student) report; written next
     to the student and printed."""
@@ -572,6 +618,7 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
         task,
         known,
         [row[:4] for row in exported],
+        run_pad_length(config, task, models),
     )
     details = {row[0]: row[4] for row in exported}
     for row in report["models"]:
@@ -664,6 +711,6 @@ def run(
         if config.export.enabled:
             export = config.export
             export_model(Paths(config.output_dir).student, export.quantize, export.opset,
-                         export.atol)  # fmt: skip
+                         export.atol, task=task)  # fmt: skip
         return evaluate(config, task)
     return None

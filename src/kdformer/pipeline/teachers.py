@@ -80,18 +80,18 @@ def teacher_fingerprint(reference: ModelConfig, task_config: TaskSection) -> str
 
 
 def evaluate_teacher(
-    config: ExperimentConfig, task: Task, teacher: Any, tokenizer: Any
+    config: ExperimentConfig, task: Task, teacher: Any, tokenizer: Any, pad_to: int | None = None
 ) -> dict[str, Any] | None:
     """The teacher's metrics on the evaluation set and the task's trivial baseline, measured
     once per teacher and task (``teacher_eval.json`` in ``output_dir``). None when the task
-    has no baseline to compare with (raw text)."""
+    has no baseline to compare with (raw text). ``pad_to``: the run's one batch length."""
 
     with distributed.main_first():  # the others then read what the main process stored
-        return _evaluate_teacher(config, task, teacher, tokenizer)
+        return _evaluate_teacher(config, task, teacher, tokenizer, pad_to)
 
 
 def _evaluate_teacher(
-    config: ExperimentConfig, task: Task, teacher: Any, tokenizer: Any
+    config: ExperimentConfig, task: Task, teacher: Any, tokenizer: Any, pad_to: int | None
 ) -> dict[str, Any] | None:
 
     reference = teacher_reference(config)
@@ -112,6 +112,7 @@ def _evaluate_teacher(
         config.distill.train.eval_batch_size,
         resolve_device(config.report.device),
         "evaluate teacher",
+        pad_to=pad_to,
     )
     result = {
         "fingerprint": key,
@@ -167,17 +168,19 @@ def teacher_signal(
     task: Task,
     needs: FeatureNeeds,
     train_features: Any,
+    pad_to: int | None = None,
 ) -> tuple[Any, Any, Any]:
     """The teacher signal distillation trains on, with the training features and collator it
     goes with: the live teacher, or (``distill.cache``) the teacher-output cache, filled once
-    by the main process and read by every process."""
+    by the main process and read by every process. ``pad_to``: the run's one batch length
+    (the collators pad to it, and a cache entry is kept per length)."""
 
     live = LiveTeacher(teacher, needs)
     cache = config.distill.cache
     if not cache.enabled or needs == FeatureNeeds():
-        return live, train_features, task.collator(tokenizer, "train")
+        return live, train_features, task.collator(tokenizer, "train", pad_to)
     train_features = with_row_index(task.static_training_features(train_features, tokenizer))
-    collator = RowIndexCollator(task.collator(tokenizer, "train"))
+    collator = RowIndexCollator(task.collator(tokenizer, "train", pad_to))
     store = TeacherCache(cache.root, cache.dtype, cache.topk, cache.max_gb, log=console.print)
     with distributed.main_first():
         signal = store.prepare(
@@ -188,11 +191,12 @@ def teacher_signal(
             task.outputs,
             needs,
             task.config.max_length,
-            task.pad_to,
+            pad_to,
             config.distill.train.eval_batch_size,
             distributed.training_device(config.distill.train.use_cpu),
             live,
             distributed.is_main(),
+            task,
         )
     return signal, train_features, collator
 

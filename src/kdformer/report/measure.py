@@ -1,7 +1,8 @@
 """Measuring a model: task metrics, parameters, size on disk and latency.
 
-Latency is the median wall time of a forward pass over a fixed batch (``batch_size`` x
-``seq_length`` real-token ids, no padding), after warm-up, in inference mode; throughput is
+Latency is the median wall time of a forward pass over a fixed batch (the task's example inputs,
+:meth:`kdformer.tasks.Task.example_inputs`: ``batch_size`` x ``seq_length`` real tokens, no
+padding), after warm-up, in inference mode; throughput is
 examples per second at that median. Quote medians and ratios measured in one run.
 """
 
@@ -19,9 +20,10 @@ from kdformer.config import ConfigError, ReportConfig
 from kdformer.devices import resolve_device
 from kdformer.export.onnx import OnnxModel, onnx_size_mb
 from kdformer.families import find_family, intermediate_size_of
+from kdformer.features import model_inputs
 from kdformer.models import count_parameters, non_finite_parameters
 from kdformer.report.memory import inference_peak_mib
-from kdformer.tasks import Task
+from kdformer.tasks import Task, example_inputs
 from kdformer.tasks.evaluation import evaluate_model
 
 
@@ -74,17 +76,17 @@ class ModelMeasurement:
         )
 
 
-def _latency_inputs(
-    model: torch.nn.Module, batch_size: int, seq_length: int, device: torch.device
+def latency_inputs(
+    model: torch.nn.Module,
+    batch_size: int,
+    seq_length: int,
+    device: torch.device,
+    task: Task | None = None,
 ) -> dict[str, torch.Tensor]:
-    vocab = int(getattr(model.config, "vocab_size", 1000))
-    generator = torch.Generator().manual_seed(0)
-    low = 1000 if vocab > 2000 else 1
-    input_ids = torch.randint(low, vocab, (batch_size, seq_length), generator=generator)
-    return {
-        "input_ids": input_ids.to(device),
-        "attention_mask": torch.ones_like(input_ids).to(device),
-    }
+    """The batch a model is timed on: its task's example inputs (no padding), the entries its
+    forward takes, on ``device``."""
+    batch = example_inputs(task, model.config, batch_size, seq_length)
+    return {k: v.to(device) for k, v in model_inputs(model, batch).items()}
 
 
 @torch.inference_mode()
@@ -95,8 +97,10 @@ def measure_latencies(
     repeats: int,
     warmup: int,
     device: torch.device,
+    task: Task | None = None,
 ) -> list[dict[str, float]]:
-    """Median and 90th-percentile ms per forward pass, and examples per second, for each model.
+    """Median and 90th-percentile ms per forward pass, and examples per second, for each model,
+    on ``task``'s example inputs (a text encoder's without a task).
 
     Models are timed round-robin (one pass of each per round) so that all of them see the same
     machine state; timing one model after another favours whichever runs later.
@@ -108,7 +112,7 @@ def measure_latencies(
     restore = []
     for model in models:
         model.eval().to(device)
-        inputs.append(_latency_inputs(model, batch_size, seq_length, device))
+        inputs.append(latency_inputs(model, batch_size, seq_length, device, task))
         family = find_family(model) if isinstance(model, PreTrainedModel) else None
         if family is not None:  # a fixed-length model (Nyströmformer) is timed at this length
             previous = family.set_length(model, seq_length)
@@ -162,9 +166,10 @@ def measure_latency(
     repeats: int,
     warmup: int,
     device: torch.device,
+    task: Task | None = None,
 ) -> dict[str, float]:
     """Latency of a single model (see :func:`measure_latencies`)."""
-    return measure_latencies([model], batch_size, seq_length, repeats, warmup, device)[0]
+    return measure_latencies([model], batch_size, seq_length, repeats, warmup, device, task)[0]
 
 
 def size_on_disk_mb(path: str | Path | None) -> float | None:
@@ -195,10 +200,12 @@ def measure_loaded(
     report: ReportConfig,
     eval_batch_size: int = 128,
     known: dict[str, dict[str, float]] | None = None,
+    pad_to: int | None = None,
 ) -> list[ModelMeasurement]:
     """Metrics and cost of several (name, model, tokenizer, folder) side by side on
     ``report.device``; ``examples`` is the task's raw eval split, tokenised per tokenizer.
-    ``known``: metrics already measured for some names (not evaluated again)."""
+    ``known``: metrics already measured for some names (not evaluated again); ``pad_to``: the
+    run's one batch length, when its models' family needs one."""
     device = resolve_device(report.device)
     metrics = []
     for name, model, tokenizer, _ in named:
@@ -208,8 +215,15 @@ def measure_loaded(
             continue
         metrics.append(
             evaluate_model(
-                model, task, examples, tokenizer, eval_batch_size, device, f"evaluate {name}"
-            )
+                model,
+                task,
+                examples,
+                tokenizer,
+                eval_batch_size,
+                device,
+                f"evaluate {name}",
+                pad_to=pad_to,
+            )  # fmt: skip
         )
     speeds = measure_latencies(
         [m for _, m, _, _ in named],
@@ -218,6 +232,7 @@ def measure_loaded(
         report.latency_repeats,
         report.latency_warmup,
         device,
+        task,
     )
     measured = [
         ModelMeasurement.of(name, model, values, speed, path)
@@ -225,19 +240,21 @@ def measure_loaded(
     ]
     if report.memory:
         for measurement, (_, model, _, path) in zip(measured, named):
-            measurement.memory_mib = serving_memory_mib(model, path, report)
+            measurement.memory_mib = serving_memory_mib(model, path, report, task)
     return measured
 
 
 def serving_memory_mib(
-    model: torch.nn.Module, path: str | Path | None, report: ReportConfig
+    model: torch.nn.Module, path: str | Path | None, report: ReportConfig, task: Task | None = None
 ) -> float | None:
     """Peak resident MiB of serving a saved model (weights + one forward of the latency
-    batch), in a fresh process (:mod:`kdformer.report.memory`); None for a model that is not
-    saved in a folder or ONNX file, or off Linux."""
+    batch, ``task``'s example inputs), in a fresh process (:mod:`kdformer.report.memory`);
+    None for a model that is not saved in a folder or ONNX file, or off Linux."""
 
     if path is None:
         return None
     kind = "onnx" if isinstance(model, OnnxModel) else type(model).__name__
-    peaks = inference_peak_mib(path, kind, report.latency_seq_length, report.latency_batch_size)
+    peaks = inference_peak_mib(
+        path, kind, report.latency_seq_length, report.latency_batch_size, task
+    )
     return None if peaks is None else peaks["total_mib"]

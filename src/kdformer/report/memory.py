@@ -1,15 +1,16 @@
 """Peak memory of inference, measured in a fresh process.
 
 Resident memory is a process-wide figure, so each (model, length) runs alone: the child imports
-its libraries, reads its resident memory (the baseline), loads the model, builds the inputs,
-reads it again, runs one forward and reports its peak (``VmHWM`` of ``/proc/self/status``)
-minus each reading: ``total_mib`` is what serving the model costs (weights + the forward's
-activations and workspace), ``forward_mib`` the forward alone. The interpreter and libraries
+its libraries, reads its resident memory (the baseline), loads the model and the inputs (the
+task's example inputs, :meth:`kdformer.tasks.Task.example_inputs`, made by the parent and
+handed over in a file), reads it again, runs one forward and reports its peak (``VmHWM`` of
+``/proc/self/status``) minus each reading: ``total_mib`` is what serving the model costs
+(weights + the forward's activations and workspace), ``forward_mib`` the forward alone. The interpreter and libraries
 are left out of both. (``ru_maxrss`` is not used: it keeps the parent's peak across fork +
 exec.) A model class ``onnx`` runs an ONNX file with ONNX Runtime. Linux only; elsewhere the
 figures are None.
 
-    python -m kdformer.report.memory MODEL MODEL_CLASS LENGTH [BATCH]
+    python -m kdformer.report.memory MODEL MODEL_CLASS LENGTH INPUTS
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ import torch
 
 from kdformer.export.onnx import OnnxModel
 from kdformer.families import find_family
+from kdformer.features import model_inputs
 from kdformer.models import load_model
+from kdformer.tasks import Task, example_inputs
 
 STATUS = Path("/proc/self/status")
 
@@ -38,23 +42,32 @@ def status_kib(field: str) -> int:
 
 
 def forward_peak_mib(
-    model_dir: str | Path, model_class: str, length: int, batch: int = 1
+    model_dir: str | Path, model_class: str, length: int, batch: int = 1, task: Task | None = None
 ) -> float | None:
     """MiB one forward of ``batch`` x ``length`` tokens adds to a fresh process's memory."""
-    peaks = inference_peak_mib(model_dir, model_class, length, batch)
+    peaks = inference_peak_mib(model_dir, model_class, length, batch, task)
     return None if peaks is None else peaks["forward_mib"]
 
 
 def inference_peak_mib(
-    model_dir: str | Path, model_class: str, length: int, batch: int = 1
+    model_dir: str | Path,
+    model_class: str,
+    length: int,
+    batch: int = 1,
+    task: Task | None = None,
 ) -> dict[str, float] | None:
-    """``total_mib`` (weights + one forward of ``batch`` x ``length`` tokens) and
-    ``forward_mib`` (the forward alone) of a model in a fresh process; None off Linux."""
+    """``total_mib`` (weights + one forward of ``batch`` x ``length`` tokens of ``task``'s
+    example inputs) and ``forward_mib`` (the forward alone) of a model in a fresh process;
+    None off Linux."""
     if not STATUS.exists():
         return None
-    command = [sys.executable, "-m", "kdformer.report.memory", str(model_dir), model_class,
-               str(length), str(batch)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
+    inputs = example_inputs(task, _config(str(model_dir), model_class), batch, length)
+    with tempfile.TemporaryDirectory(prefix="kdformer-memory-") as folder:
+        path = Path(folder) / "inputs.pt"
+        torch.save(inputs, path)
+        command = [sys.executable, "-m", "kdformer.report.memory", str(model_dir), model_class,
+                   str(length), str(path)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(
             f"memory measurement of {model_dir} at {length} failed: {done.stderr[-800:]}"
@@ -62,18 +75,24 @@ def inference_peak_mib(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _load(model_dir: str, model_class: Any) -> tuple[torch.nn.Module, int]:
-    """The model and its vocabulary size."""
+def _config(model_dir: str, model_class: str) -> Any:
+    """The model's config (an ONNX file's is its folder's, as :func:`_load` reads it)."""
+    import transformers
+
+    folder = Path(model_dir).parent if model_class == "onnx" else Path(model_dir)
+    return transformers.AutoConfig.from_pretrained(str(folder))
+
+
+def _load(model_dir: str, model_class: Any) -> torch.nn.Module:
     import transformers
 
     if model_class is OnnxModel:
         config = transformers.AutoConfig.from_pretrained(str(Path(model_dir).parent))
-        return OnnxModel(model_dir, config, 0), int(config.vocab_size)
-    model = load_model(model_dir, model_class).eval()
-    return model, int(model.config.vocab_size)
+        return OnnxModel(model_dir, config, 0)
+    return load_model(model_dir, model_class).eval()
 
 
-def _main(model_dir: str, model_class: str, length: int, batch: int) -> None:
+def _main(model_dir: str, model_class: str, length: int, inputs_file: str) -> None:
     # Libraries and the model class are imported before the baseline: they are left out.
     import transformers
 
@@ -84,14 +103,11 @@ def _main(model_dir: str, model_class: str, length: int, batch: int) -> None:
     else:
         cls = getattr(transformers, model_class)
     baseline = status_kib("VmRSS")
-    model, vocab = _load(model_dir, cls)
+    model = _load(model_dir, cls)
     family = find_family(model) if model_class != "onnx" else None
     if family is not None:
         family.set_length(model, length)
-    ids = torch.randint(
-        min(1000, vocab // 2), vocab, (batch, length), generator=torch.Generator().manual_seed(0)
-    )
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    inputs = model_inputs(model, torch.load(inputs_file))
     before = status_kib("VmRSS")
     with torch.inference_mode():
         model(**inputs)
@@ -102,4 +118,4 @@ def _main(model_dir: str, model_class: str, length: int, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    _main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])

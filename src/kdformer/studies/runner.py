@@ -14,6 +14,7 @@ import yaml
 from kdformer import pipeline
 from kdformer.config import ModelConfig
 from kdformer.devices import resolve_device
+from kdformer.families import check_models
 from kdformer.models import load_model, load_tokenizer
 from kdformer.report import (
     ModelMeasurement,
@@ -74,6 +75,7 @@ class _Measurer:
                 task.load("eval"),
                 run.config.report,
                 run.config.distill.train.eval_batch_size,
+                pad_to=check_models([(model.config, "teacher")], task.config.max_length),
             )[0].to_dict()
             measured.update(
                 task=run.task,
@@ -119,6 +121,7 @@ class _Measurer:
         student = load_model(reference, task.model_class)
         tokenizer = load_tokenizer(reference)
         eval_raw = task.load("eval")
+        models = [(teacher.config, "teacher"), (student.config, "student")]
         metrics = evaluate_model(
             student,
             task,
@@ -127,6 +130,7 @@ class _Measurer:
             run.config.distill.train.eval_batch_size,
             device,
             f"evaluate {run.run_id}",
+            pad_to=check_models(models, task.config.max_length),
         )
         speeds = measure_latencies(
             [teacher, student],
@@ -135,6 +139,7 @@ class _Measurer:
             report_cfg.latency_repeats,
             report_cfg.latency_warmup,
             device,
+            task,
         )
         measured = [
             ModelMeasurement.of(

@@ -11,7 +11,7 @@ import difflib
 
 from kdformer.config.base import DataError, import_path
 from kdformer.config.tasks import TASK_CONFIGS, TaskConfig, TaskSection, task_type
-from kdformer.tasks.base import LabelledTask, Scorer, Task
+from kdformer.tasks.base import LabelledTask, Scorer, Task, example_inputs
 
 TASKS: dict[str, type[Task]] = {
     kind: import_path(config.implementation) for kind, config in TASK_CONFIGS.items()
@@ -39,5 +39,6 @@ __all__ = [
     "TaskConfig",
     "TaskSection",
     "build_task",
+    "example_inputs",
     "task_type",
 ]

@@ -1,10 +1,11 @@
 """The task contract: everything that differs between classification, NER, QA and raw text.
 
 A task owns its config section, reading its data formats, tokenisation (with alignment for
-token and span tasks), its collator, its model class, which outputs are distilled and which
-batch keys hold gold labels, turning model outputs into predictions, its metrics and its
-trivial baseline. The trainer, objective, report, pruning and studies only talk to this
-interface; none of them names a task.
+token and span tasks), its collator, its model class and the made-up batch such a model takes
+(:meth:`Task.example_inputs`), which outputs are distilled and which batch keys hold gold
+labels, turning model outputs into predictions, its metrics and its trivial baseline. The
+trainer, objective, report, pruning and studies only talk to this interface; none of them
+names a task.
 
 Every task's data go through three forms:
 
@@ -33,6 +34,7 @@ from kdformer.config.base import ConfigError, DataError
 from kdformer.config.tasks.base import TaskSection
 from kdformer.families import position_limit
 from kdformer.features import OutputSpec
+from kdformer.tasks.inputs import token_inputs
 
 if TYPE_CHECKING:
     import datasets
@@ -143,10 +145,6 @@ class Task(abc.ABC):
         self.seed = seed
         self.name = config.name.lower()
         self._splits: dict[str, datasets.Dataset] = {}
-        self.pad_to: int | None = None
-        """One length every batch is padded to, set when a model family needs it
-        (Nyströmformer's fixed length, BigBird's block-sparse minimum); None: each batch's own
-        longest input."""
 
     # ---- data -----------------------------------------------------------------------------
 
@@ -191,12 +189,31 @@ class Task(abc.ABC):
         drop = [c for c in self.side_columns if c in features.column_names]
         return features.remove_columns(drop) if drop else features
 
-    def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
-        """Pads each batch to its own longest feature, which is cheaper than padding everything
-        (or to :attr:`pad_to` when a model family needs one length)."""
+    def collator(
+        self, tokenizer: Any, purpose: Purpose = "train", pad_to: int | None = None
+    ) -> Any:
+        """Pads each batch to its own longest feature, which is cheaper than padding everything.
+        ``pad_to``: the one length (a multiple of it) every batch gets when the run's model
+        family needs one (Nyströmformer's fixed length, BigBird's block-sparse minimum); the
+        run knows it, from its models, not the task."""
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(right_padded(tokenizer), pad_to_multiple_of=self.pad_to)
+        return DataCollatorWithPadding(right_padded(tokenizer), pad_to_multiple_of=pad_to)
+
+    def example_inputs(
+        self,
+        model_config: Any,
+        batch_size: int,
+        length: int,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """A made-up batch of ``batch_size`` inputs of ``length`` (tokens) that a model of
+        this task with ``model_config`` takes: what latency, ONNX export, the memory probe and
+        estimate and the teacher cache's size probe run, so they never assume the inputs
+        themselves. Every entry a model of the task may take; callers keep those a given
+        model's forward names. Default: a text encoder's (:func:`token_inputs`); a task whose
+        models take other inputs overrides it."""
+        return token_inputs(model_config, batch_size, length, generator)
 
     @property
     def label_keys(self) -> tuple[str, ...]:
@@ -392,3 +409,17 @@ class LabelledTask(Task):
             kwargs = self.model_kwargs()
             model.config.id2label = kwargs["id2label"]
             model.config.label2id = kwargs["label2id"]
+
+
+def example_inputs(
+    task: Task | None,
+    model_config: Any,
+    batch_size: int,
+    length: int,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """``task``'s :meth:`Task.example_inputs`, or a text encoder's batch when the caller knows
+    no task (a bare model folder, the architecture explorer)."""
+    if task is None:
+        return token_inputs(model_config, batch_size, length, generator)
+    return task.example_inputs(model_config, batch_size, length, generator)

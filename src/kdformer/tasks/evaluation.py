@@ -23,10 +23,12 @@ def evaluate_model(
     device: torch.device | str,
     description: str = "evaluate",
     features: Any = None,
+    pad_to: int | None = None,
 ) -> dict[str, float]:
     """Task metrics of ``model`` on raw evaluation ``examples`` (tokenised with ``tokenizer``
     unless their ``features`` are given): batches through the model, outputs into the task's
-    scorer, which maps them back to examples (windows to words, spans to answers) and scores."""
+    scorer, which maps them back to examples (windows to words, spans to answers) and scores.
+    ``pad_to``: the run's one batch length, when its model family needs one."""
     if features is None:
         features = task.tokenize(examples, tokenizer, "eval")
     scorer = task.scorer(features, examples)
@@ -35,7 +37,7 @@ def evaluate_model(
     loader = DataLoader(
         task.model_features(features),
         batch_size=batch_size,
-        collate_fn=task.collator(tokenizer, "eval"),
+        collate_fn=task.collator(tokenizer, "eval", pad_to),
     )
     names = [o.name for o in task.outputs]
     for batch in tqdm(loader, desc=description, leave=False):

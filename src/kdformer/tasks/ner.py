@@ -467,11 +467,13 @@ class TokenClassificationTask(LabelledTask):
         )
         return tokenized if purpose == "eval" else self.model_features(tokenized)
 
-    def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
+    def collator(
+        self, tokenizer: Any, purpose: Purpose = "train", pad_to: int | None = None
+    ) -> Any:
         from transformers import DataCollatorForTokenClassification
 
         return DataCollatorForTokenClassification(
-            right_padded(tokenizer), pad_to_multiple_of=self.pad_to
+            right_padded(tokenizer), pad_to_multiple_of=pad_to
         )
 
     # ---- scoring -----------------------------------------------------------------------------

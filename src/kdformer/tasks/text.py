@@ -284,7 +284,9 @@ class TextTask(Task):
         self.static_masking = True
         return features.add_column("labels", [labels.tolist() for _, labels in masked])
 
-    def collator(self, tokenizer: Any, purpose: Purpose = "train") -> Any:
+    def collator(
+        self, tokenizer: Any, purpose: Purpose = "train", pad_to: int | None = None
+    ) -> Any:
         from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
         tokenizer = right_padded(tokenizer)
@@ -292,13 +294,13 @@ class TextTask(Task):
             return DataCollatorForLanguageModeling(
                 tokenizer,
                 mlm_probability=self.config.mlm_probability,
-                pad_to_multiple_of=self.pad_to,
+                pad_to_multiple_of=pad_to,
             )
         if self.mlm:
             from transformers import DataCollatorForTokenClassification
 
-            return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=self.pad_to)
-        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=self.pad_to)
+            return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to)
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to)
 
     def describe_data(self) -> str:
         parts = [f"{s} {len(d)} segments" for s, d in self._splits.items()]

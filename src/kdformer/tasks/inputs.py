@@ -1,0 +1,40 @@
+"""Example inputs: a batch of the shape and kind a task's model takes, without data.
+
+Latency, ONNX export, the memory probe, the memory estimate and the teacher cache's size probe
+all run a model on a made-up batch. They get it from :meth:`kdformer.tasks.Task.example_inputs`
+(one place per task), whose default for text encoders is :func:`token_inputs`; a caller that
+knows no task (a bare model folder) uses :func:`token_inputs` too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+FALLBACK_VOCAB = 1000
+"""Vocabulary size assumed for a model config that names none."""
+
+
+def token_inputs(
+    model_config: Any,
+    batch_size: int,
+    length: int,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """``batch_size`` x ``length`` random real-token ids with an all-ones attention mask and
+    zero token type ids: the batch every text encoder takes (callers keep the entries a model's
+    forward names, :func:`kdformer.features.model_inputs`).
+
+    Ids come from the upper part of the vocabulary (from 1000, or its upper half when it is
+    smaller), away from the special and padding tokens, so no row ends early or turns into a
+    padded one. ``generator``: where the ids come from (default: seeded with 0, so every caller
+    that passes none times and measures the same batch)."""
+    vocab = int(getattr(model_config, "vocab_size", None) or FALLBACK_VOCAB)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    ids = torch.randint(min(1000, vocab // 2), vocab, (batch_size, length), generator=generator)
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+    }
