@@ -24,8 +24,8 @@ from kdformer.config.tasks import (
 from kdformer.features import FeatureNeeds, model_inputs
 from kdformer.pipeline.budget import output_numel
 from kdformer.pipeline.export import check_batches, export_model, trace_batch
-from kdformer.pipeline.stages import distill_pad_length
 from kdformer.pipeline.teachers import teacher_signal
+from kdformer.pipeline.validation import distill_pad_length
 from kdformer.report.measure import measure_latencies
 from kdformer.report.memory import STATUS, inference_peak_mib
 from kdformer.tasks import build_task, example_inputs

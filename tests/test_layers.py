@@ -88,8 +88,8 @@ def map_entries(readme: str) -> set[str]:
     stack: list[tuple[int, str]] = []
     for line in lines[1:]:
         found = ENTRY.match(line)
-        if not found:
-            continue
+        if not found or not found["indent"] or found["name"] == "__init__.py":
+            continue  # unindented: outside src/kdformer; a package's __init__ is the package
         indent, name = len(found["indent"]), found["name"]
         while stack and stack[-1][0] >= indent:
             stack.pop()
@@ -118,8 +118,9 @@ def tree_entries() -> set[str]:
 def test_map_parser_reads_nested_packages():
     readme = (
         "x\n## Architecture\n\n```\nsrc/kdformer/\n  cli.py      the CLI\n  config/     sections\n"
-        "    base.py   the base\n    tasks/    task sections\n      qa.py   qa\n"
-        "  tasks/      the tasks\n              continued/ text\n  models.py   loading\n```\n## Next\n"
+        "    __init__.py  exports\n    base.py   the base\n    tasks/    task sections\n      qa.py   qa\n"
+        "  tasks/      the tasks\n              continued/ text\n  models.py   loading\nconfigs/  docs/\n```\n"
+        "## Next\n"
     )
     assert map_entries(readme) == {
         "cli.py",

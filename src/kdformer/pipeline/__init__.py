@@ -20,26 +20,20 @@ is saved; a run whose loss or weights become non-finite stops with its last good
 kept and nothing saved or scored; leftover checkpoints of an interrupted run are never
 silently discarded.
 
-Modules: ``stages`` (validate, finetune, general, distill, one_stage, evaluate, run),
-``teachers`` (loading and checking the teacher), ``two_stage`` (the configs of a two-stage run),
-``outputs`` (the folder layout, finished-model checks, atomic saves).
+Modules, one stage each: ``validation`` (everything checked before training),
+``conversion_stage``, ``finetuning``, ``distillation`` (distill, general, one_stage),
+``evaluation`` (the report), ``stages`` (the stage list and ``run``); beside them ``teachers``
+(loading and checking the teacher, its signal), ``two_stage`` (the configs of a two-stage run),
+``outputs`` (the folder layout, finished-model checks, atomic saves), ``budget`` (the memory
+estimate), ``plan`` (``--dry-run``), ``export`` (``kdformer export``).
 """
 
+from kdformer.pipeline.conversion_stage import convert_teacher
+from kdformer.pipeline.distillation import distill, general, one_stage
+from kdformer.pipeline.evaluation import evaluate, measure_models
+from kdformer.pipeline.finetuning import finetune
 from kdformer.pipeline.outputs import Paths, is_finished, save_atomically
-from kdformer.pipeline.stages import (
-    STAGES,
-    Stage,
-    convert_teacher,
-    default_stages,
-    distill,
-    evaluate,
-    finetune,
-    general,
-    measure_models,
-    one_stage,
-    run,
-    validate,
-)
+from kdformer.pipeline.stages import default_stages, run
 from kdformer.pipeline.teachers import (
     check_teacher,
     evaluate_teacher,
@@ -53,6 +47,7 @@ from kdformer.pipeline.two_stage import (
     one_stage_config,
     task_stage_config,
 )
+from kdformer.pipeline.validation import STAGES, Stage, validate
 
 __all__ = [
     "STAGES",

@@ -19,15 +19,15 @@ from kdformer.config import ExperimentConfig
 from kdformer.features import extract_features, resolve_layer_modules
 from kdformer.models import count_parameters, load_tokenizer
 from kdformer.pipeline.budget import with_head
-from kdformer.pipeline.stages import (
+from kdformer.pipeline.conversion_stage import source_teacher_config
+from kdformer.pipeline.teachers import teacher_reference
+from kdformer.pipeline.two_stage import task_stage_config
+from kdformer.pipeline.validation import (
     build_objective,
     distill_model_configs,
     distill_pad_length,
-    source_teacher_config,
-    task_stage_config,
     validate,
 )
-from kdformer.pipeline.teachers import teacher_reference
 
 
 def distill_plan(config: ExperimentConfig) -> list[str]:
