@@ -24,6 +24,7 @@ from transformers.trainer_callback import ExportableState
 
 from kdformer.config import ConfigError, TrainConfig
 from kdformer.features import MODEL_INPUTS, extract_features, prepare_model
+from kdformer.learning_curve import LearningCurve
 from kdformer.models import non_finite_parameters
 from kdformer.objective import DistillationObjective
 from kdformer.tasks.evaluation import evaluate_model
@@ -211,6 +212,13 @@ class TaskTrainer(Trainer):
         self.pad_to = pad_to
         self.add_callback(FiniteWeightsCallback())
         self.add_callback(TrainClock())
+
+    @property
+    def learning_curve(self) -> dict[str, Any] | None:
+        """The main metric against steps and the plateau verdict (None: nothing was scored
+        during training)."""
+        curves = [c for c in self.callback_handler.callbacks if isinstance(c, LearningCurve)]
+        return curves[0].record() if curves and curves[0].points else None
 
     @property
     def train_seconds(self) -> float:
@@ -404,6 +412,12 @@ def build_trainer(
     args.include_num_input_tokens_seen = "all"
     eval_examples = task.load("eval") if task is not None else None
     scored = evaluate and task is not None and train.eval_steps
+    if scored and task.main_metric:
+        curve = LearningCurve(
+            task.main_metric, train.plateau_window, train.plateau_gain, train.stop_at_plateau,
+            task.higher_is_better,
+        )  # fmt: skip
+        callbacks = [*callbacks, curve]
     return trainer_class(
         model=model,
         args=args,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kdformer.config.base import Section
 
@@ -56,6 +56,31 @@ class TrainConfig(Section):
     eval_steps: int | None = Field(
         None, gt=0, description="Evaluate on the eval set every this many steps (unset: at end)."
     )
+    stop_at_plateau: bool = Field(
+        False,
+        description="End training once the task's main metric has plateaued: the last "
+        "plateau_window of the steps added less than plateau_gain points to the best score "
+        "(checked at each evaluation; needs eval_steps). Every scored run records its learning "
+        "curve and this verdict in training.json either way.",
+    )
+    plateau_window: float = Field(
+        0.2, gt=0, lt=1, description="The share of the steps the plateau rule looks back over."
+    )
+    plateau_gain: float = Field(
+        0.5,
+        ge=0,
+        description="Points the last window must add for a run not to count as converged.",
+    )
+
+    @model_validator(mode="after")
+    def _plateau_needs_evaluations(self) -> TrainConfig:
+        if self.stop_at_plateau and self.eval_steps is None:
+            raise ValueError(
+                "stop_at_plateau judges the learning curve at each evaluation: set eval_steps "
+                "(e.g. a tenth of max_steps)"
+            )
+        return self
+
     save_steps: int = Field(500, gt=0, description="Write a resumable checkpoint every N steps.")
     save_total_limit: int = Field(2, gt=0, description="Checkpoints to keep.")
     dataloader_num_workers: int = Field(0, ge=0, description="Data-loading worker processes.")

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from kdformer import distributed
 from kdformer.config import ConfigError, ExperimentConfig, dump_config
+from kdformer.learning_curve import describe_curve
 from kdformer.models import non_finite_parameters
 from kdformer.training import (
     TaskTrainer,
@@ -206,6 +207,10 @@ def write_training_record(trainer: TaskTrainer, folder: Path, teacher_signal: An
         "epochs": state.epoch,
         "train_seconds": round(trainer.train_seconds, 3),  # tiny runs take under 0.05 s
     }
+    curve = trainer.learning_curve
+    if curve is not None:
+        record["learning_curve"] = curve
+        console.print(f"learning curve: {describe_curve(curve)}")
     signals = getattr(teacher_signal, "signals", {"main": teacher_signal})
     caches = {i: s.record() for i, s in signals.items() if hasattr(s, "record")}
     if caches:
