@@ -405,6 +405,16 @@ def test_families_say_where_positions_start_and_so_the_usable_length():
     roberta = transformers.RobertaConfig(max_position_embeddings=514, pad_token_id=1)
     nystrom = transformers.NystromformerConfig(max_position_embeddings=514)
     bert = transformers.BertConfig(max_position_embeddings=512)
-    assert [position_limit(c) for c in (roberta, nystrom, bert)] == [512, 512, 512]
+    # Nyströmformer's table holds max_position_embeddings + 2 rows: all 514 positions usable
+    assert [position_limit(c) for c in (roberta, nystrom, bert)] == [512, 514, 512]
+    small = transformers.NystromformerConfig(
+        max_position_embeddings=16, hidden_size=8, num_attention_heads=2, num_hidden_layers=1,
+        intermediate_size=8, segment_means_seq_len=16, num_landmarks=4, vocab_size=20,
+    )  # fmt: skip
+    model = transformers.NystromformerModel(small).eval()
+    ids = torch.ones(1, position_limit(small), dtype=torch.long)
+    assert model(input_ids=ids).last_hidden_state.shape[1] == 16
+    with pytest.raises((IndexError, RuntimeError)):
+        model(input_ids=torch.ones(1, 17, dtype=torch.long))
     longformer = transformers.LongformerConfig(max_position_embeddings=4098, pad_token_id=1)
     assert position_limit(longformer) == 4096

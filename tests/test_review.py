@@ -92,7 +92,8 @@ def test_review_of_every_architecture_writes_table_json_and_plots(tiny_teacher, 
     # (5 + 2 x 1) x 4 = 28 tokens: both lengths run block-sparse, so no fallback is noted
     assert not bigbird["notes"]
     table = (out / "review.md").read_text()
-    assert "| longformer |" in table and "ms @ 64 T / S" in table
+    assert "| longformer |" in table and "@ 64: ms T / S, time saved, speed-up" in table
+    assert all(c["teacher_training"]["steps"] == 2 for c in data["cells"])
     assert (out / "latency.png").stat().st_size > 0
     assert (out / "retention_speedup.png").stat().st_size > 0
     # each run is a real convert-then-distill run
@@ -113,3 +114,54 @@ def test_bad_review_files_are_refused(tmp_path):
                                     "reference": "full"}))  # fmt: skip
     with pytest.raises(ConfigError, match="reference 'full' is not an architecture"):
         load_review(path)
+
+
+def test_review_table_compares_teachers_and_gives_time_saved_at_every_length(tmp_path):
+    """Hand-computed: the longformer teacher scores 0.45 against the full teacher's 0.50
+    (90.0%); its student's 400 ms against its teacher's 1000 ms at 64 tokens saves 60.0%
+    (2.50x) and against the full teacher's 1600 ms 75.0% (4.00x)."""
+    from kdformer.config.review import ReviewConfig
+    from kdformer.review import render_markdown, time_reduction_pct
+
+    def cell(arch, teacher, student, t_ms, s_ms, training=None):
+        return {
+            "task": "sst2", "architecture": arch, "main_metric": "accuracy",
+            "teacher_metric": teacher, "student_metric": student,
+            "retention_pct": 100 * student / teacher, "retention_meaningful": True,
+            "teacher_parameters": 2e6, "student_parameters": 1e6, "seed": 7,
+            "teacher_latency_ms": {"32": t_ms / 2, "64": t_ms},
+            "student_latency_ms": {"32": s_ms / 2, "64": s_ms},
+            "teacher_peak_mib": {}, "student_peak_mib": {}, "notes": {},
+            "teacher_training": training, "student_training": None,
+        }  # fmt: skip
+
+    curve = {"steps": 300, "train_seconds": 600.0, "last_window_gain": 0.31, "plateau": True}
+    result = {
+        "reference": "full",
+        "cells": [
+            cell("full", 0.50, 0.49, 1600.0, 800.0, curve),
+            cell("longformer", 0.45, 0.45, 1000.0, 400.0),
+        ],
+    }
+    review = ReviewConfig.model_validate(
+        {
+            "output_dir": str(tmp_path),
+            "base": "base.yaml",
+            "lengths": [32, 64],
+            "architectures": [
+                {"name": "full", "convert": {"to": "full"}},
+                {"name": "longformer", "convert": {"to": "longformer", "window": 16}},
+            ],
+            "tasks": [{"name": "sst2"}],
+        }  # fmt: skip
+    )
+    table = render_markdown(review, result)
+    assert time_reduction_pct(1000.0, 400.0) == pytest.approx(60.0)
+    assert "| full | 50.00 | 100.0% | 49.00 | 98.0% | +0.31 (plateau) | 10.0 / - |" in table
+    assert "| longformer | 45.00 | 90.0% | 45.00 | 100.0% | not judged | - / - |" in table
+    assert (
+        "| longformer | 500 / 200, 60.0%, 2.50x | 1000 / 400, 60.0%, 2.50x | 75.0%, 4.00x |"
+        in table
+    )
+    assert "| full | 800 / 400, 50.0%, 2.00x | 1600 / 800, 50.0%, 2.00x | 50.0%, 2.00x |" in table
+    assert "Seed: 7." in table

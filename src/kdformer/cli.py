@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -642,6 +643,18 @@ def config_reference(
         sys.stdout.write(text)
     else:
         output.write_text(text, encoding="utf-8")
+
+
+def _unwrap_help(*apps: typer.Typer) -> None:
+    """Command help comes from docstrings wrapped at 100 columns; joined back into paragraphs
+    so the terminal wraps them to its own width."""
+    for one in apps:
+        for command in one.registered_commands:
+            doc = command.help or inspect.getdoc(command.callback) or ""
+            command.help = re.sub(r"(?<!\n)\n(?!\n)", " ", doc)
+
+
+_unwrap_help(app, config_app)
 
 
 def main() -> None:

@@ -77,6 +77,9 @@ def run_review(
                 "teacher_parameters": rows["teacher"]["parameters"],
                 "student_parameters": rows["student"]["parameters"],
                 "output_dir": str(config.output_dir),
+                "seed": config.seed,
+                "teacher_training": training_summary(Paths(config.output_dir).teacher),
+                "student_training": training_summary(Paths(config.output_dir).student),
             }
         )
     for task in review.tasks:
@@ -84,6 +87,24 @@ def run_review(
     result = {"lengths": review.lengths, "reference": review.reference, "cells": cells}
     write_review(review, result)
     return result
+
+
+def training_summary(folder: Path) -> dict[str, Any] | None:
+    """What training a model cost and how far from its plateau it stopped (its
+    ``training.json``): steps, seconds, and the learning curve's last-window gain."""
+    record_file = folder / "training.json"
+    if not record_file.is_file():
+        return None
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    curve = record.get("learning_curve") or {}
+    return {
+        "steps": record.get("steps"),
+        "train_seconds": record.get("train_seconds"),
+        "curve_metric": curve.get("metric"),
+        "curve_points": curve.get("points"),
+        "last_window_gain": curve.get("last_window_gain"),
+        "plateau": curve.get("plateau"),
+    }
 
 
 def measure_task(
@@ -126,28 +147,59 @@ def measure_task(
 # --------------------------------------------------------------------------------------------
 
 
-def _speedups(result: dict[str, Any], cell: dict[str, Any], length: int) -> tuple[float, float]:
-    """Student speed-up at ``length`` vs its own teacher and vs the reference teacher."""
-    key = str(length)
-    ref = next(
+def reference_cell(result: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
+    """The cell of the reference (full-attention) architecture on the same task."""
+    return next(
         c for c in result["cells"]
         if c["task"] == cell["task"] and c["architecture"] == result["reference"]
     )  # fmt: skip
+
+
+def _speedups(result: dict[str, Any], cell: dict[str, Any], length: int) -> tuple[float, float]:
+    """Student speed-up at ``length`` vs its own teacher and vs the reference teacher."""
+    key = str(length)
+    ref = reference_cell(result, cell)
     own = cell["teacher_latency_ms"][key] / cell["student_latency_ms"][key]
     vs_ref = ref["teacher_latency_ms"][key] / cell["student_latency_ms"][key]
     return own, vs_ref
 
 
+def time_reduction_pct(before_ms: float, after_ms: float) -> float:
+    """Inference time saved, in % of ``before`` (Brown et al.'s form: 57.8% = 2.37x)."""
+    return 100.0 * (1.0 - after_ms / before_ms)
+
+
+def _convergence(training: dict[str, Any] | None) -> str:
+    """A teacher's distance from its plateau, for the table: the last fifth's gain."""
+    if not training or training.get("plateau") is None:
+        return "not judged"
+    gain = training["last_window_gain"]
+    return f"+{gain:.2f} ({'plateau' if training['plateau'] else 'rising'})"
+
+
+def _minutes(training: dict[str, Any] | None) -> str:
+    if not training or training.get("train_seconds") is None:
+        return "-"
+    return f"{training['train_seconds'] / 60:.1f}"
+
+
 def render_markdown(review: ReviewConfig, result: dict[str, Any]) -> str:
     longest = max(review.lengths)
+    reference = result["reference"]
     lines = [
         "# Performance review: efficient attention, distilled",
         "",
         f"Each row: the teacher converted to the architecture (positions to {longest}), "
         "fine-tuned on the task, distilled into the student of the base experiment. Latency: "
         f"batch {review.latency_batch_size}, median of {review.latency_repeats} round-robin "
-        "rounds, CPU; memory: peak a forward adds, fresh process. Speed-ups are the student's, "
-        f"at {longest} tokens, vs its own teacher and vs the {result['reference']} teacher.",
+        "rounds, CPU; memory: peak a forward adds, fresh process.",
+        "",
+        f"Quality: *vs {reference}* is each teacher against the {reference}-attention teacher "
+        "(what the efficient attention costs or gains); *retention* is the student against its "
+        "own teacher; *last fifth* is what the last fifth of the teacher's fine-tuning steps "
+        "added to its best dev score (plateau: under the run's threshold, 0.5 points by "
+        "default; not judged: no evaluation during training). Speed: the student's inference "
+        "time reduction against its own teacher, with the speed-up, at every length.",
         "",
     ]
     for task in review.tasks:
@@ -156,16 +208,17 @@ def render_markdown(review: ReviewConfig, result: dict[str, Any]) -> str:
         lines += [
             f"## {task.name} ({metric})",
             "",
-            "| architecture | teacher | student | retention | params T / S (M) | "
-            + " | ".join(f"ms @ {n} T / S" for n in review.lengths)
-            + f" | speed-up vs own teacher | vs {result['reference']} teacher | peak MiB @ {longest} T / S |",
-            "|---|---|---|---|---|" + "---|" * len(review.lengths) + "---|---|---|",
+            f"| architecture | teacher | vs {reference} | student | retention | teacher last "
+            "fifth | train min T / S | params T / S (M) | "
+            f"peak MiB @ {longest} T / S |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for c in cells:
-            own, vs_ref = _speedups(result, c, longest)
-            times = " | ".join(
-                f"{c['teacher_latency_ms'][str(n)]:.0f} / {c['student_latency_ms'][str(n)]:.0f}"
-                for n in review.lengths
+            ref = reference_cell(result, c)
+            vs_ref = (
+                f"{100 * c['teacher_metric'] / ref['teacher_metric']:.1f}%"
+                if ref["teacher_metric"]
+                else "-"
             )
             peak_t = c["teacher_peak_mib"].get(str(longest))
             peak_s = c["student_peak_mib"].get(str(longest))
@@ -173,12 +226,41 @@ def render_markdown(review: ReviewConfig, result: dict[str, Any]) -> str:
             retention = f"{c['retention_pct']:.1f}%" if c["retention_pct"] is not None else "-"
             if not c["retention_meaningful"]:
                 retention += " (teacher near baseline)"
+            teacher_run, student_run = c.get("teacher_training"), c.get("student_training")
             lines.append(
-                f"| {c['architecture']} | {100 * c['teacher_metric']:.2f} | "
-                f"{100 * c['student_metric']:.2f} | {retention} | "
+                f"| {c['architecture']} | {100 * c['teacher_metric']:.2f} | {vs_ref} | "
+                f"{100 * c['student_metric']:.2f} | {retention} | {_convergence(teacher_run)} | "
+                f"{_minutes(teacher_run)} / {_minutes(student_run)} | "
                 f"{c['teacher_parameters'] / 1e6:.1f} / {c['student_parameters'] / 1e6:.1f} | "
-                f"{times} | {own:.2f}x | {vs_ref:.2f}x | {memory} |"
+                f"{memory} |"
             )
+        lines += [
+            "",
+            "| architecture | "
+            + " | ".join(f"@ {n}: ms T / S, time saved, speed-up" for n in review.lengths)
+            + f" | student vs {reference} teacher @ {longest} |",
+            "|---|" + "---|" * len(review.lengths) + "---|",
+        ]
+        for c in cells:
+            timing = []
+            for n in review.lengths:
+                teacher_ms = c["teacher_latency_ms"][str(n)]
+                student_ms = c["student_latency_ms"][str(n)]
+                timing.append(
+                    f"{teacher_ms:.0f} / {student_ms:.0f}, "
+                    f"{time_reduction_pct(teacher_ms, student_ms):.1f}%, "
+                    f"{teacher_ms / student_ms:.2f}x"
+                )
+            ref_ms = reference_cell(result, c)["teacher_latency_ms"][str(longest)]
+            student_ms = c["student_latency_ms"][str(longest)]
+            lines.append(
+                f"| {c['architecture']} | " + " | ".join(timing)
+                + f" | {time_reduction_pct(ref_ms, student_ms):.1f}%, "
+                f"{ref_ms / student_ms:.2f}x |"
+            )  # fmt: skip
+        seeds = sorted({c.get("seed") for c in cells if c.get("seed") is not None})
+        if seeds:
+            lines += ["", f"Seed{'s' if len(seeds) > 1 else ''}: {', '.join(map(str, seeds))}."]
         notes = [f"{c['architecture']} {k}: {v}" for c in cells for k, v in c["notes"].items()]
         if notes:
             lines += ["", "Notes: " + "; ".join(notes) + "."]

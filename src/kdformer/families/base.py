@@ -185,6 +185,11 @@ class ModelFamily:
             return int(getattr(config, "pad_token_id", 1) or 0) + 1
         return 0
 
+    def usable_positions(self, config: Any) -> int:
+        """The longest input a model of this family takes: its ``max_position_embeddings``
+        less the rows before the first position."""
+        return int(config.max_position_embeddings) - self.position_offset(config)
+
     def position_table(self) -> str:
         """The weight of the absolute position embeddings, from the base model."""
         return f"{self.embeddings}.position_embeddings.weight"
@@ -355,4 +360,4 @@ def position_limit(config: Any) -> int | None:
     ):
         return None
     family = find_family(config)
-    return limit - (family.position_offset(config) if family is not None else 0)
+    return family.usable_positions(config) if family is not None else limit

@@ -85,6 +85,10 @@ class NystromformerFamily(ModelFamily):
         """Its embedding table adds the two rows before the first position itself."""
         return length
 
+    def usable_positions(self, config: Any) -> int:
+        """All of ``max_position_embeddings``: the two rows before them come on top."""
+        return int(config.max_position_embeddings)
+
     def converted_weight_source(self, key: str) -> str | None:
         """The optional depthwise convolution over values starts at zero."""
         return None if key.endswith("attention.self.conv.weight") else key
