@@ -418,3 +418,33 @@ def test_families_say_where_positions_start_and_so_the_usable_length():
         model(input_ids=torch.ones(1, 17, dtype=torch.long))
     longformer = transformers.LongformerConfig(max_position_embeddings=4098, pad_token_id=1)
     assert position_limit(longformer) == 4096
+
+
+def test_block_sparse_bigbird_trains_under_bf16_autocast():
+    """transformers' block-sparse attention fails under autocast (float32 softmax weights
+    scattered into a bf16 map); the family runs that module in float32, so a bf16 step works
+    and agrees with the float32 forward to bf16 precision."""
+    import transformers
+
+    from kdformer.models import prepare_family
+
+    config = transformers.BigBirdConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=128, block_size=8, num_random_blocks=1,
+        attention_type="block_sparse",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = prepare_family(transformers.BigBirdForTokenClassification(config))
+    ids = torch.randint(0, 50, (2, 128), generator=torch.Generator().manual_seed(0))
+    model.eval()  # no dropout; random blocks fixed in eval mode
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(input_ids=ids).logits
+    assert torch.allclose(mixed.float(), full, atol=0.05), (mixed.float() - full).abs().max()
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=torch.zeros(2, 128, dtype=torch.long)).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.classifier.weight.grad is not None
+    assert not torch.is_autocast_enabled("cpu")  # every hook restored what it changed

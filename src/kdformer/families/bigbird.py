@@ -6,11 +6,20 @@ longer than ``(5 + 2 * num_random_blocks) * block_size`` tokens; measuring or di
 would be measuring the wrong model, so such settings are refused before training, and
 block-sparse models are fed batches padded to ``max_length`` (a short batch would fall back).
 Attention knowledge needs full attention: block-sparse maps include random blocks that
-differ from call to call."""
+differ from call to call.
+
+Under autocast (``mixed_precision: bf16``/``fp16``) transformers' block-sparse attention fails
+(``scatter(): Expected self.dtype to be equal to src.dtype``: it assembles the attention map
+from float32 softmax weights into a half-precision tensor), so :meth:`BigBirdFamily.prepare`
+runs each block-sparse attention module with autocast off, in float32; the rest of the model
+keeps mixed precision."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import torch
+from torch import nn
 
 from kdformer.config.base import ConfigError
 from kdformer.families.base import ModelFamily
@@ -50,6 +59,41 @@ class BigBirdFamily(ModelFamily):
 
     def fixed_length(self, config: Any, max_length: int) -> int | None:
         return max_length if block_sparse(config) else None
+
+    def prepare(self, model: nn.Module) -> None:
+        if getattr(model, "_kdformer_bigbird_fp32", False) or not block_sparse(model.config):
+            return
+        for layer in self.layer_list(model):
+            attention = layer.get_submodule("attention.self")
+            attention.register_forward_pre_hook(_autocast_off, with_kwargs=True)
+            attention.register_forward_hook(_autocast_restore, always_call=True)
+        model._kdformer_bigbird_fp32 = True
+
+
+def _autocast_off(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """Before a block-sparse attention: autocast off (if on), its inputs in float32."""
+    device = next(module.parameters()).device.type
+    if not torch.is_autocast_enabled(device):
+        module._kdformer_autocast = None
+        return None
+    off = torch.autocast(device, enabled=False)
+    off.__enter__()
+    module._kdformer_autocast = off
+
+    def widen(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.float()
+        return value
+
+    return tuple(widen(a) for a in args), {k: widen(v) for k, v in kwargs.items()}
+
+
+def _autocast_restore(module: nn.Module, args: tuple, output: Any) -> None:
+    """After it (also when it raised): autocast as it was."""
+    off = getattr(module, "_kdformer_autocast", None)
+    if off is not None:
+        module._kdformer_autocast = None
+        off.__exit__(None, None, None)
 
 
 BIGBIRD = register_family(
