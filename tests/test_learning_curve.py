@@ -54,8 +54,9 @@ def evaluate_all(callback: LearningCurve, points, state=None):
     stopped_at = None
     for step, value in points:
         state.global_step = step
-        state.log_history.append({"step": step, "eval_accuracy": value})
-        callback.on_evaluate(None, state, control, metrics={"eval_accuracy": value})
+        # the task's metrics are fractions; the curve holds points (x 100)
+        state.log_history.append({"step": step, "eval_accuracy": value / 100})
+        callback.on_evaluate(None, state, control, metrics={"eval_accuracy": value / 100})
         if control.should_training_stop:
             stopped_at = step
             break
@@ -68,7 +69,7 @@ def test_callback_stops_a_run_at_its_plateau_and_saves_there():
     # at step 300: best up to 240 is 70, best 78: +8; at 400: best up to 320 is 78, +0.2 < 0.5
     assert stopped_at == 400 and control.should_save
     assert callback.record()["stopped_at_plateau"] == 400
-    assert callback.record()["points"] == [[s, v] for s, v in FLAT[:4]]
+    assert callback.record()["points"] == [[s, v] for s, v in FLAT[:4]]  # rounded to 4 places
 
 
 def test_callback_only_records_without_stop_at_plateau():
@@ -88,15 +89,15 @@ def test_callback_waits_for_min_points():
 def test_resumed_run_rebuilds_its_curve_from_the_log_history():
     state = TrainerState()
     state.log_history = [
-        {"step": 100, "eval_accuracy": 60.0},
+        {"step": 100, "eval_accuracy": 0.60},
         {"step": 100, "loss": 0.7},
-        {"step": 200, "eval_accuracy": 70.0},
+        {"step": 200, "eval_accuracy": 0.70},
     ]
     callback = LearningCurve("accuracy")
     callback.on_train_begin(None, state, TrainerControl())
-    assert callback.points == [(100, 60.0), (200, 70.0)]
+    assert [(s, round(v, 6)) for s, v in callback.points] == [(100, 60.0), (200, 70.0)]
     evaluate_all(callback, [(300, 75.0)], state)
-    assert callback.points == [(100, 60.0), (200, 70.0), (300, 75.0)]
+    assert [(s, round(v, 6)) for s, v in callback.points] == [(100, 60.0), (200, 70.0), (300, 75.0)]
 
 
 def test_stop_at_plateau_needs_eval_steps():
@@ -134,4 +135,7 @@ def test_finetune_stops_at_its_plateau_and_records_the_curve(tiny_teacher, tmp_p
     assert record["steps"] == 6 and curve["stopped_at_plateau"] == 6
     assert [step for step, _ in curve["points"]] == [2, 4, 6]
     assert curve["metric"] == "accuracy" and curve["plateau"] is True
-    assert all(0 <= value <= 100 for _, value in curve["points"])
+    # points: 100 x accuracy, so every value is a multiple of 100/32 (32 eval sentences)
+    assert all(
+        abs(value * 32 / 100 - round(value * 32 / 100)) < 1e-3 for _, value in curve["points"]
+    )

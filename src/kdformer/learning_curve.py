@@ -4,7 +4,8 @@ how far from converged it stopped, and can stop itself once it has converged.
 
 The plateau rule: the best score of the whole run exceeds the best score reached by the end of
 its first four fifths (``1 - window``) by less than ``min_gain`` points. A curve too short to
-have a point at or before that step has no verdict yet."""
+have a point at or before that step has no verdict yet. Scores are in points: the task's
+metrics are fractions (accuracy 0.875), so the callback records 100 x the metric (87.5)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def describe_curve(record: dict[str, Any]) -> str:
 
 
 class LearningCurve(TrainerCallback):
-    """Records ``eval_<metric>`` at every evaluation; with ``stop_at_plateau``, ends training
+    """Records ``eval_<metric>`` (times ``scale``: points) at every evaluation; with ``stop_at_plateau``, ends training
     once the plateau rule holds (after at least ``min_points`` evaluations). A resumed run
     rebuilds its curve from the checkpoint's log history, so the curve spans every part."""
 
@@ -90,8 +91,10 @@ class LearningCurve(TrainerCallback):
         stop_at_plateau: bool = False,
         higher_is_better: bool = True,
         min_points: int = 3,
+        scale: float = 100.0,
     ):
         self.metric = metric
+        self.scale = scale
         self.window = window
         self.min_gain = min_gain
         self.stop_at_plateau = stop_at_plateau
@@ -102,7 +105,9 @@ class LearningCurve(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         key = f"eval_{self.metric}"
-        logged = {int(e["step"]): float(e[key]) for e in state.log_history if key in e}
+        logged = {
+            int(e["step"]): self.scale * float(e[key]) for e in state.log_history if key in e
+        }
         self.points = sorted(logged.items())
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -110,7 +115,7 @@ class LearningCurve(TrainerCallback):
         if value is None:
             return
         self.points = [p for p in self.points if p[0] != state.global_step]
-        self.points.append((state.global_step, float(value)))
+        self.points.append((state.global_step, self.scale * float(value)))
         if not self.stop_at_plateau or len(self.points) < self.min_points:
             return
         gain = last_window_gain(self.points, self.window, self.higher_is_better)
