@@ -342,3 +342,22 @@ def test_general_section_takes_a_text_task(write_yaml):
     assert [k.type for k in config.general.knowledge] == ["hidden", "qkv_relations"]
     with pytest.raises(ConfigError, match=r"general.task.doc_stride"):
         load_config(None, ["general={task: {files: corpus, doc_stride: 3}}"])
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(write_yaml):
+    text = "seed: 1\ndistill:\n  hard_label_weight: 0.3\nstudent:\n  num_layers: 2\ndistill:\n  cache: true\n"
+    with pytest.raises(ConfigError, match=r"key 'distill' is given twice .*lines 2 and 6.*Merge"):
+        load_config(write_yaml(text))
+    nested = "distill:\n  train:\n    batch_size: 8\n    batch_size: 16\n"
+    with pytest.raises(ConfigError, match=r"'batch_size' is given twice .*lines 3 and 4"):
+        load_config(write_yaml(nested))
+
+
+def test_a_section_switched_on_by_shorthand_keeps_its_fields_in_either_order(tmp_path):
+    cache_dir = tmp_path / "cache"
+    on_then_dir = load_config(None, ["distill.cache=true", f"distill.cache.dir={cache_dir}"])
+    dir_then_on = load_config(None, [f"distill.cache.dir={cache_dir}", "distill.cache=true"])
+    for config in (on_then_dir, dir_then_on):
+        assert config.distill.cache.enabled is True and config.distill.cache.dir == cache_dir
+    off = load_config(None, ["export=true", "export.opset=18", "export=false"])
+    assert off.export.enabled is False and off.export.opset == 18

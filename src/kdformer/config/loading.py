@@ -20,6 +20,39 @@ from kdformer.config.messages import (
 )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last silently: a second ``distill:`` would drop the first without a word)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(
+                f"key '{key}' is given twice in one mapping (lines {seen[key]} and {line}); YAML "
+                "would keep only the second. Merge them into one"
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's data; a clear error for invalid YAML or a key given twice, naming the
+    file (and the lines)."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (['a','b'], parsed value). Values are YAML: 3, 0.5, true, [1,2], null."""
     if "=" not in text:
@@ -73,15 +106,31 @@ def apply_overrides(
                 raise ConfigError(
                     f"override '{text}': unknown key '{dotted}'{suggest_key(model, part)}"
                 )
-            if last:
-                node[part] = value
-                break
             field = model.model_fields[part] if model is not None else None
-            if not isinstance(node.get(part), (dict, list)):
+            switched = _switched_section(field)
+            if last:
+                if switched and isinstance(value, bool) and isinstance(node.get(part), dict):
+                    node[part] = {**node[part], "enabled": value}  # keep its other fields
+                else:
+                    node[part] = value
+                break
+            if switched and isinstance(node.get(part), bool):
+                node[part] = {"enabled": node[part]}  # `cache=true` then `cache.dir=...`
+            elif not isinstance(node.get(part), (dict, list)):
                 node[part] = _default_data(field)
             node = node[part]
             model = section_class(field.annotation, node) if field is not None else None
     return data
+
+
+def _switched_section(field: Any) -> bool:
+    """Whether a field is a section with an ``enabled`` switch that ``true``/``false`` stands
+    for (``distill.cache: true``, ``export: false``), so overrides of the shorthand and of
+    the section's fields combine instead of replacing each other."""
+    if field is None:
+        return False
+    cls = section_class(field.annotation, {})
+    return cls is not None and "enabled" in cls.model_fields
 
 
 def _default_data(field: Any) -> Any:
@@ -110,10 +159,7 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         source = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        loaded = read_yaml(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -139,10 +185,7 @@ def load_section_file(path: str | Path, cls: type[BaseModel], what: str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{cls.__name__.removesuffix('Config').lower()} file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping ({what})")
     try:

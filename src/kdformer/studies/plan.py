@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from kdformer import pipeline
@@ -23,6 +22,7 @@ from kdformer.config import (
     ModelConfig,
     apply_overrides,
 )
+from kdformer.config.loading import read_yaml
 from kdformer.config.messages import format_validation_error
 from kdformer.config.study import (
     StudyConfig,
@@ -138,10 +138,7 @@ def _base_data(study: StudyConfig, folder: Path) -> tuple[dict[str, Any], str]:
             f"study '{study.name}': base config not found: {path} (base is relative to the study "
             "file's folder)"
         )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config sections at the top level")
     return data, str(path)
