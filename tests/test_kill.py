@@ -144,3 +144,40 @@ def test_a_swap_killed_between_its_renames_puts_the_finished_model_back(tmp_path
     (tmp_path / "student.partial").mkdir()  # the new one, not renamed in yet
     assert start_mode(final, tmp_path / "checkpoints", False, False) == "skip"
     assert is_finished(final) and not (tmp_path / "student.previous").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_says_what_was_kept_and_resume_survives_a_checkpoint_without_weights(
+    tiny_teacher, tmp_path
+):
+    """SIGTERM (docker stop, a scheduler) ends the run as Ctrl-C does, exit 143 with the
+    command that resumes; the newest checkpoint then loses its weights, and --resume falls
+    back to the one before it (saying so) and finishes."""
+    path = config(tmp_path, tiny_teacher, "term")
+    process = subprocess.Popen(
+        command(path), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    checkpoints = tmp_path / "term" / "checkpoints" / "student"
+    deadline = time.time() + 300
+    while not (checkpoints / "checkpoint-6" / "trainer_state.json").is_file():
+        assert process.poll() is None, "the run ended before it could be stopped"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    text = " ".join(stderr.split())
+    assert "terminated (SIGTERM)" in text and "--resume" in text.split("Continue with:")[1]
+    written = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    newest, before = written[-1], written[-2]
+    (newest / "model.safetensors").unlink()
+    result = subprocess.run(
+        command(path, "--resume"), env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = " ".join(result.stderr.split())
+    assert (
+        f"{newest} cannot be resumed from (its weights are missing); resuming from {before.name}"
+        in said
+    )
+    assert (tmp_path / "term" / "student" / "model.safetensors").is_file()

@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -121,12 +122,23 @@ SHARDED_COMMANDS = ("run", "finetune", "distill")
 """The commands that train, and so can spread over several processes."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``docker stop``, a spot instance reclaimed), raised where the
+    process is, so it unwinds as Ctrl-C does."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 @contextmanager
 def explain_interrupt(output_dir: Path) -> Iterator[None]:
-    """Ctrl-C ends a training command with what was kept and the command that resumes it."""
+    """Ctrl-C or SIGTERM ends a training command with what was kept and the command that
+    resumes it; exit code 130 (Ctrl-C) or 143 (SIGTERM), as shells report them."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         import shlex
 
         from kdformer.pipeline.outputs import Paths, is_finished
@@ -141,8 +153,10 @@ def explain_interrupt(output_dir: Path) -> Iterator[None]:
         last = [str(c) for c in (latest_checkpoint(f) for f in folders) if c is not None]
         again = [a for a in sys.argv[1:] if a != "--overwrite"]
         again += [] if "--resume" in again else ["--resume"]
+        terminated = isinstance(stop, Terminated)
         err.print(
-            "[bold yellow]interrupted.[/] Kept: finished models "
+            f"[bold yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}.[/] Kept: "
+            "finished models "
             + (", ".join(finished) if finished else "none")
             + "; checkpoints "
             + (", ".join(last) if last else "none yet (nothing to resume from)")
@@ -151,7 +165,9 @@ def explain_interrupt(output_dir: Path) -> Iterator[None]:
             soft_wrap=True,
             markup=True,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if terminated else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.callback()

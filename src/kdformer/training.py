@@ -10,6 +10,7 @@ a diverged run before it writes a non-finite checkpoint.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
@@ -440,6 +442,17 @@ def run_training(
     raises :class:`TrainingDiverged` naming the last good checkpoint and what to change in the
     ``setting`` section."""
     last = latest_checkpoint(checkpoints) if resume else None
+    if resume:
+        for newer in checkpoints_newest_first(checkpoints):
+            if newer == last:
+                break
+            print(
+                f"note: {newer} cannot be resumed from ({checkpoint_problem(newer)}); resuming "
+                f"from {last.name if last else 'the start (no complete checkpoint)'}",
+                file=sys.stderr,
+            )
+        if last is not None:
+            check_checkpoint_fits(trainer.model, last)
     if trainer.args.device.type == "cpu":
         keep_freed_memory()
     try:
@@ -474,11 +487,67 @@ def gathered_state_dict(trainer: Trainer, prefix: str = "") -> dict[str, torch.T
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest ``checkpoint-N`` folder with a trainer state, or None."""
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+"""A checkpoint's weights as the Trainer writes them (sharded runs write other layouts)."""
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a ``checkpoint-N`` folder cannot be resumed from (no trainer state, no weights,
+    unreadable weights), or None when it can."""
+    if not (folder / "trainer_state.json").is_file():
+        return "it has no trainer_state.json"
+    sharded = any(folder.glob("pytorch_model_fsdp*")) or any(folder.glob("global_step*"))
+    present = [name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not present and not sharded:
+        return "its weights are missing"
+    if "model.safetensors" in present:
+        try:
+            with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+                weights.keys()
+        except (SafetensorError, OSError) as exc:
+            return f"its weights are unreadable ({exc})"
+    return None
+
+
+def checkpoints_newest_first(checkpoint_dir: Path) -> list[Path]:
     found = [
         p
         for p in checkpoint_dir.glob("checkpoint-*")
-        if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+        if p.is_dir() and p.name.split("-")[-1].isdigit()
     ]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` folder that can be resumed from, or None."""
+    return next(
+        (p for p in checkpoints_newest_first(checkpoint_dir) if checkpoint_problem(p) is None),
+        None,
+    )
+
+
+def check_checkpoint_fits(model: nn.Module, checkpoint: Path) -> None:
+    """ConfigError, before resuming, when a checkpoint's weights are not this model's (the
+    config changed the student's shape since): resuming would fail deep in the optimiser."""
+    weights = checkpoint / "model.safetensors"
+    if not weights.is_file():
+        return
+    with safe_open(str(weights), framework="pt") as stored:
+        shapes = {k: tuple(stored.get_slice(k).get_shape()) for k in stored.keys()}  # noqa: SIM118
+    unwrapped = getattr(model, "module", model)
+    skip = set(getattr(unwrapped, "_keys_to_ignore_on_save", None) or ())
+    ours = {k: tuple(v.shape) for k, v in unwrapped.state_dict().items() if k not in skip}
+    differ = [k for k in ours.keys() & shapes.keys() if ours[k] != shapes[k]]
+    missing = sorted(ours.keys() - shapes.keys())
+    if not differ and not missing:
+        return
+    detail = (
+        f"{differ[0]} is {list(shapes[differ[0]])} there and {list(ours[differ[0]])} here"
+        if differ
+        else f"it lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+    )
+    raise ConfigError(
+        f"{checkpoint} belongs to another config: {detail} (the model's shape changed since "
+        "it was written). Resume with the config it was made with, or start this config over "
+        "with --overwrite (the checkpoints are replaced then)"
+    )
