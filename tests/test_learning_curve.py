@@ -110,8 +110,8 @@ def test_stop_at_plateau_needs_eval_steps():
 @needs_data(GLUE)
 def test_finetune_stops_at_its_plateau_and_records_the_curve(tiny_teacher, tmp_path):
     """A real fine-tuning run scored every 2 steps, with a plateau rule every curve meets
-    (gain < 1000 points): it ends at the third evaluation (step 6 of 40), saves there, and
-    writes the curve beside the teacher."""
+    (gain < 1000 points) from a tenth of the steps on: it ends at the third evaluation (step 6
+    of 40: 3 points, past step 4), saves there, and writes the curve beside the teacher."""
     import json
 
     from kdformer import pipeline
@@ -126,7 +126,7 @@ def test_finetune_stops_at_its_plateau_and_records_the_curve(tiny_teacher, tmp_p
             "task.max_eval_samples=32",
             "task.max_length=32",
             "finetune={max_steps: 40, batch_size: 8, eval_steps: 2, save_steps: 100, "
-            "stop_at_plateau: true, plateau_gain: 1000, report_to: []}",
+            "stop_at_plateau: true, plateau_gain: 1000, plateau_after: 0.1, report_to: []}",
         ],
     )
     teacher = pipeline.finetune(config)
@@ -139,3 +139,17 @@ def test_finetune_stops_at_its_plateau_and_records_the_curve(tiny_teacher, tmp_p
     assert all(
         abs(value * 32 / 100 - round(value * 32 / 100)) < 1e-3 for _, value in curve["points"]
     )
+
+
+def test_no_stop_before_the_share_of_steps_where_early_training_sits_at_the_baseline():
+    """A teacher stuck at the majority class for its first evaluations (MRPC: 68.38 three
+    times) is flat, but not converged: with 1,000 steps and after=0.25 the rule waits for
+    step 250, and the run goes on learning."""
+    callback = LearningCurve("accuracy", stop_at_plateau=True, after=0.25)
+    state = TrainerState()
+    state.max_steps = 1000
+    early = [(50, 68.38), (100, 68.38), (150, 68.38), (200, 68.38)]
+    stopped_at, _ = evaluate_all(callback, early, state)
+    assert stopped_at is None
+    stopped_at, _ = evaluate_all(callback, [(250, 68.38)], state)
+    assert stopped_at == 250  # from here a flat curve counts

@@ -79,8 +79,9 @@ def describe_curve(record: dict[str, Any]) -> str:
 
 
 class LearningCurve(TrainerCallback):
-    """Records ``eval_<metric>`` (times ``scale``: points) at every evaluation; with ``stop_at_plateau``, ends training
-    once the plateau rule holds (after at least ``min_points`` evaluations). A resumed run
+    """Records ``eval_<metric>`` (times ``scale``: points) at every evaluation; with
+    ``stop_at_plateau``, ends training once the plateau rule holds, after at least
+    ``min_points`` evaluations and ``after`` of the run's steps. A resumed run
     rebuilds its curve from the checkpoint's log history, so the curve spans every part."""
 
     def __init__(
@@ -92,9 +93,11 @@ class LearningCurve(TrainerCallback):
         higher_is_better: bool = True,
         min_points: int = 3,
         scale: float = 100.0,
+        after: float = 0.25,
     ):
         self.metric = metric
         self.scale = scale
+        self.after = after
         self.window = window
         self.min_gain = min_gain
         self.stop_at_plateau = stop_at_plateau
@@ -105,9 +108,7 @@ class LearningCurve(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         key = f"eval_{self.metric}"
-        logged = {
-            int(e["step"]): self.scale * float(e[key]) for e in state.log_history if key in e
-        }
+        logged = {int(e["step"]): self.scale * float(e[key]) for e in state.log_history if key in e}
         self.points = sorted(logged.items())
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -118,6 +119,8 @@ class LearningCurve(TrainerCallback):
         self.points.append((state.global_step, self.scale * float(value)))
         if not self.stop_at_plateau or len(self.points) < self.min_points:
             return
+        if state.max_steps and state.global_step < self.after * state.max_steps:
+            return  # early training can sit at the trivial baseline before it learns
         gain = last_window_gain(self.points, self.window, self.higher_is_better)
         if gain is not None and gain < self.min_gain:
             self.stopped_at = state.global_step

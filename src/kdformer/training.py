@@ -417,7 +417,7 @@ def build_trainer(
     if scored and task.main_metric:
         curve = LearningCurve(
             task.main_metric, train.plateau_window, train.plateau_gain, train.stop_at_plateau,
-            task.higher_is_better,
+            task.higher_is_better, after=train.plateau_after,
         )  # fmt: skip
         callbacks = [*callbacks, curve]
     return trainer_class(

@@ -71,6 +71,13 @@ class TrainConfig(Section):
         ge=0,
         description="Points the last window must add for a run not to count as converged.",
     )
+    plateau_after: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="The share of the steps before which stop_at_plateau never stops a run "
+        "(early training can sit at the trivial baseline for a while).",
+    )
 
     @model_validator(mode="after")
     def _plateau_needs_evaluations(self) -> TrainConfig:
