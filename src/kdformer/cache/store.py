@@ -43,7 +43,7 @@ from kdformer.cache.fingerprint import (
 )
 from kdformer.cache.items import Item, cache_items, item_tensor, row_positions
 from kdformer.cache.row_index import ROW_KEY
-from kdformer.cache.shards import DTYPES, ItemWriter
+from kdformer.cache.shards import DTYPES, ItemWriter, item_damage
 from kdformer.config.base import ConfigError
 from kdformer.devices import free_disk_bytes
 from kdformer.features import MODEL_INPUTS, FeatureNeeds, OutputSpec, extract_features
@@ -132,6 +132,12 @@ class TeacherCache:
         label_keys = sorted({i.label_key for i in items if i.label_key})
         columns = [c for c in features.column_names if c in MODEL_INPUTS] + label_keys
         entry = self.entry(teacher, tokenizer, features, columns, max_length, pad_to)
+        for item in items:
+            folder = entry.item_folder(item, self.dtype)
+            damage = item_damage(folder) if entry.has(item, self.dtype) else None
+            if damage is not None and is_main_process:
+                self.log(f"teacher cache: {folder} is damaged ({damage}); computing it again")
+                shutil.rmtree(folder)
         missing = [item for item in items if not entry.has(item, self.dtype)]
         started = time.perf_counter()
         if missing and is_main_process:

@@ -14,8 +14,10 @@ from rich.console import Console
 
 from kdformer import distributed
 from kdformer.config import ConfigError, ExperimentConfig, dump_config
+from kdformer.devices import folder_problem
 from kdformer.learning_curve import describe_curve
 from kdformer.models import non_finite_parameters
+from kdformer.tasks import Task
 from kdformer.training import (
     TaskTrainer,
     TrainingDiverged,
@@ -59,23 +61,9 @@ class Paths:
 def check_output_dir(path: Path) -> None:
     """ConfigError, before any work, when ``output_dir`` is a file or cannot be written (it
     need not exist yet: its nearest existing parent must be a folder this user can write)."""
-    import os
-
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"output_dir {path} is a file, not a folder: choose another output_dir")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(
-            f"output_dir {path} cannot be created: {existing} is a file, not a folder"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"output_dir {path} cannot be written: {existing} is read-only for this user; "
-            "choose an output_dir you can write to"
-        )
+    problem = folder_problem(Path(path))
+    if problem is not None:
+        raise ConfigError(f"output_dir {problem}: choose an output_dir you can write to")
 
 
 def is_finished(model_dir: Path) -> bool:
@@ -178,10 +166,12 @@ def save_model(
     config: ExperimentConfig,
     folder: Path,
     state_dict: dict[str, Any] | None = None,
+    task: Task | None = None,
 ) -> None:
     """Weights (safetensors), tokenizer and the config that made them, loadable with plain
-    ``from_pretrained``. Refuses non-finite weights. ``state_dict``: the full weights when
-    training sharded them (see :func:`kdformer.training.gathered_state_dict`)."""
+    ``from_pretrained``, plus the files the ``task`` adds (a sentence-transformers layout).
+    Refuses non-finite weights. ``state_dict``: the full weights when training sharded them
+    (see :func:`kdformer.training.gathered_state_dict`)."""
     if state_dict is not None:
         bad = [k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()]
     else:
@@ -194,6 +184,8 @@ def save_model(
     model.save_pretrained(folder, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
     (folder / "kdformer_config.yaml").write_text(dump_config(config), encoding="utf-8")
+    if task is not None:
+        task.write_model_files(folder, model.config)
 
 
 def write_training_record(trainer: TaskTrainer, folder: Path, teacher_signal: Any = None) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from kdformer import distributed
 from kdformer.cache import RowIndexCollator, TeacherCache, with_row_index
 from kdformer.config import ConfigError, ExperimentConfig, ModelConfig
-from kdformer.devices import resolve_device
+from kdformer.devices import folder_problem, resolve_device
 from kdformer.features import FeatureNeeds
 from kdformer.models import load_model, resolve_name
 from kdformer.pipeline.outputs import Paths, console
@@ -204,7 +204,18 @@ def teacher_signal(
 def check_cache_setup(config: ExperimentConfig) -> None:
     """ConfigError, before training, for a cache setting the objective cannot use."""
     cache = config.distill.cache
-    if not cache.enabled or cache.topk is None:
+    if not cache.enabled:
+        return
+    problem = folder_problem(cache.root)
+    if problem is not None:
+        source = (
+            "distill.cache.dir" if cache.dir is not None else "KDFORMER_CACHE_DIR (or ~/.cache)"
+        )
+        raise ConfigError(
+            f"the teacher cache cannot live there: {problem}. Point {source} at a folder you "
+            "can write, or set distill.cache: false"
+        )
+    if cache.topk is None:
         return
     for term in config.distill.knowledge:
         if getattr(term, "type", None) == "logits" and getattr(term, "loss", "kl") == "mse":
