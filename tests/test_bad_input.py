@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from conftest import GLUE, needs_data
 from typer.testing import CliRunner
@@ -94,6 +95,7 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
         checkpoint = Path(config.output_dir) / "checkpoints" / "student" / "checkpoint-2"
         checkpoint.mkdir(parents=True)
         (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+        safetensors.torch.save_file({"w": torch.zeros(1)}, checkpoint / "model.safetensors")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "run", interrupted)
