@@ -38,6 +38,8 @@ EVERY_KNOWLEDGE = [
     {"type": "value_relation"},
     {"type": "qkv_relations", "relation_heads": 4},
     {"type": "intermediate"},
+    {"type": "sentence_embedding", "pooling": "max"},
+    {"type": "similarity", "loss": "kl"},
 ]
 
 

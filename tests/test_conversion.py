@@ -308,3 +308,122 @@ def test_longformer_global_projections_start_from_the_local_ones():
             torch.testing.assert_close(getattr(attention, f"{name}_global").bias, local.bias)
     key = "encoder.layer.0.attention.self.value_global.bias"
     assert LONGFORMER.converted_weight_source(key) == "encoder.layer.0.attention.self.value.bias"
+
+
+# ---- bad input (issue 19) ------------------------------------------------------------------
+
+
+def test_convert_refuses_another_tools_folder_and_an_output_that_is_a_file(tmp_path):
+    foreign = tmp_path / "other-tool"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"hidden_size": 32, "framework": "other"}')
+    result = runner.invoke(
+        app, ["convert", str(foreign), "-o", str(tmp_path / "a"), "--to", "full"]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert f"'{foreign}' is not a transformers model: its config.json has no model_type" in text
+    assert "Give a folder saved with transformers' save_pretrained" in text
+    (foreign / "config.json").write_text('{"model_type": "zorblax"}')
+    result = runner.invoke(
+        app, ["convert", str(foreign), "-o", str(tmp_path / "a"), "--to", "full"]
+    )
+    assert result.exit_code == 2 and "is a 'zorblax' model, which transformers" in result.output
+    (foreign / "config.json").write_text("hidden_size: 32")  # YAML, not JSON
+    result = runner.invoke(
+        app, ["convert", str(foreign), "-o", str(tmp_path / "a"), "--to", "full"]
+    )
+    assert result.exit_code == 2 and "config.json of" in result.output
+    assert "is not valid JSON" in result.output and "not a local folder" not in result.output
+
+    source("bert").config.save_pretrained(tmp_path / "src")  # a config is all the checks read
+    taken = tmp_path / "taken"
+    taken.write_text("a file of the user's")
+    for out, said in ((taken, "it is a file"), (taken / "below", f"it lies below {taken}")):
+        result = runner.invoke(
+            app, ["convert", str(tmp_path / "src"), "-o", str(out), "--to", "full"]
+        )
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        text = " ".join(result.output.split())
+        assert f"cannot write the converted model to {out}: {said}" in text
+        assert "Choose another output folder" in text
+    assert taken.read_text() == "a file of the user's"
+
+
+def test_convert_warns_when_max_length_drops_source_positions(tmp_path):
+    from conftest import save_tiny_glue_teacher
+
+    src = save_tiny_glue_teacher(tmp_path / "src")  # 128 positions
+    result = runner.invoke(
+        app,
+        ["convert", str(src), "-o", str(tmp_path / "short"), "--to", "full", "--max-length", "64"],
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"warning: --max-length 64 is below the 128 positions of {src}" in text
+    assert "Give --max-length 128 or more to keep them all" in text
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "short").max_position_embeddings == 64
+    result = runner.invoke(
+        app,
+        ["convert", str(src), "-o", str(tmp_path / "long"), "--to", "full", "--max-length", "256"],
+    )
+    assert result.exit_code == 0 and "warning" not in result.output
+
+
+SIZES = [  # every size option of the convert: section, at 0 (where 0 is refused) and -1
+    (name, value, "greater than 0" if hasattr(bound, "gt") else "greater than or equal to 0")
+    for name, field in ConvertConfig.model_fields.items()
+    for bound in field.metadata
+    for value in ((0, -1) if hasattr(bound, "gt") else (-1,))
+]
+
+
+@pytest.mark.parametrize(("name", "value", "bound"), SIZES, ids=[f"{n}={v}" for n, v, _ in SIZES])
+def test_zero_or_negative_sizes_are_refused_by_the_cli_and_the_convert_section(
+    tmp_path, name, value, bound
+):
+    """Every option, for a target that reads it: a zero block size once saved a model whose
+    first forward divided by zero."""
+    from kdformer.config import load_config
+
+    target = next((t for t, entry in CONVERT_TARGETS.items() if name in entry.options), "full")
+    flag = "--" + name.replace("_", "-")
+    source("bert").config.save_pretrained(tmp_path / "src")
+    result = runner.invoke(
+        app,
+        ["convert", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--to", target, flag,
+         str(value)],
+    )  # fmt: skip
+    assert result.exit_code == 2 and f"{name}: Input should be {bound}" in result.output
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=f"convert.{name}: Input should be {bound}"):
+        load_config(None, [f"convert={{to: {target}, {name}: {value}}}"])
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [("window: 2", "at least 4 (a window of 2 fails at the first forward)"),
+     ("conv_kernel_size: 4", "conv_kernel_size must be odd")],
+    ids=["window=2", "conv_kernel_size=4"],
+)  # fmt: skip
+def test_sizes_that_fail_at_the_first_forward_are_refused_before_converting(tmp_path, option, said):
+    from kdformer import pipeline
+    from kdformer.config import load_config
+
+    target = "longformer" if option.startswith("window") else "nystromformer"
+    source("bert").config.save_pretrained(tmp_path / "src")
+    name, value = option.split(": ")
+    result = runner.invoke(
+        app,
+        ["convert", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--to", target,
+         "--" + name.replace("_", "-"), value, "--max-length", "64"],
+    )  # fmt: skip
+    assert result.exit_code == 2 and said in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+    config = load_config(
+        "configs/demo.yaml",
+        [f"output_dir={tmp_path / 'run'}", f"teacher.name={tmp_path / 'src'}",
+         f"convert={{to: {target}, max_length: 64, {option}}}"],
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=said.replace("(", r"\(").replace(")", r"\)")):
+        pipeline.validate(config, ["finetune", "distill", "evaluate"])

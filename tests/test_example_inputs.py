@@ -17,6 +17,7 @@ from kdformer.cache import RowIndexCollator, TeacherCache, with_row_index
 from kdformer.config import load_config
 from kdformer.config.tasks import (
     ClassificationTaskConfig,
+    EmbeddingTaskConfig,
     NerTaskConfig,
     QATaskConfig,
     TextTaskConfig,
@@ -38,6 +39,7 @@ TASK_CONFIGS = {
     "qa": lambda tmp: QATaskConfig(train_file=tmp / "train.json"),
     "text (masked LM)": lambda tmp: TextTaskConfig(files=tmp, mlm="on"),
     "text (encoder)": lambda tmp: TextTaskConfig(files=tmp, mlm="off"),
+    "embedding": lambda tmp: EmbeddingTaskConfig(sts_file=tmp / "sts.csv"),
 }
 
 
@@ -223,7 +225,7 @@ def test_teacher_cache_probes_the_task_batch(prompted, tokenizer, tmp_path):
 
 def test_collators_pad_to_the_length_they_are_given(tokenizer, tmp_path):
     features = [dict(f) for f in fake_features(tokenizer, 2)]
-    for kind in ("classification", "ner", "text (masked LM)", "text (encoder)"):
+    for kind in ("classification", "ner", "text (masked LM)", "text (encoder)", "embedding"):
         task = build_task(TASK_CONFIGS[kind](tmp_path))
         assert not hasattr(task, "pad_to")
         rows = [{k: v for k, v in f.items() if k != "labels"} for f in features]

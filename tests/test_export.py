@@ -259,3 +259,42 @@ def test_export_true_in_a_run_config_adds_the_rows(tmp_path, tiny_teacher):
     names = [m["name"] for m in report["models"]]
     assert names == ["teacher", "student", "student (onnx)", "student (onnx int8)"]
     assert (tmp_path / "run" / "student" / "onnx" / "model.onnx").is_file()
+
+
+FOREIGN_CONFIG = """# another tool's experiment config, beside the model folders it wrote
+trainer: {max_epochs: 3, accelerator: cpu}
+model: {name: bert-tiny, lr: 3.0e-5}
+data: {path: data/train.csv}
+"""
+
+
+def test_export_leaves_another_tools_config_yaml_alone(tmp_path, monkeypatch):
+    """A valid model folder whose parent holds another tool's config.yaml is exported (not
+    scored); kdformer's own config.yaml there is read, and a broken one of kdformer's named."""
+    from kdformer.config import load_config
+    from kdformer.config.loading import dump_config
+    from kdformer.pipeline.export import run_config_of
+
+    student = tmp_path / "student"
+    _save(student, transformers.BertForSequenceClassification, transformers.BertConfig(**SMALL))
+    (tmp_path / "config.yaml").write_text(FOREIGN_CONFIG)
+    exported = []
+    monkeypatch.setattr(
+        "kdformer.pipeline.export.export_model", lambda folder, *a: exported.append((folder, a))
+    )
+    result = runner.invoke(app, ["export", str(student)])
+    assert result.exit_code == 0, result.output
+    assert [(folder, args[-1]) for folder, args in exported] == [(student, None)]  # no task
+    text = " ".join(result.output.split())
+    assert f"{student} is not a run's student (no kdformer config.yaml next to it)" in text
+    assert run_config_of(student) is None
+
+    ours = load_config("configs/demo.yaml", [f"output_dir={tmp_path}"])
+    (tmp_path / "config.yaml").write_text(dump_config(ours))
+    assert run_config_of(student).task == ours.task
+    assert run_config_of(tmp_path / "other") is None  # not the run's student folder
+    (tmp_path / "config.yaml").write_text(
+        dump_config(ours).replace("learning_rate", "lerning_rate")
+    )
+    with pytest.raises(ConfigError, match=r"(?s)config\.yaml.*did you mean 'learning_rate'"):
+        run_config_of(student)

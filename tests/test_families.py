@@ -76,6 +76,8 @@ KNOWLEDGE = {
     "value_relation": {"type": "value_relation"},
     "qkv_relations": {"type": "qkv_relations", "relation_heads": 4},
     "intermediate": {"type": "intermediate"},
+    "sentence_embedding": {"type": "sentence_embedding"},
+    "similarity": {"type": "similarity"},
 }
 OUTPUTS = (OutputSpec("logits", "labels"),)
 

@@ -20,6 +20,8 @@ from kdformer.config.knowledge import (
     IntermediateConfig,
     LogitsConfig,
     QKVRelationsConfig,
+    SentenceEmbeddingConfig,
+    SimilarityConfig,
     ValueRelationConfig,
 )
 from kdformer.features import (
@@ -565,6 +567,8 @@ EVERY_TYPE = [
     IntermediateConfig(),
     ValueRelationConfig(),
     QKVRelationsConfig(layers="uniform"),
+    SentenceEmbeddingConfig(),
+    SimilarityConfig(loss="kl"),
 ]
 
 

@@ -446,3 +446,43 @@ def test_left_padding_tokenizers_are_padded_right(small_task, tokenizer):
     batch = small_task.collator(left)([dict(f) for f in small_task.model_features(features)])
     assert batch["attention_mask"][0].tolist()[:4] == [1, 1, 1, 1]  # real tokens first
     assert batch["labels"][0, 1].item() == 1 and left.padding_side == "left"
+
+
+@needs_data(CONLL)
+def test_a_byte_order_mark_does_not_hide_the_first_docstart(tmp_path):
+    """A BOM-prefixed copy of the real file's first 60 sentences reads as those 60 sentences:
+    the mark once turned `-DOCSTART-` into a one-word sentence (61)."""
+    lines = (CONLL / "valid.txt").read_text(encoding="utf-8").splitlines()
+    ends = [  # the blank lines that end a sentence (not those after -DOCSTART-)
+        i for i, line in enumerate(lines)
+        if not line.strip() and i and lines[i - 1].strip() and lines[i - 1].split()[0] != "-DOCSTART-"
+    ]  # fmt: skip
+    head = "\n".join(lines[: ends[59] + 1])
+    assert head.startswith("-DOCSTART-")
+    plain = write(tmp_path / "plain.txt", head)
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + head.encode("utf-8"))
+    expected = ner_task(eval_file=plain).load("eval")
+    read = ner_task(eval_file=tmp_path / "bom.txt").load("eval")
+    assert len(read) == len(expected) == 60
+    assert read["tokens"] == expected["tokens"] and read["tags"] == expected["tags"]
+    assert not any("DOCSTART" in token for tokens in read["tokens"] for token in tokens)
+
+
+@needs_data(LITBANK)
+def test_a_litbank_layer_the_file_lacks_names_task_layer_and_its_layers(tmp_path):
+    """A real LitBank document cut to its first two entity layers (and LitBank's trailing
+    tab): task.layer 4, and 3 (an empty column), name the setting and the layers it has."""
+    source = (LITBANK / "105_persuasion_brat.tsv").read_text(encoding="utf-8").splitlines()
+    cut = ["\t".join(line.split("\t")[:3]) + "\t" if line.strip() else "" for line in source]
+    path = write(tmp_path / "two_layers.tsv", "\n".join(cut) + "\n")
+    for layer in (4, 3):
+        with pytest.raises(
+            DataError,
+            match=rf"two_layers\.tsv: task\.layer is {layer}, and this LitBank file has 2 entity "
+            r"layer\(s\) \(tag columns after the token\): set task\.layer to 1 to 2\.",
+        ):
+            ner_task(name="litbank", eval_file=path, layer=layer).load("eval")
+    second = ner_task(name="litbank", eval_file=path, layer=2, unit="document").load("eval")
+    whole = ner_task(name="litbank", eval_file=LITBANK / "105_persuasion_brat.tsv", layer=2,
+                     unit="document").load("eval")  # fmt: skip
+    assert second["tokens"] == whole["tokens"] and second["tags"] == whole["tags"]

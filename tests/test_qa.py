@@ -12,7 +12,9 @@ import pytest
 import torch
 import transformers
 from conftest import SQUAD, needs_data
+from typer.testing import CliRunner
 
+from kdformer.cli import app
 from kdformer.config import load_config
 from kdformer.config.tasks import QATaskConfig
 from kdformer.tasks import DataError, build_task
@@ -389,3 +391,119 @@ def test_left_padding_tokenizer_keeps_answer_positions(tokenizer):
             batch["attention_mask"][row, start] == 1
             and batch["input_ids"][row, 0] == left.cls_token_id
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Layouts and versions refused or read (issue 19)
+# --------------------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def squad_slice(path: Path, articles: int = 2, edit=None) -> Path:
+    """The first ``articles`` articles of the real SQuAD file, each question passed through
+    ``edit`` (in place) when given."""
+    data = json.loads(SQUAD.read_text(encoding="utf-8"))
+    data["data"] = data["data"][:articles]
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                if edit is not None:
+                    edit(qa)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def squad_run(tmp_path: Path, data: Path, *overrides: str):
+    """`kdformer run` of the shipped SQuAD config on ``data`` (training and evaluation)."""
+    return runner.invoke(
+        app,
+        ["run", "configs/tasks/squad.yaml", f"output_dir={tmp_path / 'run'}",
+         f"task.train_file={data}", f"task.eval_file={data}", *overrides],
+    )  # fmt: skip
+
+
+@needs_data(SQUAD)
+def test_hugging_face_answers_are_read_and_other_layouts_named(tmp_path):
+    def hugging_face(qa: dict) -> None:
+        qa["answers"] = {
+            "text": [a["text"] for a in qa["answers"]],
+            "answer_start": [a["answer_start"] for a in qa["answers"]],
+        }
+
+    squad = read_squad(squad_slice(tmp_path / "squad.json"))
+    hub = read_squad(squad_slice(tmp_path / "hf.json", edit=hugging_face))
+    assert len(hub.rows) == len(squad.rows) > 100
+    assert hub.rows == squad.rows and not hub.unanswerable
+
+    data = json.loads((tmp_path / "squad.json").read_text())
+    data["data"][0]["paragraphs"] = data["data"][0]["paragraphs"][0]  # one object, not a list
+    (tmp_path / "one.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"one\.json: 'paragraphs' of article 'Super_Bowl_50' is "
+                       r"a dict, not a list of \{context, qas\}\. A SQuAD file is an object"):  # fmt: skip
+        read_squad(tmp_path / "one.json")
+    data["data"][0]["paragraphs"] = [data["data"][0]["paragraphs"]]
+    data["data"][0]["paragraphs"][0]["qas"][0]["answers"] = "Denver Broncos"
+    (tmp_path / "text.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"text\.json: the answers of question '56be4db0acb8001400a"
+                       r"502ec' is a str, not a list of \{text, answer_start\}"):  # fmt: skip
+        read_squad(tmp_path / "text.json")
+    hugging_face(qa := data["data"][0]["paragraphs"][0]["qas"][1])
+    qa["answers"]["answer_start"] = qa["answers"]["answer_start"][:1]
+    data["data"][0]["paragraphs"][0]["qas"] = [qa]
+    (tmp_path / "short.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="Hugging Face layout, whose 'text' and 'answer_start' "
+                       "must be lists of the same length"):  # fmt: skip
+        read_squad(tmp_path / "short.json")
+    qa["answers"]["answer_start"] = [str(qa["answers"]["answer_start"][0])] * 3  # "177": read
+    (tmp_path / "text_offsets.json").write_text(json.dumps(data))
+    assert read_squad(tmp_path / "text_offsets.json").rows[0]["answers"]["answer_start"][0] > 0
+    qa["answers"]["answer_start"] = ["near the end"] * 3
+    (tmp_path / "words.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="answer_start is not a whole number"):
+        read_squad(tmp_path / "words.json")
+
+
+@needs_data(SQUAD)
+def test_a_v2_file_read_with_version_2_false_is_refused_before_training(tmp_path):
+    def unanswerable(qa: dict) -> None:  # every fifth question, as v2.0 files mark them
+        if int(qa["id"], 16) % 5 == 0:
+            qa["answers"], qa["is_impossible"] = [], True
+
+    data = squad_slice(tmp_path / "v2.json", edit=unanswerable)
+    result = squad_run(tmp_path, data, "task.version_2=false")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "v2.json is SQuAD v2.0 data:" in text and "have no answer" in text
+    assert "Set task.version_2: true (or leave it unset" in text
+    assert not (tmp_path / "run" / "teacher").exists() and "Traceback" not in text
+    # An empty answers list without is_impossible counts too; unset, v2.0 is detected.
+    bare = squad_slice(tmp_path / "bare.json", articles=1, edit=lambda qa: qa.update(answers=[]))
+    with pytest.raises(DataError, match=r"bare\.json is SQuAD v2\.0 data: \d+ question"):
+        build_task(QATaskConfig(eval_file=bare, version_2=False)).load("eval")
+    detected = build_task(QATaskConfig(eval_file=data))
+    assert detected.load("eval") and detected.version_2 is True
+
+
+@needs_data(SQUAD)
+def test_a_question_too_long_for_its_windows_is_refused_before_training(tmp_path, tokenizer):
+    def lengthen(qa: dict) -> None:  # one question pasted nine times over
+        if qa["id"] == "56be4db0acb8001400a502ec":
+            qa["question"] = " ".join([qa["question"]] * 9)
+
+    data = squad_slice(tmp_path / "long.json", edit=lengthen)
+    question = json.loads(data.read_text())["data"][0]["paragraphs"][0]["qas"][0]["question"]
+    n = len(tokenizer(question, add_special_tokens=False)["input_ids"])
+    result = squad_run(tmp_path, data, "task.max_length=128", "task.doc_stride=32")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"id '56be4db0acb8001400a502ec', has {n} tokens" in text
+    assert f"Raise task.max_length to at least {n + 3 + 32 + 1}" in text
+    assert not (tmp_path / "run" / "teacher").exists() and "Traceback" not in text
+    # Tokenizing (what training and evaluation do) says the same, instead of a Rust panic,
+    # and the max_length the message asks for cuts it into windows.
+    task = build_task(QATaskConfig(eval_file=data, max_length=128, doc_stride=32))
+    with pytest.raises(DataError, match=f"has {n} tokens"):
+        task.tokenize(task.load("eval"), tokenizer, "eval")
+    enough = build_task(QATaskConfig(eval_file=data, max_length=n + 3 + 32 + 1, doc_stride=32))
+    assert len(enough.tokenize(enough.load("eval"), tokenizer, "eval")) >= len(enough.load("eval"))

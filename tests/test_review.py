@@ -165,3 +165,30 @@ def test_review_table_compares_teachers_and_gives_time_saved_at_every_length(tmp
     )
     assert "| full | 800 / 400, 50.0%, 2.00x | 1600 / 800, 50.0%, 2.00x | 50.0%, 2.00x |" in table
     assert "Seed: 7." in table
+
+
+@needs_data(GLUE)
+def test_lengths_beyond_the_converted_positions_are_refused_before_any_training(
+    tmp_path, tiny_teacher, monkeypatch
+):
+    """Once converted, fine-tuned, distilled and evaluated, then a tensor-size error while
+    timing: now refused before any run starts."""
+    monkeypatch.setattr("kdformer.review.pipeline.run", lambda *a, **k: pytest.fail("trained"))
+    short = [{"name": "full", "convert": {"to": "full"}},
+             {"name": "longformer", "convert": {"to": "longformer", "window": 16, "max_length": 48}}]  # fmt: skip
+    path = review_file(tmp_path, tiny_teacher, short, lengths=[32, 64])
+    result = runner.invoke(app, ["review", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert (
+        "architectures.1 (longformer): convert.max_length 48 is below the review's longest "
+        "length 64, so its models could not be timed there" in text
+    )
+    assert "Raise convert.max_length to at least 64 (or leave it unset" in text
+    # The base task's max_length (48) against positions converted for the lengths (40).
+    path = review_file(tmp_path, tiny_teacher, ARCHITECTURES[:1], lengths=[32, 40])
+    result = runner.invoke(app, ["review", str(path)])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"task.max_length 48 is over the position limit of '{tiny_teacher}' (40 tokens)" in text
+    assert not (tmp_path / "review").exists()

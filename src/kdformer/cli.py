@@ -35,8 +35,8 @@ from kdformer.config import (
 from kdformer.config.convert import CONVERT_TARGETS
 
 SECTIONS_HELP = (
-    "Config sections: output_dir, seed, task (type classification, ner, qa or text), teacher, "
-    "finetune, general, student, distill, report. Every field with its meaning: "
+    "Config sections: output_dir, seed, task (type classification, ner, qa, text or embedding), "
+    "teacher, finetune, general, student, distill, report. Every field with its meaning: "
     "`kdformer config fields`."
 )
 
@@ -540,10 +540,20 @@ def convert(
 ) -> None:
     """Convert a full-attention BERT/RoBERTa encoder into an efficient-attention one with the
     same weights (positions extended to --max-length); fine-tune it on the task next."""
-    from kdformer.conversion import convert_checkpoint
+    from kdformer.conversion import convert_checkpoint, dropped_positions
+    from kdformer.models import load_model_config
 
     to, max_length = options.pop("to"), options.pop("max_length")
     with user_errors():
+        source_positions = dropped_positions(load_model_config(source), max_length)
+        if source_positions is not None:
+            err.print(
+                f"[yellow]warning: --max-length {max_length} is below the {source_positions} "
+                f"positions of {source}: the converted model keeps only the first {max_length} "
+                f"and takes inputs of at most {max_length} tokens. Give --max-length "
+                f"{source_positions} or more to keep them all.[/]",
+                soft_wrap=True,
+            )
         out = convert_checkpoint(source, to, output, max_length, **options)
     note = CONVERT_TARGETS[to].load_note
     shown = f" ({note})" if note else ""
@@ -594,8 +604,8 @@ def export(
             return
         if run_config is None:
             console.print(
-                f"{model_dir} is not a run's student (no config.yaml next to it): the export "
-                "is checked but not scored; give --config to score it on a task"
+                f"{model_dir} is not a run's student (no kdformer config.yaml next to it): "
+                "the export is checked but not scored; give --config to score it on a task"
             )
             return
         on_cpu = run_config.report.model_copy(update={"device": "cpu"})

@@ -137,7 +137,11 @@ def load_model_config(model: ModelConfig | str, **kwargs: Any) -> Any:
         return AutoConfig.from_pretrained(
             source, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **kwargs
         )
+    except ValueError as exc:  # a config.json transformers cannot place in a model class
+        raise ConfigError(unreadable_config(cfg.name, source, exc)) from None
     except OSError as exc:
+        if Path(source).is_dir():  # a local folder whose config.json is not JSON
+            raise ConfigError(unreadable_config(cfg.name, source, exc)) from None
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         raise ConfigError(
             f"could not load model '{cfg.name}': it is not a local folder, and "
@@ -148,6 +152,42 @@ def load_model_config(model: ModelConfig | str, **kwargs: Any) -> Any:
             )
             + ". Check the spelling, give a local folder, or a short name (`kdformer models`)"
         ) from None
+
+
+def unreadable_config(name: str, source: str, exc: Exception) -> str:
+    """Why transformers could not read the config of model ``name`` (at ``source``), and the
+    fix: a local config.json that is not JSON, has no ``model_type`` (another tool's folder)
+    or names a model type this transformers does not know; else transformers' own reason."""
+    import json
+
+    from transformers import CONFIG_MAPPING, __version__
+
+    where = f"'{name}'" + (f" ({source})" if source != name else "")
+    fix = (
+        "Give a folder saved with transformers' save_pretrained, a hub name, or a short name "
+        "(`kdformer models`)"
+    )
+    data: Any = None
+    if Path(source).is_dir():
+        try:
+            data = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+        except ValueError:  # not JSON (UnicodeDecodeError is one too)
+            return f"the config.json of {where} is not valid JSON. {fix}"
+        except OSError:
+            data = None
+    if isinstance(data, dict) and "model_type" not in data:
+        return (
+            f"{where} is not a transformers model: its config.json has no model_type, so "
+            f"transformers cannot tell which model it is (another tool's folder?). {fix}"
+        )
+    kind = data.get("model_type") if isinstance(data, dict) else None
+    if kind is not None and kind not in CONFIG_MAPPING:
+        return (
+            f"{where} is a '{kind}' model, which transformers {__version__} does not know (a "
+            f"newer model, or another tool's name): upgrade transformers if it is a newer "
+            f"model. {fix}"
+        )
+    return f"could not read the config of {where}: {str(exc).splitlines()[0]}. {fix}"
 
 
 def load_tokenizer(model: ModelConfig | str) -> Any:

@@ -81,14 +81,17 @@ def check_knowledge_supported(
 ) -> None:
     """ConfigError, before training, when either model's family cannot supply a requested
     knowledge type (it names the family and the types it supports). Models of no declared
-    family can still give logits, hidden states and embeddings."""
+    family can still give the terms that read only outputs and hidden states (logits, hidden,
+    embedding, sentence vectors: ``model_agnostic``)."""
     types = [str(getattr(c, "type", "")) for c in knowledge]
     for config, role in ((teacher_config, "teacher"), (student_config, "student")):
         family = find_family(config)
         if family is not None:
             family.check_knowledge(config, types, role)
             continue
-        needs_layout = sorted(set(types) - {"logits", "hidden", "embedding"})
+        needs_layout = sorted(
+            {str(getattr(c, "type", "")) for c in knowledge if not type(c).model_agnostic}
+        )
         if needs_layout:
             family_of(config)  # the error lists the declared families
 

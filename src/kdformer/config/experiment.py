@@ -25,8 +25,8 @@ class ExperimentConfig(Section):
     seed: int = Field(42, description="Random seed for data sampling, initialisation and training.")
     task: TaskConfig = Field(
         default_factory=ClassificationTaskConfig,
-        description="Task and data: a section of one task type (classification, ner, qa, text; "
-        "see `kdformer config fields task`).",
+        description="Task and data: a section of one task type (classification, ner, qa, text, "
+        "embedding; see `kdformer config fields task`).",
     )
     teacher: ModelConfig = Field(
         default_factory=lambda: ModelConfig(name="minilm-l6"), description="The teacher."

@@ -64,6 +64,17 @@ class ReviewConfig(Section):
             raise ConfigError(f"architecture names repeat: {names}")
         if self.reference not in names:
             raise ConfigError(f"reference '{self.reference}' is not an architecture ({names})")
+        longest = max(self.lengths)
+        for i, arch in enumerate(self.architectures):
+            given = "max_length" in arch.convert.model_fields_set  # unset: the longest length
+            if given and arch.convert.max_length < longest:
+                raise ConfigError(
+                    f"architectures.{i} ({arch.name}): convert.max_length {arch.convert.max_length} "
+                    f"is below the review's longest length {longest}, so its models could not be "
+                    f"timed there (they take at most {arch.convert.max_length} tokens). Raise "
+                    f"convert.max_length to at least {longest} (or leave it unset: the longest "
+                    f"length), or drop the longer lengths"
+                )
 
 
 def load_review(path: str | Path) -> tuple[ReviewConfig, Path]:

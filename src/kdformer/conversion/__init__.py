@@ -24,7 +24,13 @@ from typing import Any
 
 from kdformer.config.convert import TARGET_NAMES, Target
 from kdformer.conversion.base import SOURCES, Conversion
-from kdformer.conversion.converter import convert, convert_checkpoint, target_config
+from kdformer.conversion.converter import (
+    check_output_folder,
+    convert,
+    convert_checkpoint,
+    dropped_positions,
+    target_config,
+)
 from kdformer.conversion.registry import CONVERSIONS, conversion_of
 from kdformer.families import family_of
 
@@ -44,9 +50,11 @@ __all__ = [
     "TARGETS",
     "Conversion",
     "Target",
+    "check_output_folder",
     "conversion_of",
     "convert",
     "convert_checkpoint",
+    "dropped_positions",
     "position_offset",
     "target_config",
 ]

@@ -9,9 +9,11 @@ from typing import Any
 
 import transformers
 
+from kdformer.config.base import ConfigError
 from kdformer.config.convert import Target
 from kdformer.conversion.registry import conversion_of, target_options
 from kdformer.conversion.weights import copy_weights
+from kdformer.families import position_limit
 from kdformer.models import load_model, load_model_config, load_tokenizer
 
 
@@ -32,6 +34,26 @@ def convert(source_model: Any, target: Target, max_length: int, **options: Any) 
     return model
 
 
+def dropped_positions(source: Any, max_length: int) -> int | None:
+    """The source's usable positions when converting it to ``max_length`` tokens keeps fewer
+    of them (the converted model is shrunk, not extended); None when none is dropped."""
+    limit = position_limit(source)
+    return limit if limit is not None and max_length < limit else None
+
+
+def check_output_folder(output_dir: str | Path) -> None:
+    """A ConfigError when ``output_dir`` is a file, or lies below one (a folder cannot be
+    written there), before any weights are loaded."""
+    out = Path(output_dir)
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        where = "is a file" if blocked == out else f"lies below {blocked}, which is a file"
+        raise ConfigError(
+            f"cannot write the converted model to {out}: it {where}, not a folder. Choose "
+            "another output folder (a new one, or a model folder to replace)"
+        )
+
+
 def convert_checkpoint(
     source: str | Path, target: Target, output_dir: str | Path, max_length: int, **options: Any
 ) -> Path:
@@ -40,6 +62,7 @@ def convert_checkpoint(
     ``AutoModel.from_pretrained`` (unless the target's registry entry has a ``load_note``)."""
     config = load_model_config(str(source))
     target_config(config, target, max_length, **options)  # a clear error before loading weights
+    check_output_folder(output_dir)
     model = load_model(str(source), transformers.AutoModel)
     converted = convert(model, target, max_length, **options)
     out = Path(output_dir)

@@ -16,9 +16,10 @@ class LongformerConversion(Conversion):
     """One attention window for every layer."""
 
     def make_config(self, source: Any, max_length: int, *, window: int) -> Any:
-        if window <= 0 or window % 2:
+        if window < 4 or window % 2:
             raise ConfigError(
                 f"Longformer's attention window must be a positive even number of tokens "
-                f"(w/2 each side), not {window}"
+                f"(w/2 each side), at least 4 (a window of 2 fails at the first forward), not "
+                f"{window}"
             )
         return transformers.LongformerConfig(**common_settings(source), attention_window=window)

@@ -31,6 +31,13 @@ class NystromformerConversion(Conversion):
                 f"{num_landmarks} must divide the input length {length} (segment_length, or "
                 f"max_length {max_length}), which must not exceed max_length"
             )
+        if conv_kernel_size % 2 == 0:
+            raise ConfigError(
+                f"Nyströmformer's conv_kernel_size must be odd (the convolution pads "
+                f"(k - 1) / 2 each side), not {conv_kernel_size}: an even kernel gives one "
+                f"position too many and the model fails at its first forward. Use "
+                f"{conv_kernel_size - 1} or {conv_kernel_size + 1}"
+            )
         return transformers.NystromformerConfig(
             **common_settings(source),
             num_landmarks=num_landmarks,

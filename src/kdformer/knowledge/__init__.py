@@ -1,6 +1,6 @@
 """Knowledge types: one module per loss family (logits, hidden, attention, embedding,
-intermediate, value_relation, qkv_relations), each configured by its section in
-:mod:`kdformer.config.knowledge`, whose registry is the single list of types.
+intermediate, value_relation, qkv_relations, sentence_embedding, similarity), each configured
+by its section in :mod:`kdformer.config.knowledge`, whose registry is the single list of types.
 """
 
 from __future__ import annotations

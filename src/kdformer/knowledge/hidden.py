@@ -20,6 +20,7 @@ from kdformer.knowledge.layers import (
     config_groups,
 )
 from kdformer.matching import LayerGroup
+from kdformer.pooling import pool
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -37,10 +38,7 @@ def masked_cosine(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tens
 def summarise(hidden: torch.Tensor, mask: torch.Tensor, how: str = "first") -> torch.Tensor:
     """One vector per sequence of (batch, seq, dim) states: the first token's ([CLS], <s>), or
     the mean over real tokens (models that pool by mean, e.g. ModernBERT's ``mean`` pooling)."""
-    if how == "first":
-        return hidden[:, 0]
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
+    return pool(hidden, mask, "cls" if how == "first" else "mean")
 
 
 def cls_pkd(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kdformer.config import ExperimentConfig, ModelConfig
-from kdformer.conversion import convert_checkpoint, target_config
+from kdformer.conversion import convert_checkpoint, dropped_positions, target_config
 from kdformer.models import load_model_config, resolve_name
 from kdformer.pipeline.outputs import Paths, console, is_finished, save_atomically
 
@@ -43,6 +43,13 @@ def convert_teacher(config: ExperimentConfig, overwrite: bool = False) -> Path:
         f"[bold]converting teacher[/] {config.teacher.name} -> {convert.to} "
         f"({convert.max_length} positions)"
     )
+    source_positions = dropped_positions(load_model_config(config.teacher), convert.max_length)
+    if source_positions is not None:
+        console.print(
+            f"[yellow]warning: convert.max_length {convert.max_length} is below the "
+            f"{source_positions} positions of {config.teacher.name}: the converted teacher keeps "
+            f"only the first {convert.max_length}[/]"
+        )
 
     def save(folder: Path) -> None:
         convert_checkpoint(

@@ -137,11 +137,11 @@ def distill(
         callbacks=callbacks, seed=config.seed, pad_to=pad_to,
     )  # fmt: skip
     trainer = distiller.train(resume=mode == "resume")
-    held_out = trainer.held_out_objective() if not task.outputs else None
+    held_out = trainer.held_out_objective() if task.main_metric is None else None
     weights = distiller.student_weights()
 
     def save(folder: Path) -> None:
-        save_model(student, tokenizer, config, folder, weights)
+        save_model(student, tokenizer, config, folder, weights, task)
         write_training_record(trainer, folder, distiller.signal)
         if held_out is not None:
             (folder / "held_out.json").write_text(
@@ -149,7 +149,7 @@ def distill(
             )
         write_model_card(
             folder, dump_config(config), config.teacher.name, None, task.model_class.__name__,
-            task.card_dataset(), task.pipeline_tag,
+            task.card_dataset(), task.pipeline_tag, task=task,
         )  # fmt: skip
 
     save_atomically(save, paths.student)

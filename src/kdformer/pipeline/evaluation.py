@@ -166,7 +166,7 @@ def evaluate(config: ExperimentConfig, task: Task | None = None) -> dict[str, An
     write_model_card(
         paths.student, dump_config(config), config.teacher.name, report,
         task.model_class.__name__, task.card_dataset(), task.pipeline_tag,
-        [row[4]["file"] for row in exported],
+        [row[4]["file"] for row in exported], task=task,
     )  # fmt: skip
     print_report(report)
     return report

@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 
 from kdformer.config import ConfigError, ExperimentConfig, load_config
+from kdformer.config.loading import read_yaml
 from kdformer.export.onnx import (
     OnnxModel,
     agreement,
@@ -258,15 +259,33 @@ def exported_models(model_dir: Path) -> list[tuple[str, Path]]:
     ]
 
 
+RUN_CONFIG_KEYS = frozenset({"output_dir", "task", "teacher", "student", "distill"})
+"""Sections every ``config.yaml`` a run writes holds (it writes the whole resolved config)."""
+
+
+def is_run_config(data: Any) -> bool:
+    """Whether YAML ``data`` is a run config as kdformer writes it beside a run's teacher/ and
+    student/ folders: a mapping with the experiment's main sections all there. Another tool's
+    config.yaml (a training framework's, a data tool's) is not; a kdformer one with a mistake
+    still is, so that loading it says what is wrong."""
+    return isinstance(data, dict) and set(data) >= RUN_CONFIG_KEYS
+
+
 def run_config_of(model_dir: Path) -> ExperimentConfig | None:
     """The config of the run whose student ``model_dir`` is (its ``config.yaml`` one level
-    up), if it is one."""
+    up), if it is one: ``model_dir`` is the run's ``student/`` and the ``config.yaml`` beside
+    it is kdformer's (:func:`is_run_config`; another tool's is left alone). A kdformer config
+    that no longer loads is an error, naming the file."""
 
     root = Path(model_dir).resolve().parent
     config_path = root / "config.yaml"
-    if not config_path.is_file():
+    if Path(model_dir).resolve() != Paths(root).student or not config_path.is_file():
+        return None  # e.g. a two-stage run's general/student or a one-stage comparison
+    try:
+        data = read_yaml(config_path)
+    except ConfigError:
+        return None  # not YAML kdformer wrote
+    if not is_run_config(data):
         return None
     config = load_config(config_path)
-    if Path(model_dir).resolve() != Paths(root).student:
-        return None  # e.g. a two-stage run's general/student or a one-stage comparison
     return config.model_copy(update={"output_dir": root})

@@ -70,7 +70,7 @@ def finetune(
     weights = gathered_state_dict(trainer)
 
     def save(folder: Path) -> None:
-        save_model(model, tokenizer, config, folder, weights)
+        save_model(model, tokenizer, config, folder, weights, task)
         write_training_record(trainer, folder)
 
     save_atomically(save, paths.teacher)

@@ -143,7 +143,8 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     teacher_config = source_teacher_config(config)
     task.adapt_to_teacher(teacher_config)
     task.check_lengths(teacher_config, config.teacher.name)
-    check_room_for_text(task, load_tokenizer(config.teacher))
+    tokenizer = load_tokenizer(config.teacher)
+    check_room_for_text(task, tokenizer)
     if "finetune" in stages and config.finetune is not None:
         check_precision(config.finetune, "finetune")
     if "distill" in stages:
@@ -152,6 +153,7 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     if {"finetune", "distill"} & set(stages):
         task.load("train")
     task.load("eval")
+    task.check_inputs(tokenizer)
     if "finetune" in stages and config.finetune is not None:
         report_and_check(
             task, teacher_config, [], None, config.finetune, "finetune",
@@ -197,9 +199,11 @@ def build_objective(
     student_config: Any,
     other_teachers: dict[str, Any],
 ) -> DistillationObjective:
-    """The distillation objective a config asks for (several teachers included)."""
+    """The distillation objective a config asks for (several teachers included); knowledge
+    terms that pool sentences with ``pooling: auto`` take the task's pooling (an embedding
+    task's, from its teacher)."""
     return DistillationObjective(
-        config.distill.knowledge,
+        with_task_pooling(config.distill.knowledge, task),
         teacher_config,
         student_config,
         task.outputs,
@@ -209,6 +213,20 @@ def build_objective(
         teacher_weights=config.distill.teacher_weights(),
         weighting=config.distill.teacher_weighting,
     )
+
+
+def with_task_pooling(knowledge: Sequence[Any], task: Task) -> list[Any]:
+    """The knowledge configs, those with ``pooling: auto`` given the task's sentence pooling
+    when it has one (others keep auto: each model's family decides)."""
+    pooling = task.sentence_pooling
+    if pooling is None:
+        return list(knowledge)
+    return [
+        term.model_copy(update={"pooling": pooling})
+        if getattr(term, "pooling", None) == "auto"
+        else term
+        for term in knowledge
+    ]
 
 
 def note_unused_length(task: Task, features: Any, pad_to: int | None = None) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from kdformer.models import base_model_of
 from kdformer.report.render import to_markdown
+from kdformer.tasks import Task
 
 
 def card_metadata(
@@ -15,14 +16,16 @@ def card_metadata(
     report: dict[str, Any] | None,
     pipeline_tag: str | None,
     dataset: dict[str, str] | None,
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """The Hugging Face card's front matter: library, pipeline tag, base model, data sets and
-    a model-index with the student's measured metrics (so the Hub renders its results)."""
+    a model-index with the student's measured metrics (so the Hub renders its results); the
+    ``task`` names its library and tags (sentence-transformers for an embedding model)."""
 
-    meta: dict[str, Any] = {"library_name": "transformers"}
+    meta: dict[str, Any] = {"library_name": task.card_library if task else "transformers"}
     if pipeline_tag:
         meta["pipeline_tag"] = pipeline_tag
-    meta["tags"] = ["kdformer", "knowledge-distillation"]
+    meta["tags"] = [*(task.card_tags if task else ()), "kdformer", "knowledge-distillation"]
     base = base_model_of(teacher_name)
     if base:
         meta["base_model"] = base
@@ -58,12 +61,29 @@ def write_model_card(
     dataset: dict[str, str] | None = None,
     pipeline_tag: str | None = None,
     onnx_files: list[str] | None = None,
+    task: Task | None = None,
 ) -> Path:
-    """README.md with Hugging Face front matter (:func:`card_metadata`), the report table and
-    the config that made it."""
+    """README.md with Hugging Face front matter (:func:`card_metadata`), how to load the model
+    (the ``task``'s usage code, else plain ``transformers`` with ``model_class``), the report
+    table and the config that made it."""
     import yaml
 
-    meta = card_metadata(model_dir, teacher_name, report, pipeline_tag, dataset)
+    meta = card_metadata(model_dir, teacher_name, report, pipeline_tag, dataset, task)
+    name = Path(model_dir).name
+    library = "plain `transformers`" if meta["library_name"] == "transformers" else (
+        f"`{meta['library_name']}`"
+    )  # fmt: skip
+    usage = (
+        task.usage_code(name)
+        if task is not None
+        else [
+            "```python",
+            f"from transformers import {model_class}, AutoTokenizer",
+            f'model = {model_class}.from_pretrained("{name}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            "```",
+        ]
+    )
     body = [
         "---",
         yaml.safe_dump(meta, sort_keys=False).rstrip(),
@@ -73,13 +93,9 @@ def write_model_card(
         "",
         f"Distilled with kdformer from teacher `{teacher_name}` (see the configuration below:",
         "with a `finetune` section, kdformer fine-tuned that teacher on the task first).",
-        "Load it with plain `transformers`:",
+        f"Load it with {library}:",
         "",
-        "```python",
-        f"from transformers import {model_class}, AutoTokenizer",
-        f'model = {model_class}.from_pretrained("{Path(model_dir).name}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{Path(model_dir).name}")',
-        "```",
+        *usage,
         "",
     ]
     if onnx_files:

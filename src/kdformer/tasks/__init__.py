@@ -1,4 +1,5 @@
-"""Tasks: everything that differs between classification, NER, extractive QA and raw text.
+"""Tasks: everything that differs between classification, NER, extractive QA, raw text and
+sentence embeddings.
 
 ``task.type`` picks one (see :mod:`kdformer.tasks.base` for the contract). The list of task
 types is :data:`kdformer.config.tasks.TASK_SECTIONS`; each section names its task class by

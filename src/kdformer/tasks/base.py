@@ -1,4 +1,5 @@
-"""The task contract: everything that differs between classification, NER, QA and raw text.
+"""The task contract: everything that differs between classification, NER, QA, raw text and
+sentence embeddings.
 
 A task owns its config section, reading its data formats, tokenisation (with alignment for
 token and span tasks), its collator, its model class and the made-up batch such a model takes
@@ -139,6 +140,10 @@ class Task(abc.ABC):
     """What :meth:`baseline` predicts, as reports name it."""
     table_metrics: tuple[str, ...] | None = None
     """The metrics report tables show (None: all; the JSON report always has every one)."""
+    card_library: str = "transformers"
+    """The library a model of this task loads with, as its model card names it."""
+    card_tags: tuple[str, ...] = ()
+    """Hub tags a model card adds for this task."""
 
     def __init__(self, config: TaskSection, seed: int = 42):
         self.config = config
@@ -216,6 +221,19 @@ class Task(abc.ABC):
         return token_inputs(model_config, batch_size, length, generator)
 
     @property
+    def scored_outputs(self) -> tuple[str, ...]:
+        """Model outputs the scorer reads: the distilled ones, unless the task scores others
+        (sentence embeddings score the last hidden states and distil no output)."""
+        return tuple(o.name for o in self.outputs)
+
+    @property
+    def sentence_pooling(self) -> str | None:
+        """How this task sums a sentence up in one vector (mean, cls, max), for knowledge terms
+        whose ``pooling`` is auto; None: the task has no sentence vectors (each model's family
+        decides)."""
+        return None
+
+    @property
     def label_keys(self) -> tuple[str, ...]:
         """Batch keys that hold gold labels (the Trainer's ``label_names``)."""
         return tuple(dict.fromkeys(o.label_key for o in self.outputs if o.label_key))
@@ -282,6 +300,11 @@ class Task(abc.ABC):
                 + self.long_input_hint()
             )
 
+    def check_inputs(self, tokenizer: Any) -> None:  # noqa: B027  (an optional hook)
+        """Fail early when an example of the splits loaded so far cannot become features with
+        ``tokenizer`` (a QA question too long for its windows); validation calls it once the
+        splits are loaded, before any training or evaluation."""
+
     def long_input_hint(self) -> str:
         """What the task does with inputs longer than ``max_length`` (for error messages)."""
         return " (longer inputs are truncated)"
@@ -292,6 +315,21 @@ class Task(abc.ABC):
     def scorer(self, features: datasets.Dataset, examples: datasets.Dataset) -> Scorer:
         """A fresh :class:`Scorer` for ``features`` (from :meth:`tokenize` with purpose eval) of
         ``examples``."""
+
+    def write_model_files(self, folder: Path, model_config: Any) -> None:  # noqa: B027
+        """Files a saved model of this task needs besides its weights, config and tokenizer
+        (sentence-transformers' pooling files for an embedding model); called by every save."""
+
+    def usage_code(self, model_name: str) -> list[str]:
+        """Markdown lines for the model card: how to load a saved model of this task."""
+        name = self.model_class.__name__
+        return [
+            "```python",
+            f"from transformers import {name}, AutoTokenizer",
+            f'model = {name}.from_pretrained("{model_name}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{model_name}")',
+            "```",
+        ]
 
     def card_dataset(self) -> dict[str, str] | None:
         """The evaluation data as a Hugging Face card names it (``name``, ``type``: the hub

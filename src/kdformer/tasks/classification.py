@@ -81,7 +81,7 @@ class ClassificationTask(LabelledTask):
             raise DataError(
                 f"Unknown task '{config.name}'{hint}. Classification names: "
                 f"{', '.join(CLASSIFICATION_TASK_NAMES)} (use 'classification' for your own "
-                "files); other task types: set task.type to ner, qa or text."
+                "files); other task types: set task.type to ner, qa, text or embedding."
             )
         self.spec = GLUE_TASKS.get(self.name)
         if self.spec is not None:

@@ -39,7 +39,7 @@ def evaluate_model(
         batch_size=batch_size,
         collate_fn=task.collator(tokenizer, "eval", pad_to),
     )
-    names = [o.name for o in task.outputs]
+    names = task.scored_outputs
     for batch in tqdm(loader, desc=description, leave=False):
         inputs = {k: v.to(device) for k, v in model_inputs(model, batch).items()}
         out = model(**inputs)

@@ -34,6 +34,7 @@ from kdformer.tasks.ner_formats import (
     ordered_tags,
     read_columns,
     read_jsonl,
+    read_litbank,
 )
 
 logger = logging.getLogger(__name__)
@@ -190,9 +191,7 @@ class TokenClassificationTask(LabelledTask):
             if kind == "jsonl":
                 documents += read_jsonl(path, self.config.labels)
             elif kind == "litbank":
-                documents += read_columns(
-                    path, self.config.token_column, self.config.layer, "\t", docstart=False
-                )
+                documents += read_litbank(path, self.config.layer, self.config.token_column)
             elif kind in ("conll", "column"):
                 documents += read_columns(path, self.config.token_column, self.config.tag_column)
             else:

@@ -59,7 +59,8 @@ def read_columns(
 ) -> list[Document]:
     """Documents of a column file. ``delimiter`` None splits on whitespace (CoNLL-2003);
     ``"\\t"`` keeps empty fields (LitBank's trailing tab). ``-DOCSTART-`` lines start a new
-    document when ``docstart``; otherwise the whole file is one document."""
+    document when ``docstart``; otherwise the whole file is one document. A UTF-8 byte-order
+    mark is dropped (it would hide the first line's ``-DOCSTART-``)."""
     documents = [Document(path.stem)]
     tokens: list[str] = []
     tags: list[str] = []
@@ -74,7 +75,7 @@ def read_columns(
     tag_needs = tag_column + 1 if tag_column >= 0 else -tag_column
     needed = max(token_column + 1, tag_needs, 2)  # a token and a tag at least
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open(encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"Cannot read {path}: {exc}") from exc
     with handle:
@@ -103,6 +104,40 @@ def read_columns(
             tags.append(tag)
     close_sentence()
     return [d for d in documents if d.sentences]
+
+
+def litbank_layers(path: Path) -> int:
+    """How many entity layers a LitBank TSV has: the most non-empty tag columns after the
+    token on any line (its trailing tab's empty field is not one)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"Cannot read {path}: {exc}") from exc
+    layers = 0
+    for line in text.splitlines():
+        fields = line.split("\t")
+        while fields and not fields[-1].strip():
+            fields.pop()
+        layers = max(layers, len(fields) - 1)
+    return layers
+
+
+def read_litbank(path: Path, layer: int, token_column: int = 0) -> list[Document]:
+    """One LitBank entity TSV as a document, tagged by entity ``layer`` (1: the outermost);
+    a layer the file lacks is refused naming ``task.layer`` and the layers it has."""
+    layers = litbank_layers(path)
+    if not layers:
+        raise DataError(
+            f"{path} has no entity layer (no tag column after the token): it is not a LitBank "
+            "entity TSV (token, then up to four BIO layers, tab separated)."
+        )
+    if layer > layers:
+        choices = "1" if layers == 1 else f"1 to {layers}"
+        raise DataError(
+            f"{path}: task.layer is {layer}, and this LitBank file has {layers} entity "
+            f"layer(s) (tag columns after the token): set task.layer to {choices}."
+        )
+    return read_columns(path, token_column, layer, "\t", docstart=False)
 
 
 def read_jsonl(path: Path, label_names: Sequence[str] | None) -> list[Document]:

@@ -14,6 +14,7 @@ When only one SQuAD file is at hand (kdformer's offline data hold part of the v1
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -155,6 +156,7 @@ class QuestionAnsweringTask(Task):
         squad = read_squad(Path(path), check_offsets=split == "train")
         if self.config.version_2 is None and squad.version.startswith("v2"):
             self.version_2 = True
+        self._refuse_v2_as_v1(str(path), squad.unanswerable, squad.version)
         rows = squad.rows
         if squad.repaired:
             self.notes.append(
@@ -180,6 +182,20 @@ class QuestionAnsweringTask(Task):
                 "answer are not trained on)"
             )
         return join_articles(rows) if self.config.join_paragraphs else rows
+
+    def _refuse_v2_as_v1(self, source: str, unanswerable: list[str], version: str = "") -> None:
+        """SQuAD v2.0 data (unanswerable questions) with ``version_2: false`` would train as
+        null answers and be scored by v1.1's rules: refuse them, before any training."""
+        if self.config.version_2 is not False or not unanswerable:
+            return
+        said = f" (its version field says {version})" if version.startswith("v2") else ""
+        raise DataError(
+            f"{source} is SQuAD v2.0 data{said}: {len(unanswerable)} question(s) have no "
+            f"answer (marked is_impossible or with an empty answers list, e.g. ids "
+            f"{unanswerable[:3]}), and task.version_2 is false, which would train them as null "
+            "answers and score them by v1.1's rules. Set task.version_2: true (or leave it "
+            "unset: it is detected from the data), or remove the unanswerable questions."
+        )
 
     def _long_rows(self, path: Path, layout: str) -> list[dict[str, Any]]:
         """HotpotQA or TriviaQA questions as long-context rows; what is left out is noted."""
@@ -211,7 +227,7 @@ class QuestionAnsweringTask(Task):
                 f"hub: {exc}. For offline use set task.train_file (and task.eval_file) to SQuAD "
                 "JSON files (e.g. ../shared/data/squad/dev-v1.1-part-a.json)."
             ) from exc
-        return [
+        rows = [
             {
                 "id": str(r["id"]),
                 "title": r.get("title", ""),
@@ -225,6 +241,9 @@ class QuestionAnsweringTask(Task):
             }
             for r in dataset
         ]
+        unanswerable = [r["id"] for r in rows if r["impossible"]]
+        self._refuse_v2_as_v1(f"{self.config.hub_dataset} ({hub_split})", unanswerable)
+        return rows
 
     def read(self, split: Split) -> datasets.Dataset:
         cfg = self.config
@@ -314,7 +333,10 @@ class QuestionAnsweringTask(Task):
                     return_overflowing_tokens=True,
                     return_offsets_mapping=True,
                 )
-            except Exception as exc:  # the tokenizers library refuses a question too long to fit
+            except BaseException as exc:  # tokenizers panics on a question too long to fit
+                if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                    raise  # Ctrl-C and exits; pyo3's PanicException is no Exception
+                self.check_windows(batch, tokenizer, purpose)
                 raise DataError(
                     f"could not cut questions and contexts into windows of {cfg.max_length} "
                     f"tokens with a stride of {cfg.window_stride} ({exc}): raise task.max_length or "
@@ -372,6 +394,53 @@ class QuestionAnsweringTask(Task):
             with_indices=True,
             remove_columns=dataset.column_names,
             desc="Tokenizing (windows)",
+        )
+
+    def check_inputs(self, tokenizer: Any) -> None:
+        """Refuse, before any training or evaluation, a question too long for its windows."""
+        for split, examples in self._splits.items():
+            self.check_windows(examples, tokenizer, split)
+
+    def check_windows(self, examples: Any, tokenizer: Any, split: str) -> None:
+        """A DataError when a question of ``examples`` (columns id, question, context) is so
+        long that a window of ``max_length`` tokens leaves no more room for its context than
+        the ``doc_stride`` tokens consecutive windows share: its context could never be cut
+        into windows (the tokenizers library panics). Contexts that fit whole are fine."""
+        cfg = self.config
+        special = tokenizer.num_special_tokens_to_add(pair=True)
+        questions = [q.lstrip() for q in examples["question"]]
+        lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+        limit = cfg.max_length - special - cfg.window_stride - 1  # longest question with room
+        suspects = [i for i, n in enumerate(lengths) if n > limit]
+        if not suspects:
+            return
+        contexts = [examples["context"][i] for i in suspects]
+        context_lengths = tokenizer(contexts, add_special_tokens=False)["input_ids"]
+        bad = [
+            i
+            for i, context in zip(suspects, context_lengths, strict=True)
+            if lengths[i] + len(context) + special > cfg.max_length
+        ]
+        if not bad:
+            return
+        worst = max(bad, key=lambda i: lengths[i])
+        n = lengths[worst]
+        room = cfg.max_length - n - special
+
+        def fits(max_length: int) -> bool:
+            stride = cfg.doc_stride if cfg.doc_stride is not None else max_length // 3
+            return max_length - n - special > stride
+
+        needed = next(m for m in itertools.count(n + special + 1) if fits(m))
+        stride_fix = f", or set task.doc_stride to at most {room - 1}" if room > 1 else ""
+        raise DataError(
+            f"{len(bad)} {split} question(s) are too long for windows of task.max_length "
+            f"{cfg.max_length} tokens: the longest, id '{examples['id'][worst]}', has {n} tokens, "
+            f"which leaves {max(room, 0)} tokens of its context per window ({special} are special "
+            f"tokens), not more than the {cfg.window_stride} tokens consecutive windows share "
+            f"(task.doc_stride), so its context cannot be cut into windows. Raise "
+            f"task.max_length to at least {needed}{stride_fix}, or leave such questions out of "
+            "the data"
         )
 
     # ---- scoring -----------------------------------------------------------------------------

@@ -153,6 +153,77 @@ class SquadFile:
     rows: list[dict[str, Any]]
     repaired: list[str] = field(default_factory=list)  # ids whose offset was moved to the text
     unmatched: list[str] = field(default_factory=list)  # ids whose answer text is not in context
+    unanswerable: list[str] = field(default_factory=list)  # ids marked is_impossible or with []
+
+
+SQUAD_LAYOUT = (
+    "an object with a 'data' list of articles, each {title, paragraphs: [{context, qas: [{id, "
+    "question, answers: [{text, answer_start}]}]}]} (answers may also be in the Hugging Face "
+    "layout {text: [...], answer_start: [...]})"
+)
+"""What a SQuAD file holds, for the errors that refuse another layout."""
+
+
+def _layout_error(path: Path, where: str, found: Any, expected: str) -> DataError:
+    """A file that is not in the SQuAD layout: where, what was found, what should be there."""
+    kind = type(found).__name__
+    return DataError(
+        f"{path}: {where} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not {expected}. "
+        f"A SQuAD file is {SQUAD_LAYOUT}."
+    )
+
+
+def _listed(path: Path, value: Any, where: str, expected: str) -> list[Any]:
+    """``value`` when it is a list (a missing one: empty); a clear error otherwise."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _layout_error(path, where, value, expected)
+    return value
+
+
+def _answers(path: Path, value: Any, where: str) -> list[tuple[str, int]]:
+    """A question's answers as (text, answer_start) pairs, from the SQuAD layout (a list of
+    {text, answer_start}) or the Hugging Face one ({text: [...], answer_start: [...]})."""
+    if isinstance(value, dict) and set(value) >= {"text", "answer_start"}:
+        texts, starts = value["text"], value["answer_start"]
+        if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+            raise DataError(
+                f"{path}: {where} are in the Hugging Face layout, whose 'text' and "
+                "'answer_start' must be lists of the same length (found "
+                f"{texts!r:.60} and {starts!r:.60})."
+            )
+        pairs = list(zip(texts, starts, strict=True))
+    else:
+        answers = _listed(path, value, where, "a list of {text, answer_start}")
+        if not all(isinstance(a, dict) for a in answers):
+            bad = next(a for a in answers if not isinstance(a, dict))
+            raise _layout_error(path, f"an item of {where}", bad, "an object {text, answer_start}")
+        pairs = [(a.get("text"), a.get("answer_start")) for a in answers]
+    checked = []
+    for text, start in pairs:
+        offset = _whole_number(start)
+        if not isinstance(text, str) or offset is None:
+            raise DataError(
+                f"{path}: {where} hold an answer whose text is not a string or whose "
+                f"answer_start is not a whole number (text {text!r:.60}, answer_start "
+                f"{start!r:.20}): each answer is {{text: str, answer_start: int}}."
+            )
+        checked.append((text, offset))
+    return checked
+
+
+def _whole_number(value: Any) -> int | None:
+    """An answer offset as an int (5, 5.0 and "5" alike), or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
 
 
 def _locate(context: str, text: str, start: int) -> int | None:
@@ -168,10 +239,14 @@ def _locate(context: str, text: str, start: int) -> int | None:
 
 def read_squad(path: Path, check_offsets: bool = True) -> SquadFile:
     """Questions of a SQuAD v1.1/v2.0 JSON file as rows ``id, title, context, question,
-    answers={text, answer_start}``. With ``check_offsets`` (training data), an answer whose text
-    is not at its offset is moved to the nearest occurrence of the text (counted in
-    ``repaired``) and one whose text is nowhere in the context is dropped from that question
-    (counted in ``unmatched``); without it every answer is kept as given."""
+    answers={text, answer_start}``. Answers may be listed as SQuAD does (``[{text,
+    answer_start}]``) or as Hugging Face's data sets do (``{text: [...], answer_start:
+    [...]}``); any other layout is refused naming where it differs. With ``check_offsets``
+    (training data), an answer whose text is not at its offset is moved to the nearest
+    occurrence of the text (counted in ``repaired``) and one whose text is nowhere in the
+    context is dropped from that question (counted in ``unmatched``); without it every answer
+    is kept as given. A question marked ``is_impossible`` or whose file lists no answer is
+    unanswerable (SQuAD v2.0's kind: ``impossible`` in its row, its id in ``unanswerable``)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -179,27 +254,38 @@ def read_squad(path: Path, check_offsets: bool = True) -> SquadFile:
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}).") from exc
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise DataError(
-            f"{path} is not in the SQuAD layout: expected an object with a 'data' list of "
-            "articles, each with 'title' and 'paragraphs' [{context, qas: [{id, question, "
-            "answers: [{text, answer_start}]}]}]."
-        )
+        raise DataError(f"{path} is not in the SQuAD layout: expected {SQUAD_LAYOUT}.")
     out = SquadFile(version=str(data.get("version", "")), rows=[])
     for a, article in enumerate(data["data"]):
+        if not isinstance(article, dict):
+            raise _layout_error(path, f"article {a} of 'data'", article, "an object")
         title = str(article.get("title", f"article-{a}"))
-        for paragraph in article.get("paragraphs", []):
+        paragraphs = _listed(
+            path,
+            article.get("paragraphs"),
+            f"'paragraphs' of article '{title}'",
+            "a list of {context, qas}",
+        )
+        for p, paragraph in enumerate(paragraphs):
+            if not isinstance(paragraph, dict):
+                raise _layout_error(
+                    path, f"paragraph {p} of article '{title}'", paragraph, "an object"
+                )
             context = paragraph.get("context")
             if not isinstance(context, str):
                 raise DataError(f"{path}: a paragraph of article '{title}' has no 'context' text.")
-            for qa in paragraph.get("qas", []):
+            where = f"'qas' of paragraph {p} of article '{title}'"
+            for qa in _listed(path, paragraph.get("qas"), where, "a list of questions"):
+                if not isinstance(qa, dict):
+                    raise _layout_error(path, f"an item of {where}", qa, "an object {id, ...}")
                 if "question" not in qa or "id" not in qa:
                     raise DataError(
                         f"{path}: a question of article '{title}' lacks 'id' or 'question'."
                     )
+                given = _answers(path, qa.get("answers"), f"the answers of question '{qa['id']}'")
                 texts, starts = [], []
                 moved = False
-                for answer in qa.get("answers", []):
-                    text, start = str(answer.get("text", "")), int(answer.get("answer_start", -1))
+                for text, start in given:
                     at = _locate(context, text, start) if check_offsets else start
                     if at is None:
                         out.unmatched.append(str(qa["id"]))
@@ -209,8 +295,10 @@ def read_squad(path: Path, check_offsets: bool = True) -> SquadFile:
                     starts.append(at)
                 if moved:
                     out.repaired.append(str(qa["id"]))
-                if qa.get("is_impossible"):
+                impossible = bool(qa.get("is_impossible")) or not given
+                if impossible:
                     texts, starts = [], []
+                    out.unanswerable.append(str(qa["id"]))
                 out.rows.append(
                     {
                         "id": str(qa["id"]),
@@ -218,7 +306,7 @@ def read_squad(path: Path, check_offsets: bool = True) -> SquadFile:
                         "context": context,
                         "question": qa["question"],
                         "answers": {"text": texts, "answer_start": starts},
-                        "impossible": bool(qa.get("is_impossible", False)),
+                        "impossible": impossible,
                     }
                 )
     return out

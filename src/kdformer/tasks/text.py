@@ -39,17 +39,19 @@ logger = logging.getLogger(__name__)
 MLM_OUTPUTS = (OutputSpec("logits", label_key="labels", over="classes", rows="labelled"),)
 
 
-def _text_files(value: Path) -> list[Path]:
+def text_files(value: Path, setting: str = "task.files") -> list[Path]:
+    """The text files ``value`` names: a folder's .txt files (recursively), one file, or a
+    glob's matches; ``setting`` names the config field in errors."""
     if value.is_dir():
         files = sorted(p for p in value.rglob("*.txt") if p.is_file())
         if not files:
-            raise DataError(f"task.files {value} is a folder without .txt files.")
+            raise DataError(f"{setting} {value} is a folder without .txt files.")
         return files
     if value.is_file():
         return [value]
     matches = sorted(Path(p) for p in glob.glob(str(value)) if Path(p).is_file())
     if not matches:
-        raise DataError(f"task.files {value} is not a file, a folder or a matching glob.")
+        raise DataError(f"{setting} {value} is not a file, a folder or a matching glob.")
     return matches
 
 
@@ -166,7 +168,7 @@ class TextTask(Task):
         cfg = self.config
         if cfg.files is not None:
             docs = []
-            for path in _text_files(Path(cfg.files)):
+            for path in text_files(Path(cfg.files)):
                 try:
                     docs.append((path.name, path.read_text(encoding="utf-8", errors="replace")))
                 except OSError as exc:

@@ -17,7 +17,10 @@ from kdformer.config.knowledge.hidden import HiddenConfig
 from kdformer.config.knowledge.intermediate import IntermediateConfig
 from kdformer.config.knowledge.layers import LayerMatchedConfig, MapConfig, MatchStrategy
 from kdformer.config.knowledge.logits import LogitsConfig
+from kdformer.config.knowledge.pooled import PooledConfig
 from kdformer.config.knowledge.relations import QKVRelationsConfig, ValueRelationConfig
+from kdformer.config.knowledge.sentence_embedding import SentenceEmbeddingConfig
+from kdformer.config.knowledge.similarity import SimilarityConfig
 
 KNOWLEDGE_SECTIONS: tuple[type[KnowledgeTermConfig], ...] = (
     LogitsConfig,
@@ -27,6 +30,8 @@ KNOWLEDGE_SECTIONS: tuple[type[KnowledgeTermConfig], ...] = (
     IntermediateConfig,
     ValueRelationConfig,
     QKVRelationsConfig,
+    SentenceEmbeddingConfig,
+    SimilarityConfig,
 )
 """Every knowledge type's config section."""
 
@@ -54,6 +59,9 @@ __all__ = [
     "LogitsConfig",
     "MapConfig",
     "MatchStrategy",
+    "PooledConfig",
     "QKVRelationsConfig",
+    "SentenceEmbeddingConfig",
+    "SimilarityConfig",
     "ValueRelationConfig",
 ]

@@ -18,6 +18,9 @@ class KnowledgeTermConfig(Section):
     reads_qkv: ClassVar[bool] = False
     """Whether the term reads per-layer query/key/value projections (families that cannot
     supply them refuse it)."""
+    model_agnostic: ClassVar[bool] = False
+    """Whether the term reads only task outputs and hidden states, which every transformers
+    model gives: such a term works with models of no declared family."""
 
     weight: float = Field(1.0, ge=0, description="Weight of this term in the total loss.")
     teacher: str | None = Field(

@@ -13,6 +13,7 @@ class EmbeddingConfig(KnowledgeTermConfig):
     """Embedding-layer distillation (TinyBERT)."""
 
     term: ClassVar[str] = "kdformer.knowledge.embedding:EmbeddingKnowledge"
+    model_agnostic: ClassVar[bool] = True
 
     type: Literal["embedding"] = Field("embedding", description="Knowledge type name.")
     projection: Literal["auto", "linear", "none"] = Field(

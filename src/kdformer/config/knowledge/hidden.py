@@ -17,6 +17,7 @@ class HiddenConfig(LayerMatchedConfig):
     """Hidden-state distillation."""
 
     term: ClassVar[str] = "kdformer.knowledge.hidden:HiddenKnowledge"
+    model_agnostic: ClassVar[bool] = True
 
     type: Literal["hidden"] = Field("hidden", description="Knowledge type name.")
     loss: Literal["mse", "cosine", "pkd"] = Field(

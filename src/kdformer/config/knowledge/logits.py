@@ -13,6 +13,7 @@ class LogitsConfig(KnowledgeTermConfig):
     """Soft-logit distillation."""
 
     term: ClassVar[str] = "kdformer.knowledge.logits:LogitsKnowledge"
+    model_agnostic: ClassVar[bool] = True
 
     type: Literal["logits"] = Field("logits", description="Knowledge type name.")
     loss: Literal["kl", "mse"] = Field(

@@ -13,6 +13,7 @@ from pydantic import Discriminator, Tag
 from kdformer.config.tasks.augment import AugmentConfig
 from kdformer.config.tasks.base import TaskSection
 from kdformer.config.tasks.classification import ClassificationTaskConfig
+from kdformer.config.tasks.embedding import EmbeddingTaskConfig
 from kdformer.config.tasks.ner import NerTaskConfig
 from kdformer.config.tasks.qa import QATaskConfig
 from kdformer.config.tasks.text import TextTaskConfig
@@ -22,6 +23,7 @@ TASK_SECTIONS: tuple[type[TaskSection], ...] = (
     NerTaskConfig,
     QATaskConfig,
     TextTaskConfig,
+    EmbeddingTaskConfig,
 )
 """Every task type's config section; the first is the default type."""
 
@@ -65,6 +67,7 @@ __all__ = [
     "TYPE_BY_NAME",
     "AugmentConfig",
     "ClassificationTaskConfig",
+    "EmbeddingTaskConfig",
     "NerTaskConfig",
     "QATaskConfig",
     "TaskConfig",
