@@ -5,18 +5,15 @@ learns the teacher's, by direction (cosine) and by value (MSE), as in Reimers an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from kdformer.config.knowledge.pooled import PooledConfig
 from kdformer.config.knowledge.sentence_embedding import SentenceEmbeddingConfig
-from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.base import KnowledgeTerm, ModelShape, token_mask
+from kdformer.features import Features
+from kdformer.knowledge.base import ModelShape
 from kdformer.knowledge.layers import Projections
-from kdformer.matching import LayerGroup
-from kdformer.pooling import pool
+from kdformer.knowledge.pooled import PooledTerm
 
 
 def embedding_cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -31,35 +28,7 @@ def embedding_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (student.float() - teacher.float()).pow(2).mean()
 
 
-def resolved_pooling(config: PooledConfig, shape: ModelShape) -> str:
-    """The pooling a term applies to one model: its config's, or with ``auto`` (not filled in
-    by the run from the task) how the model's family sums a sequence up."""
-    if config.pooling != "auto":
-        return config.pooling
-    return "cls" if shape.summary == "first" else "mean"
-
-
-def sentence_vectors(
-    features: Features, shape: ModelShape, batch: Mapping[str, torch.Tensor], how: str
-) -> torch.Tensor:
-    """(batch, width) float32 sentence vectors of one model: its last layer's hidden states
-    (``hidden_states[num_layers]``; BERT's ``last_hidden_state``) pooled over the batch's real
-    tokens."""
-    if features.hidden_states is None or len(features.hidden_states) <= shape.num_layers:
-        raise KeyError(
-            f"the features lack hidden state {shape.num_layers} (the last layer): extract them "
-            "with the needs of the objective built for this teacher/student (objective.needs)"
-        )
-    hidden = features.hidden_states[shape.num_layers]
-    return pool(hidden, token_mask(batch, hidden), how)
-
-
-def last_layer_needs(shape: ModelShape) -> FeatureNeeds:
-    """The hidden states a sentence-vector term reads from one model: its last layer's."""
-    return FeatureNeeds(hidden_states=True, hidden_layers=frozenset({shape.num_layers}))
-
-
-class SentenceEmbeddingKnowledge(KnowledgeTerm):
+class SentenceEmbeddingKnowledge(PooledTerm):
     """Sentence embedding: the student's pooled last hidden states learn the teacher's.
 
     Each model's last layer is pooled over real tokens (the task's pooling: mean, cls or max);
@@ -80,25 +49,11 @@ class SentenceEmbeddingKnowledge(KnowledgeTerm):
         self.projections = Projections(
             mode, 1, student.hidden_size, teacher.hidden_size, "sentence_embedding"
         )
-        self.groups = [LayerGroup(student.num_layers, (teacher.num_layers,), teacher.num_layers)]
-        """The layers compared (the last of each), as the dry-run plan lists them."""
-
-    @property
-    def needs(self) -> FeatureNeeds:
-        return self.needs_for("student") | self.needs_for("teacher")
-
-    def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
-        return last_layer_needs(self.student_shape if side == "student" else self.teacher_shape)
 
     def forward(
         self, student: Features, teacher: Features, batch: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
-        s = sentence_vectors(
-            student, self.student_shape, batch, resolved_pooling(self.config, self.student_shape)
-        )
-        t = sentence_vectors(
-            teacher, self.teacher_shape, batch, resolved_pooling(self.config, self.teacher_shape)
-        )
+        s, t = self.sentence_pair(student, teacher, batch)
         s = self.projections.project(0, s).float()
         losses = {"cosine": embedding_cosine, "mse": embedding_mse}
         return torch.stack([losses[name](s, t) for name in self.config.loss]).sum()

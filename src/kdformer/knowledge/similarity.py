@@ -6,19 +6,12 @@ cosine scoring (STS, retrieval, clustering) reads."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 import torch
 
 from kdformer.config.knowledge.similarity import SimilarityConfig
-from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.base import KnowledgeTerm, ModelShape
-from kdformer.knowledge.sentence_embedding import (
-    last_layer_needs,
-    resolved_pooling,
-    sentence_vectors,
-)
-from kdformer.matching import LayerGroup
+from kdformer.features import Features
+from kdformer.knowledge.pooled import PooledTerm
 from kdformer.pooling import normalise
 
 
@@ -58,7 +51,7 @@ def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
     return (t_log.exp() * (t_log - s_log)).sum(-1).mean()
 
 
-class SimilarityKnowledge(KnowledgeTerm):
+class SimilarityKnowledge(PooledTerm):
     """Similarity structure: the student's in-batch cosine matrix learns the teacher's.
 
     Each model's last layer is pooled over real tokens (the task's pooling) into one vector per
@@ -71,29 +64,10 @@ class SimilarityKnowledge(KnowledgeTerm):
 
     config: SimilarityConfig
 
-    def __init__(
-        self, config: SimilarityConfig, teacher: ModelShape, student: ModelShape, outputs=()
-    ):
-        super().__init__(config, teacher, student, outputs)
-        self.groups = [LayerGroup(student.num_layers, (teacher.num_layers,), teacher.num_layers)]
-        """The layers compared (the last of each), as the dry-run plan lists them."""
-
-    @property
-    def needs(self) -> FeatureNeeds:
-        return self.needs_for("student") | self.needs_for("teacher")
-
-    def needs_for(self, side: Literal["student", "teacher"]) -> FeatureNeeds:
-        return last_layer_needs(self.student_shape if side == "student" else self.teacher_shape)
-
     def forward(
         self, student: Features, teacher: Features, batch: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
-        s = sentence_vectors(
-            student, self.student_shape, batch, resolved_pooling(self.config, self.student_shape)
-        )
-        t = sentence_vectors(
-            teacher, self.teacher_shape, batch, resolved_pooling(self.config, self.teacher_shape)
-        )
+        s, t = self.sentence_pair(student, teacher, batch)
         if self.config.loss == "kl":
             return similarity_kl(s, t, self.config.temperature)
         return similarity_mse(s, t)
