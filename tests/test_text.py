@@ -139,3 +139,42 @@ def test_a_folder_of_short_files_still_holds_text_out(tmp_path):
     folder = corpus(tmp_path / "c", {f"{i}.txt": f"story {i} " * 50 for i in range(10)})
     task = build_task(TextTaskConfig(files=folder, eval_fraction=0.2))
     assert len(task.load("eval")) == 2 and len(task.load("train")) == 8
+
+
+def test_bytes_that_are_not_utf8_text_are_refused_naming_the_file(tmp_path):
+    """Random bytes, another encoding or a binary file were decoded with replacement
+    characters and distilled; now each is refused with the file and the fix. A byte-order
+    mark is dropped, not read as text."""
+    rng = np.random.default_rng(0)
+    cases = {
+        "random.txt": (rng.integers(128, 256, 2000, dtype=np.uint8).tobytes(), "not UTF-8 text"),
+        "latin1.txt": ("Noël à Zürich. " * 50).encode("latin-1"),
+        "binary.txt": (b"PK\x03\x04\x00\x00" + b"\x00" * 100, "holds NUL bytes"),
+    }
+    cases["latin1.txt"] = (cases["latin1.txt"], "byte 0xeb at offset 2")
+    for name, (data, message) in cases.items():
+        folder = tmp_path / name.removesuffix(".txt")
+        folder.mkdir()
+        (folder / "good.txt").write_text("A plain sentence of text. " * 40, encoding="utf-8")
+        (folder / name).write_bytes(data)
+        task = build_task(TextTaskConfig(files=folder, segment_chars=200))
+        with pytest.raises(DataError, match=message) as caught:
+            task.load("train")
+        assert name in str(caught.value) and "task.files" in str(caught.value)
+    marked = corpus(tmp_path / "bom", {})
+    (marked / "a.txt").write_bytes(("\ufeff" + "First words. " * 40).encode())
+    text = build_task(TextTaskConfig(files=marked, segment_chars=200)).load("train")["text"]
+    assert text and not any("\ufeff" in t for t in text) and text[0].startswith("First words.")
+
+
+def test_a_text_block_too_short_to_learn_from_is_refused():
+    from kdformer.config import ConfigError, load_config
+
+    with pytest.raises(
+        ConfigError, match=r"blocks of max_length tokens, and 6 leaves .* at least 16"
+    ):
+        load_config(None, ["task={type: text, files: corpus, max_length: 6}"])
+    assert (
+        load_config(None, ["task={type: text, files: corpus, max_length: 16}"]).task.max_length
+        == 16
+    )

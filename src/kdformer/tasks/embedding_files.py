@@ -14,7 +14,7 @@ from typing import Any
 
 from kdformer.config.base import DataError
 from kdformer.tasks.classification_files import encode_floats
-from kdformer.tasks.text import text_files
+from kdformer.tasks.text import read_text_file, text_files
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +140,7 @@ def read_text_sentences(value: Path, min_words: int, setting: str = "task.text_f
     fewer than ``min_words`` words are left out."""
     sentences = []
     for path in text_files(Path(value), setting):
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise DataError(f"Cannot read {path}: {exc}") from exc
+        text = read_text_file(path)  # UTF-8 text, or a DataError naming the file
         for paragraph in re.split(r"\n\s*\n", text):
             sentences += [s for s in split_sentences(paragraph) if len(s.split()) >= min_words]
     if not sentences:

@@ -55,6 +55,29 @@ def text_files(value: Path, setting: str = "task.files") -> list[Path]:
     return matches
 
 
+def read_text_file(path: Path) -> str:
+    """A .txt file's text: UTF-8 (a byte-order mark dropped); a DataError naming the file for
+    bytes that are not UTF-8 text (a binary file, another encoding), which decoding with
+    replacement characters would turn into text to distil silently."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"Cannot read {path}: {exc}") from exc
+    if b"\x00" in data:
+        raise DataError(
+            f"{path} is not text (it holds NUL bytes, as binary files do): a text task reads "
+            "plain UTF-8 .txt files; remove it from task.files"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): a "
+            "text task reads plain UTF-8 .txt files. Convert it (e.g. iconv -f latin1 -t utf-8) "
+            "or remove it from task.files"
+        ) from None
+
+
 def segments(text: str, size: int) -> list[str]:
     """Paragraph-aligned pieces of about ``size`` characters (a paragraph longer than that is
     its own piece)."""
@@ -169,10 +192,7 @@ class TextTask(Task):
         if cfg.files is not None:
             docs = []
             for path in text_files(Path(cfg.files)):
-                try:
-                    docs.append((path.name, path.read_text(encoding="utf-8", errors="replace")))
-                except OSError as exc:
-                    raise DataError(f"Cannot read {path}: {exc}") from exc
+                docs.append((path.name, read_text_file(path)))
             return docs
         if cfg.hub_dataset is None:
             raise DataError(

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kdformer.config.tasks.base import TaskSection
+
+MIN_TEXT_LENGTH = 16
+"""The shortest block a text task trains on: with [CLS]/[SEP] and 15% masking, fewer tokens
+leave a block next to no context and one or no masked token to learn from."""
 
 
 class TextTaskConfig(TaskSection):
@@ -42,3 +46,14 @@ class TextTaskConfig(TaskSection):
         "masked LM: its architectures name ...ForMaskedLM or ...ForPreTraining).",
     )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked (MLM).")
+
+    @field_validator("max_length")
+    @classmethod
+    def _room_to_learn(cls, value: int) -> int:
+        if value < MIN_TEXT_LENGTH:
+            raise ValueError(
+                f"a text task packs text into blocks of max_length tokens, and {value} leaves "
+                f"next to no context (and at 15% masking one or no masked token) per block: "
+                f"use at least {MIN_TEXT_LENGTH} (128 to 512 is usual)"
+            )
+        return value
