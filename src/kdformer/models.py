@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from kdformer.attention import restore
@@ -239,3 +239,15 @@ def non_finite_parameters(model: nn.Module, limit: int = 5) -> list[str]:
 
 def count_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be read (truncated, not safetensors, unreadable), from
+    its header alone; None when it reads. Finished models, checkpoints and cache shards are
+    all judged by it."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
+        return str(exc)
+    return None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
@@ -27,7 +27,7 @@ from transformers.trainer_callback import ExportableState
 from kdformer.config import ConfigError, TrainConfig
 from kdformer.features import MODEL_INPUTS, extract_features, prepare_model
 from kdformer.learning_curve import LearningCurve
-from kdformer.models import non_finite_parameters
+from kdformer.models import non_finite_parameters, safetensors_problem
 from kdformer.objective import DistillationObjective
 from kdformer.tasks.evaluation import evaluate_model
 from kdformer.teacher import TeacherSignal
@@ -441,18 +441,21 @@ def run_training(
     """Train, from the latest checkpoint in ``checkpoints`` when ``resume``. A diverged run
     raises :class:`TrainingDiverged` naming the last good checkpoint and what to change in the
     ``setting`` section."""
-    last = latest_checkpoint(checkpoints) if resume else None
-    if resume:
-        for newer in checkpoints_newest_first(checkpoints):
-            if newer == last:
-                break
-            print(
-                f"note: {newer} cannot be resumed from ({checkpoint_problem(newer)}); resuming "
-                f"from {last.name if last else 'the start (no complete checkpoint)'}",
-                file=sys.stderr,
-            )
-        if last is not None:
-            check_checkpoint_fits(trainer.model, last)
+    last, skipped = None, []
+    for folder in checkpoints_newest_first(checkpoints) if resume else []:
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            last = folder
+            break
+        skipped.append((folder, problem))
+    for folder, problem in skipped:
+        print(
+            f"note: {folder} cannot be resumed from ({problem}); resuming "
+            f"from {last.name if last else 'the start (no complete checkpoint)'}",
+            file=sys.stderr,
+        )
+    if last is not None:
+        check_checkpoint_fits(trainer.model, last)
     if trainer.args.device.type == "cpu":
         keep_freed_memory()
     try:
@@ -501,11 +504,9 @@ def checkpoint_problem(folder: Path) -> str | None:
     if not present and not sharded:
         return "its weights are missing"
     if "model.safetensors" in present:
-        try:
-            with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
-                weights.keys()
-        except (SafetensorError, OSError) as exc:
-            return f"its weights are unreadable ({exc})"
+        problem = safetensors_problem(folder / "model.safetensors")
+        if problem is not None:
+            return f"its weights are unreadable ({problem})"
     return None
 
 

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kdformer.cache.items import Item
+from kdformer.models import safetensors_problem
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 """Storage dtypes by the name ``distill.cache.dtype`` gives."""
@@ -58,12 +59,8 @@ def item_damage(folder: Path) -> str | None:
             return f"{name} has {path.stat().st_size:,} bytes, not the {sizes[name]:,} written"
         if name in sums and shard_checksum(path) != sums[name]:
             return f"{name} changed since it was written (checksum differs)"
-        if name not in sums:
-            try:
-                with safe_open(str(path), framework="pt") as handle:
-                    handle.keys()
-            except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
-                return f"{name} is unreadable ({exc})"
+        if name not in sums and (problem := safetensors_problem(path)) is not None:
+            return f"{name} is unreadable ({problem})"
     return None
 
 

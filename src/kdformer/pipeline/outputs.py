@@ -16,7 +16,7 @@ from kdformer import distributed
 from kdformer.config import ConfigError, ExperimentConfig, dump_config
 from kdformer.devices import folder_problem
 from kdformer.learning_curve import describe_curve
-from kdformer.models import non_finite_parameters
+from kdformer.models import non_finite_parameters, safetensors_problem
 from kdformer.tasks import Task
 from kdformer.training import (
     TaskTrainer,
@@ -71,17 +71,7 @@ def is_finished(model_dir: Path) -> bool:
     if not (model_dir / "config.json").is_file():
         return False
     weights = list(model_dir.glob("*.safetensors"))
-    if not weights:
-        return False
-    from safetensors import safe_open
-
-    try:
-        for path in weights:
-            with safe_open(str(path), "pt") as handle:
-                handle.keys()
-    except Exception:  # truncated or not safetensors at all
-        return False
-    return True
+    return bool(weights) and all(safetensors_problem(path) is None for path in weights)
 
 
 def start_mode(final: Path, checkpoints: Path, overwrite: bool, resume: bool) -> str:
