@@ -78,11 +78,13 @@ def render(results: dict[str, Any]) -> str:
         "",
         "`python benchmarks/bench_teacher_plateau.py CONFIG...`: the teacher fine-tuned with "
         "`stop_at_plateau` (scored on the dev set every `eval_steps`; stopped once the last "
-        "fifth of the steps adds less than `plateau_gain` points to the best score).",
+        "fifth of the steps adds less than `plateau_gain` points to the best score). With "
+        "`keep_best`, the saved teacher is the best evaluation's (kept step), not the last "
+        "step's.",
         "",
-        "| task | teacher | train examples | seed | steps (epochs) | best dev | last fifth adds "
-        "| plateau | CPU/GPU time | machine |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | teacher | train examples | seed | steps (epochs) | best dev | kept step "
+        "| last fifth adds | plateau | CPU/GPU time | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in results["teachers"].values():
         curve = entry["curve"]
@@ -90,7 +92,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             f"| {entry['task']} | {entry['teacher']} | {entry['train_examples']} | "
             f"{entry['seed']} | {entry['steps']} ({entry['epochs']:.1f}) | {curve['best']:.2f} "
-            f"{curve['metric']} | {'-' if gain is None else f'{gain:.2f}'} | "
+            f"{curve['metric']} | {curve.get('kept_step') or 'last'} | "
+            f"{'-' if gain is None else f'{gain:.2f}'} | "
             f"{'yes' if curve['plateau'] else 'no' if curve['plateau'] is False else 'not judged'}"
             f" | {entry['train_seconds'] / 60:.1f} min | {machine_line(entry['machine'])} |"
         )

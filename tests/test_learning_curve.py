@@ -153,3 +153,54 @@ def test_no_stop_before_the_share_of_steps_where_early_training_sits_at_the_base
     assert stopped_at is None
     stopped_at, _ = evaluate_all(callback, [(250, 68.38)], state)
     assert stopped_at == 250  # from here a flat curve counts
+
+
+def test_keep_best_needs_every_scored_step_saved():
+    with pytest.raises(ConfigError, match="keep_best .* set eval_steps"):
+        load_config(None, ["finetune={max_steps: 100, keep_best: true}"])
+    with pytest.raises(ConfigError, match="save_steps 25 is not a multiple of eval_steps 10"):
+        load_config(
+            None, ["finetune={max_steps: 100, eval_steps: 10, save_steps: 25, keep_best: true}"]
+        )
+    assert TrainConfig(eval_steps=10, save_steps=30, keep_best=True).keep_best
+
+
+@pytest.mark.slow
+@needs_data(GLUE)
+def test_keep_best_finishes_with_the_best_evaluation_not_the_last_step(tmp_path):
+    """The real MiniLM teacher, scored and saved every 2 steps at a learning rate that makes its
+    curve peak early: the saved teacher is the best-scoring checkpoint's, not the last step's,
+    and scoring it again gives that best."""
+    import json
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdformer import pipeline
+    from kdformer.tasks import build_task
+    from kdformer.tasks.evaluation import evaluate_model
+
+    config = load_config(
+        None,
+        [
+            f"output_dir={tmp_path / 'run'}",
+            "teacher.name=minilm-l6",
+            f"task.data_dir={GLUE}",
+            "task.max_train_samples=64",
+            "task.max_eval_samples=64",
+            "task.max_length=32",
+            "finetune={max_steps: 10, batch_size: 8, eval_steps: 2, save_steps: 2, "
+            "learning_rate: 0.0001, keep_best: true, report_to: []}",
+        ],
+    )
+    teacher = pipeline.finetune(config)
+    curve = json.loads((teacher / "training.json").read_text())["learning_curve"]
+    points = dict((step, value) for step, value in curve["points"])
+    assert sorted(points) == [2, 4, 6, 8, 10]
+    best_step = max(points, key=lambda s: (points[s], -s))  # the first of equal bests
+    assert best_step < 10  # this curve peaks early (57.8 at step 2, 51.6 from step 4 on)
+    assert curve["kept_step"] == best_step
+    task = build_task(config.task, config.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(teacher)
+    tokenizer = AutoTokenizer.from_pretrained(teacher)
+    scores = evaluate_model(model, task, task.load("eval"), tokenizer, 32, "cpu")
+    assert abs(100 * scores["accuracy"] - points[best_step]) < 1e-6

@@ -412,6 +412,11 @@ def build_trainer(
     label_keys = list(task.label_keys) if task is not None else []
     args = training_arguments(train, checkpoints, seed, evaluate and task is not None, label_keys)
     args.include_num_input_tokens_seen = "all"
+    if train.keep_best and evaluate and task is not None and task.main_metric:
+        # Checked in TrainConfig: every scored step is saved, so the best one is on disk.
+        args.load_best_model_at_end = True
+        args.metric_for_best_model = f"eval_{task.main_metric}"
+        args.greater_is_better = task.higher_is_better
     eval_examples = task.load("eval") if task is not None else None
     scored = evaluate and task is not None and train.eval_steps
     if scored and task.main_metric:

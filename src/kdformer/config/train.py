@@ -79,12 +79,26 @@ class TrainConfig(Section):
         "(early training can sit at the trivial baseline for a while).",
     )
 
+    keep_best: bool = Field(
+        False,
+        description="Finish with the weights of the best-scoring evaluation, not the last step "
+        "(a run stopped at its plateau has usually passed its best; needs eval_steps, and "
+        "save_steps a multiple of eval_steps so that every scored step is saved).",
+    )
+
     @model_validator(mode="after")
     def _plateau_needs_evaluations(self) -> TrainConfig:
-        if self.stop_at_plateau and self.eval_steps is None:
+        for name in ("stop_at_plateau", "keep_best"):
+            if getattr(self, name) and self.eval_steps is None:
+                raise ValueError(
+                    f"{name} judges the learning curve at each evaluation: set eval_steps "
+                    "(e.g. a tenth of max_steps)"
+                )
+        if self.keep_best and self.save_steps % self.eval_steps:
             raise ValueError(
-                "stop_at_plateau judges the learning curve at each evaluation: set eval_steps "
-                "(e.g. a tenth of max_steps)"
+                f"keep_best keeps a saved evaluation, but save_steps {self.save_steps} is not a "
+                f"multiple of eval_steps {self.eval_steps}: set save_steps to {self.eval_steps} "
+                "(or another multiple)"
             )
         return self
 

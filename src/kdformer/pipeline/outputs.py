@@ -191,6 +191,9 @@ def write_training_record(trainer: TaskTrainer, folder: Path, teacher_signal: An
     }
     curve = trainer.learning_curve
     if curve is not None:
+        if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
+            # keep_best: the saved model is the best evaluation's, not the last step's.
+            curve["kept_step"] = int(Path(state.best_model_checkpoint).name.split("-")[-1])
         record["learning_curve"] = curve
         console.print(f"learning curve: {describe_curve(curve)}")
     signals = getattr(teacher_signal, "signals", {"main": teacher_signal})
