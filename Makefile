@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-quick lint bench bench-offline gpu-check docs clean
+.PHONY: install demo test test-quick lint bench bench-offline bench-embedding gpu-check docs clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,14 @@ bench: install
 bench-offline: install
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/bench_offline.py --data-dir $(DATA)/glue --out benchmarks/results $(ARGS)
+
+# Sentence-embedding students against sentence-transformers' recipe and model2vec. model2vec's
+# [distill] extra pins an older transformers, so it gets a virtual environment of its own.
+bench-embedding: install
+	test -x .venv-model2vec/bin/python || (python3 -m venv .venv-model2vec && \
+	  .venv-model2vec/bin/pip install --quiet torch==2.13.0 && \
+	  .venv-model2vec/bin/pip install --quiet "model2vec[distill,quantization]==0.10.0")
+	$(PY) benchmarks/bench_embedding.py --out benchmarks/results $(ARGS)
 
 # On one GPU (H100/H200, under 10 minutes): the demo in bf16, the review at 4,096 tokens with
 # teachers to plateau, DeepSpeed ZeRO-2 in one process; `ARGS=--smoke` runs it tiny on a CPU.

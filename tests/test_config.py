@@ -361,3 +361,60 @@ def test_a_section_switched_on_by_shorthand_keeps_its_fields_in_either_order(tmp
         assert config.distill.cache.enabled is True and config.distill.cache.dir == cache_dir
     off = load_config(None, ["export=true", "export.opset=18", "export=false"])
     assert off.export.enabled is False and off.export.opset == 18
+
+
+# --------------------------------------------------------------------------------------------
+# `kdformer config fields [PREFIX]`
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+@pytest.mark.parametrize("prefix", ["", "distill.train", "task"])
+def test_config_fields_prints_every_key_whole(monkeypatch, width, prefix):
+    """No key is cut with an ellipsis at any terminal width: a table where the keys fit next
+    to the other columns, one block per field on a narrower terminal."""
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from kdformer import cli
+
+    monkeypatch.setattr(cli, "console", Console(width=width, no_color=True))
+    result = CliRunner().invoke(cli.app, ["config", "fields", *([prefix] if prefix else [])])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    words = set(result.output.replace("│", " ").split())
+    keys = [k for k, *_ in describe_fields(ExperimentConfig) if k.startswith(prefix)]
+    assert keys
+    for key in keys:
+        assert key.split(" [")[0] in words, key
+    assert max(len(line) for line in result.output.splitlines()) <= width
+
+
+@pytest.mark.parametrize(
+    "prefix, closest",
+    [
+        ("distill.trian", "distill.train"),
+        ("distil.cache.enabeld", "distill.cache.enabled"),
+        ("studnet", "student"),
+    ],
+)
+def test_config_fields_of_an_unknown_prefix_fail_naming_the_closest(prefix, closest):
+    from typer.testing import CliRunner
+
+    from kdformer.cli import app
+
+    result = CliRunner().invoke(app, ["config", "fields", prefix])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"no config field starts with '{prefix}'" in text
+    assert closest in text.split("closest:", 1)[1]
+
+
+def test_config_fields_of_a_prefix_unlike_any_key_list_the_sections():
+    from typer.testing import CliRunner
+
+    from kdformer.cli import app
+
+    result = CliRunner().invoke(app, ["config", "fields", "zzz"])
+    assert result.exit_code == 2
+    assert "sections: output_dir, seed, task" in " ".join(result.output.split())

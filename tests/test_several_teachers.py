@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import transformers
-from conftest import GLUE, needs_data, save_tiny_glue_teacher, tiny_bert, tiny_bert_config
+from conftest import GLUE, needs_data, save_tiny_glue_teacher, tiny_bert
 from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
@@ -46,6 +46,12 @@ def test_mixture_kl_and_confidence_weights_by_hand():
     p = [0.6875, 0.3125]
     expected = sum(x * math.log(x / 0.5) for x in p)
     assert float(kl_to_mixture(s, [a, b], fixed, 1.0)) == pytest.approx(expected, rel=1e-5)
+    # T=2: p_a = softmax(ln 3 / 2, 0) = (sqrt 3, 1) / (1 + sqrt 3), b stays uniform; the mix is
+    # compared at T=2 and the KL scaled by T^2 = 4.
+    r3 = math.sqrt(3)
+    p = [0.75 * r3 / (1 + r3) + 0.25 * 0.5, 0.75 / (1 + r3) + 0.25 * 0.5]
+    expected = 4 * sum(x * math.log(x / 0.5) for x in p)
+    assert float(kl_to_mixture(s, [a, b], fixed, 2.0)) == pytest.approx(expected, rel=1e-5)
     # Confidence: weights 3 x .75 and 1 x .5, renormalised.
     confident = mixture_weights([a, b], [3.0, 1.0], "confidence")
     assert confident[:, 0].tolist() == pytest.approx([2.25 / 2.75, 0.5 / 2.75])
@@ -57,6 +63,38 @@ def test_mixture_kl_and_confidence_weights_by_hand():
     assert w[:, 0].tolist() == pytest.approx([top / (top + 0.5), 0.5 / (top + 0.5)])
 
 
+def soft(row: list[float], temperature: float) -> list[float]:
+    exps = [math.exp(v / temperature) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+def naive_mixture_kl(student, teachers, weights: list[float], temperature: float) -> float:
+    """Row by row: the teachers' soft labels at T mixed with ``weights``, KL(mix || student at T)
+    times T^2; averaged over rows."""
+    rows = student.tolist()
+    total = 0.0
+    for r, s_row in enumerate(rows):
+        members = [soft(t.tolist()[r], temperature) for t in teachers]
+        mix = [sum(w * m[c] for w, m in zip(weights, members)) for c in range(len(s_row))]
+        q = soft(s_row, temperature)
+        total += temperature**2 * sum(p * math.log(p / x) for p, x in zip(mix, q))
+    return total / len(rows)
+
+
+def naive_hidden_mse(student_states, teacher_states, pairs, mask, projections=None) -> float:
+    """Per (student layer, teacher layer) pair: the student's states over real tokens, through
+    the pair's linear map (x W^T + b) if any, their mean squared difference to the teacher's;
+    averaged over pairs."""
+    real = mask.bool()
+    losses = []
+    for index, (s_layer, t_layer) in enumerate(pairs):
+        s = student_states[s_layer][real]
+        if projections is not None:
+            s = s @ projections[index].weight.T + projections[index].bias
+        losses.append(float(((s - teacher_states[t_layer][real]) ** 2).mean().detach()))
+    return sum(losses) / len(losses)
+
+
 def two_teachers():
     main = tiny_bert(seed=0, layers=4, hidden=32)
     wide = tiny_bert(seed=1, layers=2, hidden=48, heads=4, intermediate=96)
@@ -66,6 +104,9 @@ def two_teachers():
 
 def test_terms_learn_from_their_teacher_with_its_width(batch):
     main, wide, student = two_teachers()
+    with torch.no_grad():  # decided teachers that disagree: soft labels far from uniform
+        main.classifier.weight.mul_(40.0)
+        wide.classifier.weight.mul_(-40.0)
     objective = DistillationObjective(
         knowledge(
             {"type": "logits"},
@@ -99,19 +140,23 @@ def test_terms_learn_from_their_teacher_with_its_width(batch):
     teachers = signal(batch)
     features = extract_features(student, batch, objective.needs_for("student"))
     out = objective(features, teachers, batch)
-    # Each routed term equals a one-teacher objective's term on that teacher's features.
-    alone = DistillationObjective(
-        knowledge({"type": "hidden"}), wide.config, student.config, OUTPUTS
+    # Each hidden term compares with its own teacher: main (4 layers) uniformly at layers 2 and
+    # 4 with no projection; wide (2 layers, 48 wide) at layers 1 and 2 through its projections.
+    mask = batch["attention_mask"]
+    s_states = features.hidden_states
+    expected = naive_hidden_mse(s_states, teachers["main"].hidden_states, [(1, 2), (2, 4)], mask)
+    assert float(out.terms["hidden@main"]) == pytest.approx(expected, rel=1e-5)
+    expected = naive_hidden_mse(
+        s_states, teachers["wide"].hidden_states, [(1, 1), (2, 2)], mask, wide_projection
     )
-    alone.terms["hidden"].load_state_dict(objective.terms["hidden@wide"].state_dict())
-    expected = alone(features, teachers["wide"], batch).terms["hidden"]
-    torch.testing.assert_close(out.terms["hidden@wide"], expected)
+    assert float(out.terms["hidden@wide"]) == pytest.approx(expected, rel=1e-5)
     # The soft labels are the 1:3 mix of both teachers' at T=2.
-    mix = kl_to_mixture(
-        features.logits, [teachers["main"].logits, teachers["wide"].logits],
-        torch.tensor([[0.25, 0.25], [0.75, 0.75]]), 2.0,
-    )  # fmt: skip
-    torch.testing.assert_close(out.terms["logits"], mix)
+    expected = naive_mixture_kl(
+        features.logits, [teachers["main"].logits, teachers["wide"].logits], [0.25, 0.75], 2.0
+    )
+    assert float(out.terms["logits"]) == pytest.approx(expected, rel=1e-5)
+    one_teacher = naive_mixture_kl(features.logits, [teachers["main"].logits], [1.0], 2.0)
+    assert abs(one_teacher - expected) > 0.1, "the wide teacher changes the soft labels"
     out.loss.backward()
     assert objective.terms["hidden@wide"].projections.parameters().__next__().grad is not None
 
@@ -128,19 +173,26 @@ def test_teacher_choices_are_checked():
             knowledge({"type": "hidden", "teacher": "other"}), main.config, student.config,
             OUTPUTS, other_teachers={"wide": wide.config},
         )  # fmt: skip
-    # One teacher: the default soft labels are simply the teacher's.
+    # One teacher: the default soft labels are simply the teacher's, by hand at T=2:
+    # teacher softmax(ln 3 / 2, 0) = (sqrt 3, 1) / (1 + sqrt 3) against a uniform student.
     single = DistillationObjective(
         knowledge({"type": "logits"}), main.config, student.config, OUTPUTS
     )
     assert single.targets == {"logits": "main"}
-    assert isinstance(Features(), Features)
+    out = single(
+        Features(outputs={"logits": torch.tensor([[0.0, 0.0]])}),
+        Features(outputs={"logits": torch.tensor([[math.log(3.0), 0.0]])}),
+        {},
+    )
+    r3 = math.sqrt(3)
+    p = [r3 / (1 + r3), 1 / (1 + r3)]
+    assert float(out.terms["logits"]) == pytest.approx(4 * sum(x * math.log(2 * x) for x in p))
     from kdformer.config import DistillConfig
 
     with pytest.raises(ValueError, match="reserved"):
         DistillConfig(teachers=[{"id": "main", "name": "x"}])
     with pytest.raises(ValueError, match="unique"):
         DistillConfig(teachers=[{"id": "a", "name": "x"}, {"id": "a", "name": "y"}])
-    assert tiny_bert_config().hidden_size == 32
 
 
 @pytest.mark.slow

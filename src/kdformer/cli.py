@@ -334,7 +334,10 @@ def evaluate(
     output_dir: Path | None = typer.Option(None, help="Write report.json and report.md here."),
     trust_remote_code: bool = typer.Option(False, help="Allow model repository code to run."),
 ) -> None:
-    """Metrics, latency, throughput, parameters and size of a model on a task's eval set."""
+    """Metrics, latency, throughput, parameters and size of a model on a task's eval set;
+    retention, gain kept and speed-up against a --reference model when one is given."""
+    if not sys.stderr.isatty():  # piped or captured: no progress bar among the report's lines
+        os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported, below
     from kdformer import pipeline
     from kdformer.devices import resolve_device
     from kdformer.report import write_report
@@ -413,7 +416,9 @@ def students(
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """Candidate student shapes (layers x hidden x heads x intermediate) at a parameter budget,
-    with exact parameter counts and measured latency, fastest first."""
+    with exact parameter counts and measured latency, ranked by the distillation guideline
+    (docs/guideline.md): teacher width at half depth or more first, then deep pruned shapes;
+    one layer and random init last. Each row says why."""
     import json
 
     from rich import box
@@ -458,7 +463,8 @@ def students(
         table.add_column("ms", justify="right", no_wrap=True)
         if reference is not None:
             table.add_column("speed-up", justify="right", no_wrap=True)
-    table.add_column("note", no_wrap=True)
+    # init and why in one wrapping column, so the figures are never cut on a narrow terminal
+    table.add_column("init: why")
     for row in rows:
         cells = [
             str(row.layers),
@@ -474,9 +480,17 @@ def students(
                 cells.append(f"{reference.latency_ms / row.latency_ms:.2f}x")
             elif reference is not None:
                 cells.append("")
-        cells.append(row.note)
+        if row is reference:
+            cells.append(row.note)
+        else:
+            cells.append(f"{row.init}: {row.why}" + (f"; preset {row.note}" if row.note else ""))
         table.add_row(*cells, end_section=reference is not None and row is rows[-2])
     console.print(table)
+    console.print(
+        "Ranked by docs/guideline.md (§: its sections), best first: the teacher's width at half "
+        "its depth or more, then deeper pruned shapes; one layer and random init last.",
+        soft_wrap=True,
+    )
     if timed:
         console.print(
             f"ms: median of {repeats} forward passes of a {batch_size} x {seq_length} batch on "
@@ -484,13 +498,11 @@ def students(
             soft_wrap=True,
         )
     best = rows[0]
-    if reference is None:
-        init = " student.init=random"
-    elif best.hidden == reference.hidden and best.intermediate == reference.intermediate:
-        init = " student.init=teacher"
-    else:
-        init = " student.init=pruned"
-    console.print(f"Use one: kdformer run CONFIG {best.overrides()}{init}", soft_wrap=True)
+    console.print(
+        f"Use one: kdformer run CONFIG {best.overrides()} student.init={best.init}",
+        soft_wrap=True,
+    )
+    console.print(f"Why: {explorer.proposal_reason(target, best, tolerance)}", soft_wrap=True)
 
 
 @app.command()
@@ -649,12 +661,31 @@ def config_show(config: Path = ConfigArg, overrides: list[str] | None = Override
 def config_fields(
     prefix: str = typer.Argument("", help="Only fields under this key, e.g. distill.train"),
 ) -> None:
-    """Every config field with its type, default and meaning."""
-    table = Table("key", "type", "default", "meaning")
-    for key, type_name, default, text in describe_fields(ExperimentConfig):
-        if key.startswith(prefix):
-            table.add_row(key, type_name, default, text)
-    console.print(table)
+    """Every config field with its type, default and meaning (a table on a wide terminal, one
+    block per field otherwise); keys are printed whole."""
+    from rich.padding import Padding
+    from rich.text import Text
+
+    from kdformer.config.reference import fields_under
+
+    with user_errors():
+        rows = fields_under(ExperimentConfig, prefix)
+    key_width = max(len(row[0]) for row in rows)
+    if console.width >= key_width + 70:
+        table = Table()
+        table.add_column("key", no_wrap=True, min_width=key_width)
+        for header in ("type", "default", "meaning"):
+            table.add_column(header, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    for key, type_name, default, text in rows:  # narrow: one block per field, nothing cut
+        line = Text(key, style="bold", overflow="fold")
+        line.append(f"  {type_name}, default {default}", style="")
+        console.print(line)
+        if text:
+            console.print(Padding(Text(text, overflow="fold"), (0, 0, 0, 4), expand=False))
 
 
 @config_app.command("reference")

@@ -23,8 +23,9 @@ from typing import Any
 
 from torch import nn
 
+from kdformer.alignment import CrossTokenizerCollator
 from kdformer.config import ConfigError, TrainConfig
-from kdformer.models import non_finite_parameters
+from kdformer.models import non_finite_parameters, share_files
 from kdformer.objective import MAIN, DistillationObjective
 from kdformer.tasks import Task
 from kdformer.teacher import LiveTeacher, TeacherEnsemble, TeacherSignal
@@ -68,7 +69,13 @@ class Distiller:
     score the task's evaluation set every ``train.eval_steps`` steps. ``pad_to``: the one
     length every batch is padded to when the models' family needs one (the pipeline knows it
     from the models; None: each batch's own longest input). Checkpoints go to
-    ``checkpoint_dir``; :meth:`train` with ``resume=True`` continues from the latest."""
+    ``checkpoint_dir``; :meth:`train` with ``resume=True`` continues from the latest.
+
+    ``teacher_tokenizer``: the teacher's tokenizer when the student has its own
+    (``tokenizer``; cross-tokenizer distillation, :mod:`kdformer.alignment`): the default
+    features are then the task's cross-tokenised ones and the default collator pads both
+    sides. Build the objective with ``cross_tokenizer=True`` so that knowledge that cannot be
+    aligned is refused before training."""
 
     def __init__(
         self,
@@ -86,12 +93,25 @@ class Distiller:
         seed: int = 42,
         evaluate: bool = True,
         pad_to: int | None = None,
+        teacher_tokenizer: Any = None,
     ):
         if task is None and (train_features is None or collator is None):
             raise ConfigError("a Distiller without a task needs train_features and a collator")
+        crosses = teacher_tokenizer is not None and teacher_tokenizer is not tokenizer
         if train_features is None:
             assert task is not None
-            train_features = task.tokenize(task.distillation_examples(), tokenizer, "train")
+            examples = task.distillation_examples()
+            train_features = (
+                task.cross_tokenize(examples, tokenizer, teacher_tokenizer)
+                if crosses
+                else task.tokenize(examples, tokenizer, "train")
+            )
+        if collator is None and crosses:
+            assert task is not None
+            collator = CrossTokenizerCollator(
+                task.collator(tokenizer, "train", pad_to),
+                task.collator(teacher_tokenizer, "train", pad_to),
+            )
         self.train_config = train
         self.checkpoint_dir = Path(checkpoint_dir)
         self.tokenizer = tokenizer
@@ -149,4 +169,5 @@ class Distiller:
             )
         self.student.save_pretrained(folder, state_dict=weights)
         self.tokenizer.save_pretrained(folder)
+        share_files(folder)  # safetensors leaves weights at 0600
         return folder

@@ -10,6 +10,21 @@ the config on the ``meta`` device (no memory, no weights). The vocabulary and po
 the teacher's, or BERT-base's (30,522 tokens, 512 positions) without one: at small widths the
 embeddings are much of the budget. Latency is the median forward pass of randomly initialised
 models, timed round-robin with :func:`kdformer.report.measure.measure_latencies`.
+
+Shapes are ranked by what the distillation guideline (``docs/guideline.md``) found at a small
+training budget, best first, each with the ``student.init`` it suggests and why:
+
+0. the teacher's width at half its depth or more, initialised from teacher layers (§4, §5);
+1. narrower at half depth or more, pruned from the teacher: deep and narrow beats shallow and
+   wide (§3), a deep pruned student keeps most of the gain (§5), given more steps;
+2. the teacher's width below half depth: gain kept falls with every layer cut (§5);
+3. pruned and below half depth: narrow *and* shallow barely learns (§3, §4);
+4. one layer: a majority-class predictor at any width (§5);
+5. random initialisation (a shape no teacher layer can start): learns nothing (§4).
+
+Within a rank, deeper first (§3), then closest to the budget. Without a teacher (``--params``
+alone) the teacher is taken to be BERT-base-like (12 layers, head size 64), so no shape is at its
+width and every shape is pruned; ``--like`` ranks against a real one.
 """
 
 from __future__ import annotations
@@ -68,6 +83,9 @@ class Candidate:
     parameters: int
     latency_ms: float | None = None
     note: str = ""  # 'teacher' for the reference row, or the preset this shape equals
+    init: str = ""  # the student.init the guideline suggests for this shape
+    rank: int | None = None  # the guideline's rank (0 best; see the module docstring)
+    why: str = ""  # why, in a few words, citing the guideline's section
 
     def overrides(self) -> str:
         """The config overrides that give this student."""
@@ -199,6 +217,122 @@ def _preset_names(target: Target) -> dict[tuple[int, int, int, int], str]:
     return names
 
 
+GUIDELINE = "docs/guideline.md"
+
+#: rank -> (short reason for the table, after the init; the reason in full), each citing the
+#: guideline.
+REASONS: dict[int, tuple[str, str]] = {
+    0: (
+        "≥ half depth at teacher width (§4, §5)",
+        "the teacher's width at half its depth or more, initialised from teacher layers spread "
+        "over its depth: the guideline's best students (§4, §5: 3 x 384 kept 91.5% of the "
+        "teacher's gain on SST-2, 4 x 384 97.6%).",
+    ),
+    1: (
+        "deep and narrow (§3, §5)",
+        "half the teacher's depth or more, narrowed by importance pruning: at a fixed budget "
+        "deep and narrow beat shallow and wide on SST-2 (§3), where the 6 x 192 pruned student "
+        "kept 85% of the teacher's gain (§5). A pruned student starts further from the "
+        "teacher: give it several times the steps of a teacher-width one (§3).",
+    ),
+    2: (
+        "below half depth: gain falls (§5)",
+        "below half the teacher's depth, gain kept falls with every layer cut (§5: on SST-2 "
+        "2 x 384 kept 77% of the teacher's gain against 91.5% at 3 x 384).",
+    ),
+    3: (
+        "narrow and shallow: barely learns (§3, §4)",
+        "narrow and below half depth: pruning cannot rescue a student that is narrow and "
+        "shallow at once (§4: 3 x 192 pruned kept 2% of the teacher's gain on SST-2, no "
+        "better than random; §3: 2 x 320 collapsed to near the majority class).",
+    ),
+    4: (
+        "1 layer: collapses (§5)",
+        "one layer collapses to a majority-class predictor at any width (§5: 1 x 384 kept 0% "
+        "of the gain on both tasks).",
+    ),
+    5: (
+        "learns nothing at this budget (§4)",
+        "no teacher layer can start this shape, and random initialisation learned nothing at "
+        "the guideline's budget (§4: 0% of the gain at both widths, on both tasks).",
+    ),
+}
+
+
+def reference_depth(target: Target) -> int:
+    """The teacher's depth, or the assumed teacher's (``max_layers``) without one."""
+    return target.teacher_shape.layers if target.teacher_shape is not None else target.max_layers
+
+
+def assess(target: Target, candidate: Candidate) -> tuple[int, str]:
+    """The guideline's rank of a shape (0 best) and the ``student.init`` it suggests."""
+    teacher = target.teacher_shape
+    half = -(-reference_depth(target) // 2)
+    width = (candidate.hidden, candidate.heads, candidate.intermediate)
+    at_width = teacher is not None and width == (
+        teacher.hidden,
+        teacher.heads,
+        teacher.intermediate,
+    )
+    prunable = teacher is None or (
+        candidate.layers <= teacher.layers
+        and candidate.hidden <= teacher.hidden
+        and candidate.heads <= teacher.heads
+        and candidate.intermediate <= teacher.intermediate
+    )
+    init = "teacher" if at_width else "pruned" if prunable else "random"
+    if init == "random":
+        return 5, init
+    if candidate.layers == 1:
+        return 4, init
+    if candidate.layers >= half:
+        return (0 if at_width else 1), init
+    return (2 if at_width else 3), init
+
+
+def rank_key(target: Target, candidate: Candidate) -> tuple[int, int, int]:
+    """Sort key: the guideline's rank, then deeper first (§3), then closest to the budget."""
+    assert candidate.rank is not None
+    return (candidate.rank, -candidate.layers, abs(candidate.parameters - target.budget))
+
+
+def annotate(target: Target, candidate: Candidate) -> Candidate:
+    """Set the candidate's ``rank``, ``init`` and short ``why``."""
+    candidate.rank, candidate.init = assess(target, candidate)
+    candidate.why = REASONS[candidate.rank][0]
+    return candidate
+
+
+def proposal_reason(target: Target, best: Candidate, tolerance: float) -> str:
+    """Why the best-ranked shape is proposed, in full, citing the guideline; when no shape of
+    rank 0 or 1 fits, what would give one."""
+    assert best.rank is not None
+    text = REASONS[best.rank][1]
+    half = -(-reference_depth(target) // 2)
+    if best.rank >= 2:
+        count = _Counter(target.config)
+        size = target.head_size
+        smallest = count(half, size, 1, 4 * size)
+        text += (
+            f" It is proposed only because no shape of {half} layers or more is within "
+            f"±{tolerance * 100:g}% of the budget"
+            + (
+                f" (the smallest, {half} x {size}, has {smallest / 1e6:.2f}M parameters): "
+                "raise the budget for one."
+                if smallest > target.budget * (1 + tolerance)
+                else ": widen --tolerance for one."
+            )
+        )
+    if target.teacher is None:
+        text += (
+            " Without --like the teacher is taken to be BERT-base-like (12 layers, head size "
+            "64), so every shape is pruned; pruning needs a teacher at least as deep and wide, "
+            "with that head size. Run `kdformer students --like TEACHER` with your teacher: at "
+            "its width, teacher-layer init is the best start (§4)."
+        )
+    return f"{text} See {GUIDELINE}."
+
+
 def candidate_shapes(target: Target, tolerance: float = 0.15) -> list[Candidate]:
     """Every grid shape whose parameter count is within ``tolerance`` of the budget, fewest
     parameters first."""
@@ -225,7 +359,8 @@ def candidate_shapes(target: Target, tolerance: float = 0.15) -> list[Candidate]
                 break
             if parameters >= low:
                 shape = (layers, hidden, heads, intermediate)
-                found.append(Candidate(*shape, parameters, note=names.get(shape, "")))
+                candidate = Candidate(*shape, parameters, note=names.get(shape, ""))
+                found.append(annotate(target, candidate))
     return sorted(found, key=lambda c: (c.parameters, c.layers))
 
 
@@ -321,22 +456,21 @@ def explore(
     device: str = "auto",
     max_candidates: int | None = 20,
 ) -> list[Candidate]:
-    """Candidate rows at the budget, fastest first (fewest parameters first without ``latency``).
+    """Candidate rows at the budget, best first by the guideline's ranking (:func:`rank_key`),
+    each with its suggested ``init`` and ``why``; ``latency`` measures each one.
 
-    When more than ``max_candidates`` shapes qualify, those closest to the budget are kept. With a
-    teacher, its own shape comes first in the timed group and is returned as the last row
+    When more than ``max_candidates`` shapes qualify, the best-ranked are kept. With a teacher,
+    its own shape comes first in the timed group and is returned as the last row
     (``note='teacher'``) for comparison.
     """
-    rows = candidate_shapes(target, tolerance)
+    rows = sorted(candidate_shapes(target, tolerance), key=lambda c: rank_key(target, c))
     if not rows:
         return []
-    if max_candidates is not None and len(rows) > max_candidates:
-        rows = sorted(rows, key=lambda c: abs(c.parameters - target.budget))[:max_candidates]
-        rows.sort(key=lambda c: (c.parameters, c.layers))
+    if max_candidates is not None:
+        rows = rows[:max_candidates]
     reference = [copy.copy(target.teacher_shape)] if target.teacher_shape is not None else []
     if latency:
         time_candidates(
             target.config, reference + rows, batch_size, seq_length, repeats, warmup, device
         )
-        rows.sort(key=lambda c: (c.latency_ms, c.parameters))
     return rows + reference

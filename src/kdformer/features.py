@@ -233,6 +233,13 @@ MODEL_INPUTS = (
 )
 
 
+def teacher_key(name: str) -> str:
+    """The batch key of the teacher's own copy of a model input or label key when teacher and
+    student tokenise the text differently (a student with its own vocabulary):
+    ``teacher_input_ids``, ``teacher_attention_mask``, ``teacher_labels``..."""
+    return f"teacher_{name}"
+
+
 def extract_features(
     model: nn.Module, inputs: Mapping[str, torch.Tensor], needs: FeatureNeeds
 ) -> Features:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -251,3 +253,34 @@ def safetensors_problem(path: Path) -> str | None:
     except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
         return str(exc)
     return None
+
+
+def default_file_mode(folder: str | Path) -> int:
+    """The mode a new file gets in ``folder`` under the process's umask (0o666 & ~umask),
+    found by creating one (reading the umask with ``os.umask`` would change it, for an instant,
+    for every thread)."""
+    probe = Path(folder) / f".kdformer-mode-{uuid.uuid4().hex}"
+    descriptor = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    try:
+        return stat.S_IMODE(os.fstat(descriptor).st_mode)
+    finally:
+        os.close(descriptor)
+        probe.unlink()
+
+
+def share_files(path: str | Path) -> None:
+    """Give ``path`` (a file) or every file under it (a folder) the mode any new file gets
+    (0o666 less the umask), as Hugging Face's tools do. safetensors (0.8) writes a weights file
+    through a private temporary file that it renames into place, which leaves
+    ``model.safetensors`` and every ``save_file`` shard at mode 0600: unreadable to other users
+    and to containers running as another user. Every kdformer save calls this. Links and other
+    non-files are left alone."""
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    files = [f for f in files if not f.is_symlink()]
+    if not files:
+        return
+    mode = default_file_mode(path if path.is_dir() else path.parent)
+    for file in files:
+        if stat.S_IMODE(file.stat().st_mode) != mode:
+            os.chmod(file, mode)

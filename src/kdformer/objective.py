@@ -29,11 +29,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from kdformer.alignment import UnitAlignment
 from kdformer.config.base import ConfigError
 from kdformer.config.knowledge import KnowledgeTermConfig
 from kdformer.families import family_of, find_family
 from kdformer.features import FeatureNeeds, Features, OutputSpec
-from kdformer.knowledge import ModelShape, build_term
+from kdformer.knowledge import KnowledgeTerm, ModelShape, build_term
 from kdformer.knowledge.base import scheduled
 from kdformer.knowledge.logits import TeacherMixture, hard_label_loss
 
@@ -109,7 +110,11 @@ class DistillationObjective(nn.Module):
     projections of that teacher's width (``each``: one term per teacher, named ``type@id``).
     Soft labels default to the mix of all teachers, weighted by ``teacher_weights`` (fixed) or
     also by each teacher's confidence per row (``weighting: confidence``). :meth:`forward` then
-    takes a mapping of teacher id to features."""
+    takes a mapping of teacher id to features.
+
+    ``cross_tokenizer``: the student has its own vocabulary (:mod:`kdformer.alignment`): terms
+    that cannot be aligned are refused here, with the reason; batches that carry unit maps are
+    then compared on units, term by term."""
 
     def __init__(
         self,
@@ -122,6 +127,7 @@ class DistillationObjective(nn.Module):
         other_teachers: Mapping[str, Any] | None = None,
         teacher_weights: Mapping[str, float] | None = None,
         weighting: Literal["fixed", "confidence"] = "fixed",
+        cross_tokenizer: bool = False,
     ):
         super().__init__()
         configs = {MAIN: teacher_config, **(other_teachers or {})}
@@ -148,6 +154,9 @@ class DistillationObjective(nn.Module):
             }
         )
         self.names = list(self.terms)
+        self.cross_tokenizer = cross_tokenizer
+        if cross_tokenizer:
+            check_across_tokenizers(self.terms)
         self.hard_label_weight = hard_label_weight
         self.hard_label_weight_end = hard_label_weight_end
         self.progress = 0.0
@@ -236,8 +245,14 @@ class DistillationObjective(nn.Module):
             raise ValueError("teacher features are needed: the objective has knowledge terms")
         weighted: list[torch.Tensor] = []
         values: dict[str, torch.Tensor] = {}
+        alignment = UnitAlignment.of(batch)
         for name, term in self.terms.items():
-            value = term(student, self.teacher_features(teacher, name), batch)
+            if alignment is None:
+                value = term(student, self.teacher_features(teacher, name), batch)
+            else:
+                value = term(
+                    *aligned(term, alignment, student, self.teacher_features(teacher, name))
+                )
             values[name] = value.detach()
             weighted.append(term.config.weight * value)
         if self.uses_hard_labels:
@@ -251,3 +266,46 @@ class DistillationObjective(nn.Module):
                 f"labels {[o.label_key for o in self.outputs if o.label_key]}"
             )
         return ObjectiveOutput(loss=torch.stack(weighted).sum(), terms=values)
+
+
+def check_across_tokenizers(terms: Mapping[str, KnowledgeTerm]) -> None:
+    """ConfigError, before training, naming every knowledge term that cannot compare a student
+    with its own vocabulary, and why."""
+    problems = [
+        f"{name}: {problem}"
+        for name, term in terms.items()
+        if (problem := term.cross_tokenizer_problem()) is not None
+    ]
+    if problems:
+        raise ConfigError(
+            "the student has its own vocabulary (student.vocabulary), so teacher and student "
+            "read the text as different tokens, and some knowledge cannot be aligned: "
+            + "; ".join(problems)
+            + ". Drop these terms, or leave student.vocabulary unset (the teacher's tokenizer)"
+        )
+
+
+def aligned(
+    term: KnowledgeTerm,
+    alignment: UnitAlignment,
+    student: Features,
+    teacher: Features | TeacherMixture,
+) -> tuple[Features, Features | TeacherMixture, Mapping[str, torch.Tensor]]:
+    """A term's inputs on a cross-tokenised batch: per-example terms take both models'
+    features as they are (each read its own tokens); token-level terms take them moved onto
+    the units both tokenizations share, with the batch that marks those units."""
+    problem = term.cross_tokenizer_problem()
+    if problem is not None:
+        raise ConfigError(f"{type(term).__name__} cannot compare across tokenizers: {problem}")
+    if term.across_tokenizers == "example":
+        return student, teacher, alignment.batch
+    outputs = term.outputs
+    if isinstance(teacher, TeacherMixture):
+        moved: Features | TeacherMixture = TeacherMixture(
+            [alignment.features(m, "teacher", outputs) for m in teacher.members],
+            teacher.weights,
+            teacher.weighting,
+        )
+    else:
+        moved = alignment.features(teacher, "teacher", outputs)
+    return alignment.features(student, "student", outputs), moved, alignment.batch_for(outputs)

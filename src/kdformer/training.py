@@ -24,10 +24,11 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
+from kdformer.alignment import teacher_inputs
 from kdformer.config import ConfigError, TrainConfig
 from kdformer.features import MODEL_INPUTS, extract_features, prepare_model
 from kdformer.learning_curve import LearningCurve
-from kdformer.models import non_finite_parameters, safetensors_problem
+from kdformer.models import non_finite_parameters, safetensors_problem, share_files
 from kdformer.objective import DistillationObjective
 from kdformer.tasks.evaluation import evaluate_model
 from kdformer.teacher import TeacherSignal
@@ -108,7 +109,8 @@ class DistillationModel(nn.Module):
         student = extract_features(self.student, inputs, self.objective.needs_for("student"))
         # With no knowledge terms (a hard-label-only baseline) the teacher has nothing to give.
         # It gets the whole batch: a cached teacher reads its rows by the batch's row index.
-        teacher = self._teacher[0](batch) if len(self.objective.terms) else None
+        # A student with its own vocabulary: the teacher reads its own tokens (teacher_*).
+        teacher = self._teacher[0](teacher_inputs(batch)) if len(self.objective.terms) else None
         out = self.objective(student, teacher, batch)
         self.last_terms = out.terms
         return {"loss": out.loss, **student.outputs}
@@ -236,6 +238,7 @@ class TaskTrainer(Trainer):
             skip = set(model._keys_to_ignore_on_save or ())
             state_dict = {k: v for k, v in self.model.state_dict().items() if k not in skip}
         super()._save(output_dir, state_dict)
+        share_files(output_dir or self.args.output_dir)  # safetensors leaves weights at 0600
 
     def model_to_score(self) -> nn.Module:
         model = self.accelerator.unwrap_model(self.model)

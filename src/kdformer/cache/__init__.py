@@ -18,6 +18,7 @@ from kdformer.cache.cached_teacher import CachedTeacher
 from kdformer.cache.entry import CacheEntry
 from kdformer.cache.fingerprint import (
     columns_fingerprint,
+    folder_fingerprint,
     tokenizer_fingerprint,
     weights_fingerprint,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "TeacherCache",
     "cache_items",
     "columns_fingerprint",
+    "folder_fingerprint",
     "tokenizer_fingerprint",
     "weights_fingerprint",
     "with_row_index",

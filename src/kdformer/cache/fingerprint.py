@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,10 @@ import torch
 from torch import nn
 
 _VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures")
+
+#: The files of a saved model folder that what it computes depends on: weights, its config
+#: and its tokenizer's files.
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")
 
 
 def _digest() -> Any:
@@ -39,6 +44,22 @@ def weights_fingerprint(model: nn.Module) -> str:
         }
         fields.pop("dtype", None), fields.pop("torch_dtype", None)  # the weights' bytes carry it
         digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """Hash of a saved model folder by content: the names and bytes of its weights, config and
+    tokenizer files (:data:`MODEL_FILE_SUFFIXES`, top level), read once in blocks. Unlike
+    sizes and times, it tells a retrained model of the same size saved within the same second
+    from the old one, and finds a re-saved identical one the same."""
+    digest = _digest()
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file() or path.suffix not in MODEL_FILE_SUFFIXES:
+            continue
+        digest.update(f"{path.name}:{path.stat().st_size}:".encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

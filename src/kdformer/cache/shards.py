@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kdformer.cache.items import Item
-from kdformer.models import safetensors_problem
+from kdformer.models import safetensors_problem, share_files
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 """Storage dtypes by the name ``distill.cache.dtype`` gives."""
@@ -110,6 +110,7 @@ class ItemWriter:
             tensors["data"] = data.contiguous()
         name = f"shard-{len(self.shards):05d}.safetensors"
         save_file(tensors, str(self.folder / name))
+        share_files(self.folder / name)  # safetensors writes 0600
         self.sizes[name] = (self.folder / name).stat().st_size
         self.checksums[name] = shard_checksum(self.folder / name)
         self.shards.append(name)

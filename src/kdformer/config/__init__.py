@@ -26,7 +26,7 @@ from kdformer.config.loading import (
 from kdformer.config.model import ExtraTeacherConfig, ModelConfig
 from kdformer.config.reference import describe_fields
 from kdformer.config.report import ReportConfig
-from kdformer.config.student import StudentConfig
+from kdformer.config.student import StudentConfig, VocabularyConfig
 from kdformer.config.tasks import TASK_CONFIGS, TaskConfig, TaskSection
 from kdformer.config.train import TrainConfig
 
@@ -50,6 +50,7 @@ __all__ = [
     "TaskSection",
     "TeacherCacheConfig",
     "TrainConfig",
+    "VocabularyConfig",
     "apply_overrides",
     "default_cache_dir",
     "describe_fields",

@@ -63,3 +63,37 @@ def _type_name(annotation: Any) -> str:
     text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "None")
     text = re.sub(r"\bkdformer\.config\.(?:\w+\.)*(\w+)", r"\1", text)
     return re.sub(r"Union\[([^\[\]]*)\]", lambda m: m.group(1).replace(", ", " | "), text)
+
+
+def fields_under(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """The rows of :func:`describe_fields` whose key starts with ``prefix``; a ConfigError that
+    names the prefix and the closest valid keys when none does."""
+    from difflib import get_close_matches
+
+    from kdformer.config.base import ConfigError
+
+    rows = describe_fields(model)
+    found = [row for row in rows if row[0].startswith(prefix)]
+    if found:
+        return found
+    keys: list[str] = []
+    for key, *_ in rows:
+        parts = key.split(" [")[0].split(".")  # 'task.label_column [ner]' -> task, label_column
+        for end in range(1, len(parts) + 1):
+            dotted = ".".join(parts[:end])
+            if dotted not in keys:
+                keys.append(dotted)
+    close = get_close_matches(prefix, keys, n=3, cutoff=0.5)
+    if not close:  # e.g. a typo in the first part: the closest ones under the right section
+        head, _, _ = prefix.partition(".")
+        section = get_close_matches(head, [k for k in keys if "." not in k], n=1, cutoff=0.5)
+        if section:
+            close = get_close_matches(
+                prefix, [k for k in keys if k.split(".")[0] == section[0]], n=3, cutoff=0.0
+            )
+    hint = (
+        f"closest: {', '.join(close)}"
+        if close
+        else "sections: " + ", ".join(k for k in keys if "." not in k)
+    )
+    raise ConfigError(f"no config field starts with '{prefix}'; {hint}")

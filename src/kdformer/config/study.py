@@ -78,6 +78,13 @@ class StudyConfig(Section):
         description="Where fine-tuned teachers live (unset: <output_dir>/teachers). Point several "
         "studies at one folder to fine-tune each teacher once for all of them.",
     )
+    results_dir: Path | None = Field(
+        None,
+        description="A folder kept in version control (e.g. docs/studies/<name>) that receives "
+        "each finished run's result (runs/<run-id>.json), teachers.json, runs.csv, summary.md "
+        "and the plots. A run whose result is there counts as finished, so a study that spans "
+        "several sessions or machines keeps its progress without the models in output_dir.",
+    )
     keep_checkpoints: bool = Field(
         False,
         description="Keep each finished run's Trainer checkpoints (logs are always kept).",

@@ -14,7 +14,7 @@ from kdformer.config.convert import Target
 from kdformer.conversion.registry import conversion_of, target_options
 from kdformer.conversion.weights import copy_weights
 from kdformer.families import position_limit
-from kdformer.models import load_model, load_model_config, load_tokenizer
+from kdformer.models import load_model, load_model_config, load_tokenizer, share_files
 
 
 def target_config(source: Any, target: Target, max_length: int, **options: Any) -> Any:
@@ -71,4 +71,5 @@ def convert_checkpoint(
     tokenizer = load_tokenizer(str(source))
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(out)
+    share_files(out)  # safetensors leaves weights at 0600
     return out

@@ -104,6 +104,13 @@ class AttentionKnowledge(KnowledgeTerm):
     built in query chunks (``query_chunk``; memory bounded at any length, same loss)."""
 
     config: AttentionConfig
+    across_tokenizers = "refused"
+    refused_across_tokenizers = (
+        "attention maps are each model's distribution over its own tokens (token x token), "
+        "and with two vocabularies the tokens differ: a teacher query's attention over its "
+        "pieces is no distribution the student computes. qkv_relations and value_relation "
+        "knowledge align on words (relations between the words' pooled vectors); use them"
+    )
 
     def __init__(
         self, config: AttentionConfig, teacher: ModelShape, student: ModelShape, outputs=()

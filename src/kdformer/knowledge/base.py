@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from torch import nn
 from kdformer.config.base import ConfigError, import_path
 from kdformer.config.knowledge import KNOWLEDGE_CONFIGS, KnowledgeTermConfig
 from kdformer.families import find_family, intermediate_size_of
-from kdformer.features import FeatureNeeds, Features, OutputSpec
+from kdformer.features import FeatureNeeds, Features, OutputSpec, teacher_key
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,15 @@ class KnowledgeTerm(nn.Module):
     (so mistakes surface before training) and compute the loss in ``forward`` from both
     models' features and the batch (attention mask, gold labels that mark positions).
 
-    ``outputs``: the task outputs the models produce (what output-level terms compare)."""
+    ``outputs``: the task outputs the models produce (what output-level terms compare).
+
+    ``across_tokenizers``: how the term compares a student with its own vocabulary (see
+    :mod:`kdformer.alignment`): ``units`` (token-level tensors moved onto the spans of text both
+    tokenizations share), ``example`` (one vector per example, each model reading its own
+    tokens) or ``refused`` (:meth:`cross_tokenizer_problem` says why)."""
+
+    across_tokenizers: ClassVar[Literal["units", "example", "refused"]] = "units"
+    refused_across_tokenizers: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -82,6 +90,13 @@ class KnowledgeTerm(nn.Module):
         """What one side's forward pass must expose: ``needs`` unless overridden, as terms do
         whose per-layer modules differ between the sides (student layer 2, teacher layer 4)."""
         return self.needs
+
+    def cross_tokenizer_problem(self) -> str | None:
+        """Why this term cannot compare a student that has its own vocabulary with the
+        teacher (None: it can)."""
+        if self.across_tokenizers == "refused":
+            return self.refused_across_tokenizers or "it compares token positions"
+        return None
 
     def forward(
         self, student: Features, teacher: Features, batch: Mapping[str, torch.Tensor]
@@ -119,3 +134,12 @@ def token_mask(batch: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.T
     if attention_mask is None:
         return torch.ones(like.shape[:2], dtype=like.dtype, device=like.device)
     return attention_mask.to(like.dtype)
+
+
+def teacher_token_mask(batch: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) float mask of the teacher's real tokens: its own attention mask when it
+    reads other tokens than the student (``teacher_attention_mask``), else the batch's."""
+    own = batch.get(teacher_key("attention_mask"))
+    if own is None:
+        return token_mask(batch, like)
+    return own.to(like.dtype)

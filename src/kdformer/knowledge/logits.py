@@ -208,6 +208,18 @@ class LogitsKnowledge(KnowledgeTerm):
     def needs(self) -> FeatureNeeds:
         return FeatureNeeds(outputs=frozenset(o.name for o in self.outputs))
 
+    def cross_tokenizer_problem(self) -> str | None:
+        """Per-example outputs, per-word outputs (NER) and distributions over positions (QA)
+        align across tokenizers; a language model's outputs are distributions over each
+        model's own vocabulary and do not."""
+        for spec in self.outputs:
+            if spec.over == "classes" and (spec.rows == "token" or spec.shift):
+                return (
+                    f"the {spec.name} output is a distribution over each model's own vocabulary "
+                    "(a language model's predictions), and the vocabularies differ"
+                )
+        return None
+
     @property
     def temperature(self) -> float:
         """The temperature at the current training progress."""

@@ -11,7 +11,7 @@ import torch
 
 from kdformer.config.knowledge.pooled import PooledConfig
 from kdformer.features import FeatureNeeds, Features
-from kdformer.knowledge.base import KnowledgeTerm, ModelShape, token_mask
+from kdformer.knowledge.base import KnowledgeTerm, ModelShape, teacher_token_mask, token_mask
 from kdformer.matching import LayerGroup
 from kdformer.pooling import pool
 
@@ -25,18 +25,23 @@ def resolved_pooling(config: PooledConfig, shape: ModelShape) -> str:
 
 
 def sentence_vectors(
-    features: Features, shape: ModelShape, batch: Mapping[str, torch.Tensor], how: str
+    features: Features,
+    shape: ModelShape,
+    batch: Mapping[str, torch.Tensor],
+    how: str,
+    side: Literal["student", "teacher"] = "student",
 ) -> torch.Tensor:
     """(batch, width) float32 sentence vectors of one model: its last layer's hidden states
     (``hidden_states[num_layers]``; BERT's ``last_hidden_state``) pooled over the batch's real
-    tokens."""
+    tokens (the teacher's own, when it reads other tokens than the student)."""
     if features.hidden_states is None or len(features.hidden_states) <= shape.num_layers:
         raise KeyError(
             f"the features lack hidden state {shape.num_layers} (the last layer): extract them "
             "with the needs of the objective built for this teacher/student (objective.needs)"
         )
     hidden = features.hidden_states[shape.num_layers]
-    return pool(hidden, token_mask(batch, hidden), how)
+    mask = teacher_token_mask(batch, hidden) if side == "teacher" else token_mask(batch, hidden)
+    return pool(hidden, mask, how)
 
 
 def last_layer_needs(shape: ModelShape) -> FeatureNeeds:
@@ -46,9 +51,10 @@ def last_layer_needs(shape: ModelShape) -> FeatureNeeds:
 
 class PooledTerm(KnowledgeTerm):
     """A term that compares one sentence vector per example, pooled from each model's last
-    layer."""
+    layer (each over its own tokens: a student with its own vocabulary needs no alignment)."""
 
     config: PooledConfig
+    across_tokenizers = "example"
 
     def __init__(self, config: PooledConfig, teacher: ModelShape, student: ModelShape, outputs=()):
         super().__init__(config, teacher, student, outputs)
@@ -70,6 +76,10 @@ class PooledTerm(KnowledgeTerm):
             student, self.student_shape, batch, resolved_pooling(self.config, self.student_shape)
         )
         t = sentence_vectors(
-            teacher, self.teacher_shape, batch, resolved_pooling(self.config, self.teacher_shape)
+            teacher,
+            self.teacher_shape,
+            batch,
+            resolved_pooling(self.config, self.teacher_shape),
+            "teacher",
         )
         return s, t

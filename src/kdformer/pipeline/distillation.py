@@ -14,6 +14,7 @@ from kdformer.config import ConfigError, ExperimentConfig, dump_config
 from kdformer.distiller import Distiller
 from kdformer.models import check_same_tokenizer, load_tokenizer
 from kdformer.objective import MAIN
+from kdformer.pipeline.cross_tokenizer import give_vocabulary, own_tokenizer, signal_for
 from kdformer.pipeline.outputs import (
     Paths,
     console,
@@ -28,7 +29,6 @@ from kdformer.pipeline.teachers import (
     evaluate_teacher,
     load_teacher,
     teacher_reference,
-    teacher_signal,
 )
 from kdformer.pipeline.two_stage import (
     general_config,
@@ -79,7 +79,12 @@ def distill(
     check_teacher(
         config, task, teacher_eval or evaluate_teacher(config, task, teacher, tokenizer, pad_to)
     )
-    train_features = task.tokenize(task.distillation_examples(), tokenizer, "train")
+    own = own_tokenizer(config, task, tokenizer)  # the student's own vocabulary, if any
+    student_reads = own if own is not None else tokenizer
+    if own is None:
+        train_features = task.tokenize(task.distillation_examples(), tokenizer, "train")
+    else:
+        train_features = task.cross_tokenize(task.distillation_examples(), own, tokenizer)
     importance_data = None
     if config.student.init == "pruned":  # importance from the teacher's task loss on train data
         if not task.label_keys:
@@ -103,6 +108,8 @@ def distill(
     )
     if config.student.init == "pretrained":
         task.align_model(student)
+    if own is not None:
+        give_vocabulary(config, student, own, tokenizer)
     others = {}
     for extra in config.distill.teachers:
         others[extra.id] = load_teacher(extra, task)
@@ -110,13 +117,14 @@ def distill(
     objective = build_objective(
         config, task, teacher.config, student.config, {i: m.config for i, m in others.items()}
     )
-    signal, train_features, collator = teacher_signal(
-        config, teacher, tokenizer, task, objective.needs_for("teacher"), train_features, pad_to
-    )
+    signal, train_features, collator = signal_for(
+        config, teacher, tokenizer, own, task, objective.needs_for("teacher"), train_features,
+        pad_to,
+    )  # fmt: skip
     signals = {MAIN: signal}
     for teacher_id, other in others.items():
-        signals[teacher_id], train_features, collator = teacher_signal(
-            config, other, tokenizer, task, objective.needs_of_teacher(teacher_id),
+        signals[teacher_id], train_features, collator = signal_for(
+            config, other, tokenizer, own, task, objective.needs_of_teacher(teacher_id),
             train_features, pad_to,
         )  # fmt: skip
     terms = ", ".join(f"{n} x{t.config.weight}" for n, t in objective.terms.items())
@@ -132,7 +140,8 @@ def distill(
     )
     note_unused_length(task, train_features, pad_to)
     distiller = Distiller(
-        student, signals if others else signal, objective, task, tokenizer, config.distill.train,
+        student, signals if others else signal, objective, task, student_reads,
+        config.distill.train,
         paths.checkpoints("student"), train_features=train_features, collator=collator,
         callbacks=callbacks, seed=config.seed, pad_to=pad_to,
     )  # fmt: skip
@@ -141,7 +150,7 @@ def distill(
     weights = distiller.student_weights()
 
     def save(folder: Path) -> None:
-        save_model(student, tokenizer, config, folder, weights, task)
+        save_model(student, student_reads, config, folder, weights, task)
         write_training_record(trainer, folder, distiller.signal)
         if held_out is not None:
             (folder / "held_out.json").write_text(

@@ -31,7 +31,7 @@ from kdformer.export.onnx import (
 )
 from kdformer.families import find_family, position_limit
 from kdformer.features import model_inputs
-from kdformer.models import count_parameters, load_model, load_tokenizer
+from kdformer.models import count_parameters, load_model, load_tokenizer, share_files
 from kdformer.pipeline.outputs import Paths, is_finished
 from kdformer.tasks import Task, example_inputs
 
@@ -197,6 +197,7 @@ def export_model(
         model.config.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         (partial / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        share_files(partial)
     except BaseException:  # a failed or interrupted export leaves nothing half-made
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -16,7 +16,7 @@ from kdformer import distributed
 from kdformer.config import ConfigError, ExperimentConfig, dump_config
 from kdformer.devices import folder_problem
 from kdformer.learning_curve import describe_curve
-from kdformer.models import non_finite_parameters, safetensors_problem
+from kdformer.models import non_finite_parameters, safetensors_problem, share_files
 from kdformer.tasks import Task
 from kdformer.training import (
     TaskTrainer,
@@ -136,6 +136,7 @@ def _swap_in(save: Callable[[Path], None], final: Path) -> None:
     previous = final.with_name(final.name + ".previous")
     shutil.rmtree(partial, ignore_errors=True)
     save(partial)
+    share_files(partial)  # safetensors leaves weights at 0600
     if final.exists():
         shutil.rmtree(previous, ignore_errors=True)
         final.rename(previous)

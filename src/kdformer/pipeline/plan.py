@@ -3,7 +3,11 @@
 The matched layers and the modules each knowledge term reads, the projections and their
 sizes, parameter counts, and a measured step time and memory growth (next to the estimate the
 validation prints, :mod:`kdformer.pipeline.budget`): models of the planned
-shapes (random weights: the cost is the same) run three steps on a real batch of the task.
+shapes (random weights: the cost is the same) run four steps on a real batch of the task, the
+teacher's forward and the student's step timed apart. With the teacher cache on
+(``distill.cache``) the run's time is the cache fill (the teacher's forward over the training
+data, once) plus steps that read the teacher's outputs from the cache (the student's forward,
+backward and optimiser step alone), and both parts are printed.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from kdformer.config import ExperimentConfig
-from kdformer.features import extract_features, resolve_layer_modules
+from kdformer.features import FeatureNeeds, extract_features, resolve_layer_modules
 from kdformer.models import count_parameters, load_tokenizer
 from kdformer.pipeline.budget import with_head
 from kdformer.pipeline.conversion_stage import source_teacher_config
@@ -89,20 +94,70 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
         lines.append(f"parameters: teacher {teacher_params:,}; student {student_params:,}")
         lines.append("step time and memory: not measured with several teachers")
         return lines
-    seconds, activation_bytes = _time_steps(config, task, teacher, student, objective, pad_to)
-    steps = train.max_steps or int(
-        train.epochs * -(-len(task.distillation_examples()) // train.batch_size)
-    )
+    timing = _time_steps(config, task, teacher, student, objective, pad_to)
+    examples = len(task.distillation_examples())
+    steps = train.max_steps or int(train.epochs * -(-examples // train.batch_size))
+    cached = config.distill.cache.enabled and objective.needs_for("teacher") != FeatureNeeds()
     lines += [
         f"parameters: teacher {teacher_params:,}; student {student_params:,}; objective "
         f"{count_parameters(objective):,}",
-        f"step time: {seconds:.3f} s/step measured (batch {train.batch_size}, median of 2 "
-        f"after a warm-up, this machine); {steps:,} steps ~ {steps * seconds / 60:.1f} min",
-        f"memory measured: the steps added {activation_bytes / 2**20:,.0f} MiB of resident "
-        "memory (activations, gradients, AdamW state); the memory estimate printed above is "
-        "what training is checked against",
+        *time_lines(timing, steps, examples, train.batch_size, cached),
+        f"memory measured: the steps added {timing.activation_bytes / 2**20:,.0f} MiB of "
+        "resident memory (activations, gradients, AdamW state); the memory estimate printed "
+        "above is what training is checked against",
     ]
     return lines
+
+
+@dataclass
+class StepTiming:
+    """Seconds of one training step measured on one batch of ``batch_rows`` inputs."""
+
+    teacher_seconds: float  # the teacher's forward (no gradients)
+    student_seconds: float  # the student's forward and backward, the loss, the optimiser step
+    batch_rows: int
+    activation_bytes: int = 0
+
+    @property
+    def live_seconds(self) -> float:
+        """A step with the live teacher: its forward, then the student's step."""
+        return self.teacher_seconds + self.student_seconds
+
+
+def duration(seconds: float) -> str:
+    """'98 s' below two minutes, else '6.5 min'."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def time_lines(
+    timing: StepTiming, steps: int, examples: int, batch_size: int, cached: bool
+) -> list[str]:
+    """The time estimate of ``steps`` training steps over ``examples`` training inputs. With
+    the teacher cache (``cached``): the fill, one teacher forward over every input, once, plus
+    steps that read the teacher's outputs (the student's step alone); both printed, and the
+    live-teacher alternative for comparison."""
+    measured = f"batch {batch_size}, median of 3 after a warm-up, this machine"
+    if not cached:
+        total = steps * timing.live_seconds
+        return [
+            f"step time: {timing.live_seconds:.3f} s/step measured (teacher forward "
+            f"{timing.teacher_seconds:.3f} + student step {timing.student_seconds:.3f}; "
+            f"{measured}); {steps:,} steps ~ {duration(total)}"
+        ]
+    per_input = timing.teacher_seconds / max(1, timing.batch_rows)
+    fill = per_input * examples
+    train = steps * timing.student_seconds
+    return [
+        f"step time: {timing.student_seconds:.3f} s/step measured with the teacher's outputs "
+        f"read from the cache (the student's forward, backward and optimiser step; "
+        f"{measured}); {steps:,} steps ~ {duration(train)}",
+        f"teacher cache fill: one teacher forward over the {examples:,} training inputs, once "
+        f"({timing.teacher_seconds:.3f} s per batch of {timing.batch_rows} measured) ~ "
+        f"{duration(fill)}; nothing when the cache already holds this teacher on this data",
+        f"time estimate: ~ {duration(fill + train)} = cache fill {duration(fill)} + "
+        f"{steps:,} steps {duration(train)} (with the live teacher, distill.cache: false: "
+        f"{timing.live_seconds:.3f} s/step, ~ {duration(steps * timing.live_seconds)})",
+    ]
 
 
 def _time_steps(
@@ -112,10 +167,11 @@ def _time_steps(
     student: Any,
     objective: Any,
     pad_to: int | None = None,
-) -> tuple[float, int]:
-    """Seconds per training step (median of two after one warm-up) and the resident memory
-    the steps added (activations, gradients and optimiser state at their peak), on a batch
-    padded as training pads it (``pad_to``: the run's one batch length)."""
+) -> StepTiming:
+    """The teacher's forward and the student's step timed apart (median of three after one
+    warm-up), and the resident memory the steps added (activations, gradients and optimiser
+    state at their peak), on a batch padded as training pads it (``pad_to``: the run's one
+    batch length)."""
 
     tokenizer = load_tokenizer(config.teacher if config.finetune else teacher_reference(config))
     size = config.distill.train.batch_size
@@ -128,15 +184,22 @@ def _time_steps(
     parameters = list(student.parameters()) + list(objective.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=1e-5)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    times = []
-    for _ in range(3):
+    teacher_times, student_times = [], []
+    for _ in range(4):
         start = time.perf_counter()
         with torch.no_grad():
             teacher_features = extract_features(teacher, batch, objective.needs_for("teacher"))
+        middle = time.perf_counter()
         student_features = extract_features(student, batch, objective.needs_for("student"))
         objective(student_features, teacher_features, batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
+        teacher_times.append(middle - start)
+        student_times.append(time.perf_counter() - middle)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return statistics.median(times[1:]), max(0, after - before)
+    return StepTiming(
+        teacher_seconds=statistics.median(teacher_times[1:]),
+        student_seconds=statistics.median(student_times[1:]),
+        batch_rows=min(len(features), size),
+        activation_bytes=max(0, after - before),
+    )

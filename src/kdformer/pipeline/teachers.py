@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kdformer import distributed
-from kdformer.cache import RowIndexCollator, TeacherCache, with_row_index
+from kdformer.cache import RowIndexCollator, TeacherCache, folder_fingerprint, with_row_index
 from kdformer.config import ConfigError, ExperimentConfig, ModelConfig
 from kdformer.devices import folder_problem, resolve_device
 from kdformer.features import FeatureNeeds
@@ -60,19 +60,15 @@ def load_teacher(reference: ModelConfig, task: Task) -> Any:
 
 
 def teacher_fingerprint(reference: ModelConfig, task_config: TaskSection) -> str:
-    """Identifies a teacher evaluation: the model (its files' sizes and times, or hub name)
-    and the task section."""
+    """Identifies a teacher evaluation: the model (a local folder by the content of its
+    weights, config and tokenizer files, see :func:`folder_fingerprint`; else its hub name)
+    and the task section. Content, not file sizes and times: a teacher retrained to the same
+    size and saved within the same second is evaluated again, a re-saved identical one not."""
 
     source = Path(resolve_name(reference.name))
-    files: Any = str(reference.name)
-    if source.is_dir():
-        files = sorted(
-            (p.name, p.stat().st_size, int(p.stat().st_mtime))
-            for p in source.iterdir()
-            if p.suffix in (".safetensors", ".json")
-        )
+    model = folder_fingerprint(source) if source.is_dir() else str(reference.name)
     payload = {
-        "model": files,
+        "model": model,
         "revision": reference.revision,
         "task": task_config.model_dump(mode="json"),
     }

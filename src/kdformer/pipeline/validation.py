@@ -16,6 +16,7 @@ from kdformer.models import check_same_tokenizer, load_model_config, load_tokeni
 from kdformer.objective import DistillationObjective
 from kdformer.pipeline.budget import report_and_check
 from kdformer.pipeline.conversion_stage import source_teacher_config
+from kdformer.pipeline.cross_tokenizer import check_vocabulary_setup
 from kdformer.pipeline.export import fixed_length_of
 from kdformer.pipeline.outputs import Paths, check_output_dir, console, is_finished
 from kdformer.pipeline.teachers import check_cache_setup
@@ -46,6 +47,8 @@ def distill_model_configs(
             )
     else:
         student_cfg = student_config(teacher_config, student)
+        if student.vocabulary is not None and student.vocabulary.train is not None:
+            student_cfg.vocab_size = student.vocabulary.size  # at most: a trained vocabulary's
     return student_cfg, {extra.id: load_model_config(extra) for extra in config.distill.teachers}
 
 
@@ -65,8 +68,11 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
     """The student's shape or starting model, and the objective, against the teacher."""
     student_cfg, others = distill_model_configs(config, teacher_config)
     pretrained = config.student.pretrained
-    if config.student.init == "pretrained" and (
-        config.general is None or Path(pretrained).exists()
+    check_vocabulary_setup(config, task)
+    if (
+        config.student.init == "pretrained"
+        and config.student.vocabulary is None
+        and (config.general is None or Path(pretrained).exists())
     ):
         check_same_tokenizer(load_tokenizer(config.teacher), load_tokenizer(pretrained))
     if config.distill.teachers:
@@ -212,6 +218,7 @@ def build_objective(
         other_teachers=other_teachers,
         teacher_weights=config.distill.teacher_weights(),
         weighting=config.distill.teacher_weighting,
+        cross_tokenizer=config.student.vocabulary is not None,
     )
 
 

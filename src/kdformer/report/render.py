@@ -116,7 +116,23 @@ def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
+def compares(report: dict[str, Any]) -> bool:
+    """Whether the report has a model besides its reference: without one (``kdformer
+    evaluate`` with no ``--reference``) the reference is the model itself, and its retention,
+    gain kept and speed-up (100%, 100%, 1.00x) say nothing, so the tables leave them out."""
+    return any(row["name"] != report["reference"] for row in report["models"])
+
+
+def _warning_text(report: dict[str, Any]) -> str | None:
+    """The report's warning; without a comparison only what it says about the model itself."""
+    warning = report.get("warning")
+    if warning and not compares(report):
+        return warning.removeprefix("retention is meaningless: ")
+    return warning
+
+
 def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    compared = compares(report)
     metric_names: list[str] = []
     for row in report["models"]:
         metric_names += [k for k in row["metrics"] if k not in metric_names]
@@ -128,13 +144,13 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "model",
         "layers x hidden",
         *metric_names,
-        f"% of {report['reference']}",
-        *(["% of gain"] if baseline else []),
+        *([f"% of {report['reference']}"] if compared else []),
+        *(["% of gain"] if baseline and compared else []),
         "params M",
         "MB",
         *(["peak MiB"] if memory else []),
         "ms/batch",
-        "speed-up",
+        *(["speed-up"] if compared else []),
         "ex/s",
     ]
     body = []
@@ -149,13 +165,17 @@ def _table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                     _fmt(100 * row["metrics"][k], 2) if k in row["metrics"] else "-"
                     for k in metric_names
                 ],
-                _fmt(row["retention_pct"], 1, "%") + (flag if row["retention_pct"] else ""),
-                *([_fmt(row.get("gain_kept_pct"), 1, "%")] if baseline else []),
+                *(
+                    [_fmt(row["retention_pct"], 1, "%") + (flag if row["retention_pct"] else "")]
+                    if compared
+                    else []
+                ),
+                *([_fmt(row.get("gain_kept_pct"), 1, "%")] if baseline and compared else []),
                 _fmt(row["parameters"] / 1e6, 1),
                 _fmt(row["size_mb"], 1),
                 *([_fmt(row.get("memory_mib"), 0)] if memory else []),
                 _fmt(row["latency_ms"], 1),
-                _fmt(row["speedup"], 2, "x"),
+                *([_fmt(row["speedup"], 2, "x")] if compared else []),
                 _fmt(row["throughput"], 0),
             ]
         )
@@ -178,6 +198,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             if (report.get("baseline") or {}).get("metrics")
             else ""
         )
+        if compares(report)
+        else f"Metric: **{report['main_metric']}** (x100) on {report['eval_examples']} "
+        "evaluation examples; no reference model, so no retention or speed-up."
     )
     if report["main_metric"] is None:
         metric_line = (
@@ -190,7 +213,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         metric_line,
         "",
         *(
-            [f"**Warning: {report['warning']}.** Retention figures marked (!) say nothing.", ""]
+            [
+                f"**Warning: {_warning_text(report)}.**"
+                + (" Retention figures marked (!) say nothing." if compares(report) else ""),
+                "",
+            ]
             if report.get("warning")
             else []
         ),
@@ -248,7 +275,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     out.print(table)
     if report.get("warning"):
         out.print(
-            f"[bold yellow]warning:[/] {report['warning']}; retention marked (!) says nothing."
+            f"[bold yellow]warning:[/] {_warning_text(report)}"
+            + ("; retention marked (!) says nothing." if compares(report) else ".")
         )
 
 

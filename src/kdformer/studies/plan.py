@@ -82,6 +82,7 @@ class PlannedRun:
     config: ExperimentConfig  # what pipeline.distill runs (shared teacher, finetune: null)
     teacher: TeacherPlan
     point: str  # the variant/grid label shared by all seeds of this point
+    published: Path | None = None  # <results_dir>/runs/<run-id>.json when the study keeps one
 
     @property
     def folder(self) -> Path:
@@ -92,8 +93,15 @@ class PlannedRun:
         return self.folder / RESULT_FILE
 
     @property
+    def result_file(self) -> Path:
+        """Where this run's result is read from: its own folder, else the study's results_dir."""
+        if self.result_path.is_file() or self.published is None:
+            return self.result_path
+        return self.published
+
+    @property
     def finished(self) -> bool:
-        return self.result_path.is_file()
+        return self.result_file.is_file()
 
     @property
     def measure_key(self) -> str:
@@ -248,6 +256,9 @@ def plan_study(
                             config=config,
                             teacher=teacher,
                             point=point,
+                            published=study.results_dir / "runs" / f"{run_id}.json"
+                            if study.results_dir is not None
+                            else None,
                         )
                     )
     ids = [r.run_id for r in runs]
@@ -282,10 +293,19 @@ def validate_plan(plan: StudyPlan, progress: Callable[[str], None] | None = None
             raise type(exc)(f"study '{plan.study.name}', run {run.run_id}: {exc}") from None
 
 
+def read_teachers(plan: StudyPlan) -> dict[str, Any]:
+    """The teachers' measurements (teachers.json) of the study's output_dir, else of its
+    results_dir (a new session, whose output_dir starts empty)."""
+    found = read_json(plan.output_dir / "teachers.json")
+    if found is None and plan.study.results_dir is not None:
+        found = read_json(plan.study.results_dir / "teachers.json")
+    return found or {}
+
+
 def run_status(run: PlannedRun) -> str:
     """finished / changed (finished with a different config) / partial (checkpoints) / pending."""
     if run.finished:
-        saved = (read_json(run.result_path) or {}).get("config")
+        saved = (read_json(run.result_file) or {}).get("config")
         try:  # compare without defaults, so a new config field does not flag every run
             same = ExperimentConfig.model_validate(saved).model_dump(
                 mode="json", exclude_defaults=True

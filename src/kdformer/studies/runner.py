@@ -26,7 +26,7 @@ from kdformer.report import (
 from kdformer.studies.plan import (
     PlannedRun,
     StudyPlan,
-    read_json,
+    read_teachers,
     validate_plan,
     write_json,
 )
@@ -48,7 +48,7 @@ class _Measurer:
     def __init__(self, plan: StudyPlan):
         self.plan = plan
         self.path = plan.output_dir / "teachers.json"
-        self.teachers: dict[str, Any] = read_json(self.path) or {}
+        self.teachers: dict[str, Any] = read_teachers(plan)
         self._loaded: tuple[str, Any, Any, Any] | None = None  # (teacher key, model, tok, task)
 
     def _teacher(self, run: PlannedRun) -> tuple[Any, Any, Any]:
@@ -260,7 +260,10 @@ def run_study(
             # count only the part after the last interruption.
             record = json.loads((student / "training.json").read_text(encoding="utf-8"))
             report = measurer.student(run)
-            write_json(run.result_path, _result(run, report, record.get("train_seconds")))
+            result = _result(run, report, record.get("train_seconds"))
+            write_json(run.result_path, result)
+            if run.published is not None:
+                write_json(run.published, result)
             if not study.keep_checkpoints:
                 _drop_checkpoints(run.folder)
             write_outputs(plan)
@@ -284,4 +287,10 @@ def write_outputs(plan: StudyPlan) -> list[Path]:
         written.append(out / "bars.png")
     if plan.study.plot.scatter and plot_scatter(plan, results, out / "retention_vs_speedup.png"):
         written.append(out / "retention_vs_speedup.png")
+    published = plan.study.results_dir
+    if published is not None:
+        published.mkdir(parents=True, exist_ok=True)
+        for path in [*written, out / "teachers.json", out / "study.yaml"]:
+            if path.is_file():
+                shutil.copyfile(path, published / path.name)
     return written

@@ -13,13 +13,13 @@ from typing import Any
 
 from kdformer.config.study import short_keys, value_text
 from kdformer.report import gain_kept_pct
-from kdformer.studies.plan import StudyPlan, read_json
+from kdformer.studies.plan import StudyPlan, read_json, read_teachers
 
 
 def baselines(plan: StudyPlan) -> dict[str, dict[str, float] | None]:
     """run id -> trivial-baseline metrics on its evaluation set (kept with the teacher
     measurements in teachers.json; None until measured, and for regression)."""
-    teachers = read_json(plan.output_dir / "teachers.json") or {}
+    teachers = read_teachers(plan)
     return {r.run_id: (teachers.get(r.measure_key) or {}).get("baseline") for r in plan.runs}
 
 
@@ -40,7 +40,7 @@ def collect_results(plan: StudyPlan) -> list[dict[str, Any]]:
     """result.json of every finished run, in plan order."""
     found = []
     for run in plan.runs:
-        result = read_json(run.result_path) if run.finished else None
+        result = read_json(run.result_file) if run.finished else None
         if result is not None:
             found.append(result)
     return found
@@ -164,7 +164,7 @@ def summary_markdown(plan: StudyPlan, results: list[dict[str, Any]]) -> str:
     study = plan.study
     grid_keys = list(study.grid)
     short = short_keys(grid_keys)
-    teachers = read_json(plan.output_dir / "teachers.json") or {}
+    teachers = read_teachers(plan)
     kept = gains(plan, results)
     done = len(results)
     lines = [f"# Study: {study.name}", ""]
@@ -179,15 +179,12 @@ def summary_markdown(plan: StudyPlan, results: list[dict[str, Any]]) -> str:
         "means no better than that baseline.",
         "",
     ]
-    setup = next((r["latency_setup"] for r in results), None)
-    if setup:
-        lines += [
-            f"Latency: median ms per forward pass of a {setup['batch_size']} x "
-            f"{setup['seq_length']} batch on {setup['device']} ({setup['torch_threads']} torch "
-            "threads). Each student is timed round-robin with its teacher in the same process; "
-            "speed-up = teacher ms / student ms of that same measurement.",
-            "",
-        ]
+    lines += [
+        "Latency: median ms per forward pass of one batch (its size under each task). Each "
+        "student is timed round-robin with its teacher in the same process; speed-up = teacher "
+        "ms / student ms of that same measurement.",
+        "",
+    ]
     for task, points in summarise(plan, results).items():
         task_results = [r for p in points for r in p.results]
         metric_names: list[str] = []
@@ -207,7 +204,13 @@ def summary_markdown(plan: StudyPlan, results: list[dict[str, Any]]) -> str:
                 floor = ", ".join(f"{m} {100 * v:.1f}" for m, v in t["baseline"].items())
                 name = t.get("baseline_name", "majority class")
                 lines.append(f"Trivial baseline ({name}): {floor}.")
-        if measured:
+        setup = next((r["latency_setup"] for r in task_results), None)
+        if setup:  # each task times its own length (SST-2 64 tokens, MRPC 128)
+            lines.append(
+                f"Latency batch: {setup['batch_size']} x {setup['seq_length']} tokens on "
+                f"{setup['device']} ({setup['torch_threads']} torch threads)."
+            )
+        if measured or setup:
             lines.append("")
         dims = (["variant"] if study.variants else []) + [short[k] for k in grid_keys]
         header = [

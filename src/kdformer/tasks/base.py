@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -179,6 +179,46 @@ class Task(abc.ABC):
         self, dataset: datasets.Dataset, tokenizer: Any, purpose: Purpose = "train"
     ) -> datasets.Dataset:
         """Features: model inputs, the label keys and the side columns, not padded."""
+
+    cross_tokenizer_refusal: str | None = None
+    """Why this task cannot distil into a student with its own vocabulary (None: it can, with
+    features from :meth:`cross_tokenize`)."""
+
+    def cross_tokenize(
+        self,
+        dataset: datasets.Dataset,
+        tokenizer: Any,
+        teacher_tokenizer: Any,
+        purpose: Purpose = "train",
+    ) -> datasets.Dataset:
+        """Features for a student with its own vocabulary (``tokenizer``): the student's, as
+        :meth:`tokenize` gives them, plus the teacher's inputs of the same text under
+        :func:`~kdformer.features.teacher_key` and the unit maps between both tokenizations
+        (:mod:`kdformer.alignment`). A task that cannot says why (:attr:`cross_tokenizer_refusal`)."""
+        raise ConfigError(
+            f"task '{self.name}' ({self.type}) cannot distil into a student with its own "
+            f"vocabulary (student.vocabulary): "
+            f"{self.cross_tokenizer_refusal or 'it has no cross-tokenised features'}"
+        )
+
+    def vocabulary_texts(self, dataset: datasets.Dataset) -> Iterator[str]:
+        """The texts of examples, to train a student vocabulary on: every string column but
+        ids and titles, lists of words joined by spaces."""
+        columns = [
+            name
+            for name, feature in dataset.features.items()
+            if name not in ("id", "title")
+            and (
+                getattr(feature, "dtype", None) == "string"
+                or getattr(getattr(feature, "feature", None), "dtype", None) == "string"
+            )
+        ]
+        for row in dataset.select_columns(columns):
+            for value in row.values():
+                if isinstance(value, str):
+                    yield value
+                elif isinstance(value, list):
+                    yield " ".join(str(v) for v in value)
 
     def static_training_features(
         self, features: datasets.Dataset, tokenizer: Any

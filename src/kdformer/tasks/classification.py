@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from kdformer.alignment import check_fast, paired_text_features
 from kdformer.config.base import DataError
 from kdformer.config.tasks.classification import ClassificationTaskConfig
 from kdformer.features import OutputSpec
@@ -258,6 +259,40 @@ class ClassificationTask(LabelledTask):
             encode, batched=True, remove_columns=dataset.column_names, desc="Tokenizing"
         )
         if self.is_regression:  # float32 like the model's outputs, so MSE needs no cast
+            tokenized = tokenized.cast_column("labels", datasets.Value("float32"))
+        return tokenized
+
+    def cross_tokenize(
+        self,
+        dataset: datasets.Dataset,
+        tokenizer: Any,
+        teacher_tokenizer: Any,
+        purpose: Purpose = "train",
+    ) -> datasets.Dataset:
+        """Each text (pair) tokenised by the student and by the teacher, with the unit maps
+        between them (the logits are per example and need none; hidden states use them)."""
+        check_fast(tokenizer, teacher_tokenizer)
+        has_pair = "text_pair" in dataset.column_names
+        options = {
+            "truncation": True,
+            "max_length": self.config.max_length,
+            "return_offsets_mapping": True,
+        }
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            pair = batch["text_pair"] if has_pair else None
+            student = tokenizer(batch["text"], pair, **options)
+            teacher = teacher_tokenizer(batch["text"], pair, **options)
+            texts = list(zip(batch["text"], pair)) if pair else [(t,) for t in batch["text"]]
+            return {**paired_text_features(student, teacher, texts), "labels": batch["label"]}
+
+        tokenized = dataset.map(
+            encode,
+            batched=True,
+            remove_columns=dataset.column_names,
+            desc="Tokenizing (student and teacher)",
+        )
+        if self.is_regression:
             tokenized = tokenized.cast_column("labels", datasets.Value("float32"))
         return tokenized
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from transformers import AutoModel
 
+from kdformer.alignment import check_fast, paired_text_features
 from kdformer.config.base import DataError
 from kdformer.config.tasks.embedding import EmbeddingTaskConfig
 from kdformer.pooling import normalise, pool
@@ -263,6 +264,32 @@ class EmbeddingTask(Task):
             texts = [s for pair in zip(dataset["sentence1"], dataset["sentence2"]) for s in pair]
         encoded = tokenizer(texts, truncation=True, max_length=self.config.max_length)
         return datasets.Dataset.from_dict(dict(encoded))
+
+    def cross_tokenize(
+        self,
+        dataset: datasets.Dataset,
+        tokenizer: Any,
+        teacher_tokenizer: Any,
+        purpose: Purpose = "train",
+    ) -> datasets.Dataset:
+        """Each sentence tokenised by the student and by the teacher, with the unit maps between
+        them (sentence vectors are pooled by each model over its own tokens; hidden states and
+        relations use the maps)."""
+        check_fast(tokenizer, teacher_tokenizer)
+        if "sentence" in dataset.column_names:
+            texts = list(dataset["sentence"])
+        else:
+            texts = [s for pair in zip(dataset["sentence1"], dataset["sentence2"]) for s in pair]
+        options = {
+            "truncation": True,
+            "max_length": self.config.max_length,
+            "return_offsets_mapping": True,
+        }
+        student = tokenizer(texts, **options)
+        teacher = teacher_tokenizer(texts, **options)
+        return datasets.Dataset.from_dict(
+            paired_text_features(student, teacher, [(t,) for t in texts])
+        )
 
     def scorer(self, features: datasets.Dataset, examples: datasets.Dataset) -> Scorer:
         return EmbeddingScorer(self, examples, len(features))

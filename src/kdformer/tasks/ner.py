@@ -23,9 +23,17 @@ import datasets
 import torch
 from transformers import AutoModelForTokenClassification
 
+from kdformer.alignment import (
+    STUDENT_UNITS,
+    TEACHER_UNITS,
+    check_fast,
+    teacher_columns,
+    unit_maps,
+    word_spans,
+)
 from kdformer.config.base import DataError
 from kdformer.config.tasks.ner import NerTaskConfig
-from kdformer.features import OutputSpec
+from kdformer.features import OutputSpec, teacher_key
 from kdformer.tasks.base import LabelledTask, Purpose, Scorer, Split, load_hub_split, right_padded
 from kdformer.tasks.ner_formats import (
     Document,
@@ -387,8 +395,14 @@ class TokenClassificationTask(LabelledTask):
         ]
 
     def tokenize(
-        self, dataset: datasets.Dataset, tokenizer: Any, purpose: Purpose = "train"
+        self,
+        dataset: datasets.Dataset,
+        tokenizer: Any,
+        purpose: Purpose = "train",
+        with_pieces: bool = False,
     ) -> datasets.Dataset:
+        """Windows of ``max_length`` tokens; ``with_pieces`` also keeps every piece's word
+        (``piece_words``, -2 for special tokens) and offsets within it (``piece_offsets``)."""
         if not getattr(tokenizer, "is_fast", False):
             raise DataError(
                 f"token classification needs a fast tokenizer (word ids), and "
@@ -423,7 +437,11 @@ class TokenClassificationTask(LabelledTask):
                 return_offsets_mapping=True,
             )
             labels, word_index, example_index = [], [], []
+            pieces: dict[str, list[Any]] = {"piece_words": [], "piece_offsets": []}
             for f in range(len(enc["input_ids"])):
+                if with_pieces:
+                    pieces["piece_words"].append([-2 if w is None else w for w in enc.word_ids(f)])
+                    pieces["piece_offsets"].append([list(o) for o in enc["offset_mapping"][f]])
                 example = enc["overflow_to_sample_mapping"][f]
                 tags = batch["tags"][example]
                 spans = first_spans[example]
@@ -455,6 +473,7 @@ class TokenClassificationTask(LabelledTask):
                 "labels": labels,
                 "word_index": word_index,
                 "example_index": example_index,
+                **(pieces if with_pieces else {}),
             }
 
         tokenized = dataset.map(
@@ -465,6 +484,73 @@ class TokenClassificationTask(LabelledTask):
             desc="Tokenizing (windows)",
         )
         return tokenized if purpose == "eval" else self.model_features(tokenized)
+
+    def cross_tokenize(
+        self,
+        dataset: datasets.Dataset,
+        tokenizer: Any,
+        teacher_tokenizer: Any,
+        purpose: Purpose = "train",
+    ) -> datasets.Dataset:
+        """The student's windows (as :meth:`tokenize` cuts them), and for each the words it
+        covers tokenised by the teacher (``teacher_labels`` marking each word's first piece,
+        as ``labels`` do the student's), with the unit maps between both: the logits are
+        compared on each word's first piece, hidden states pooled per word."""
+        check_fast(tokenizer, teacher_tokenizer)
+        teacher = words_tokenizer(teacher_tokenizer)
+        inside = self._inside_tags()
+        tokens, tags = list(dataset["tokens"]), list(dataset["tags"])
+        student = self.tokenize(dataset, tokenizer, "eval", with_pieces=True)
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            windows = []
+            for example, words in zip(batch["example_index"], batch["piece_words"]):
+                covered = [w for w in words if w >= 0]
+                first, last = (min(covered), max(covered)) if covered else (0, -1)
+                windows.append((example, first, tokens[example][first : last + 1]))
+            enc = teacher(
+                [words for _, _, words in windows],
+                is_split_into_words=True,
+                truncation=True,
+                max_length=self.config.max_length,
+                return_offsets_mapping=True,
+            )
+            s_units, t_units, t_labels = [], [], []
+            for row, (example, first, _) in enumerate(windows):
+                words = tokens[example]
+                s_spans = word_spans(
+                    [None if w < 0 else w for w in batch["piece_words"][row]],
+                    batch["piece_offsets"][row],
+                    words,
+                )
+                word_ids = enc.word_ids(row)
+                t_spans = word_spans(word_ids, enc["offset_mapping"][row], words, first)
+                s, t = unit_maps(s_spans, t_spans)
+                s_units.append(s)
+                t_units.append(t)
+                seen: set[int] = set()
+                row_labels = []
+                for word in word_ids:
+                    if word is None:
+                        row_labels.append(-100)
+                        continue
+                    tag = tags[example][first + word]
+                    if word not in seen:
+                        row_labels.append(tag)
+                    else:
+                        row_labels.append(inside[tag] if self.config.label_all_tokens else -100)
+                    seen.add(word)
+                t_labels.append(row_labels)
+            return {
+                **teacher_columns(enc),
+                teacher_key("labels"): t_labels,
+                STUDENT_UNITS: s_units,
+                TEACHER_UNITS: t_units,
+            }
+
+        features = student.map(encode, batched=True, desc="Tokenizing (teacher windows)")
+        features = features.remove_columns(["piece_words", "piece_offsets"])
+        return features if purpose == "eval" else self.model_features(features)
 
     def collator(
         self, tokenizer: Any, purpose: Purpose = "train", pad_to: int | None = None

@@ -25,6 +25,15 @@ import numpy as np
 import torch
 from transformers import AutoModelForQuestionAnswering
 
+from kdformer.alignment import (
+    STUDENT_UNITS,
+    TEACHER_UNITS,
+    check_fast,
+    encoding_spans,
+    offset_spans,
+    teacher_columns,
+    unit_maps,
+)
 from kdformer.config.base import DataError
 from kdformer.config.tasks.qa import QATaskConfig
 from kdformer.features import OutputSpec
@@ -312,8 +321,15 @@ class QuestionAnsweringTask(Task):
         return " (longer contexts are split into overlapping windows of max_length tokens)"
 
     def tokenize(
-        self, dataset: datasets.Dataset, tokenizer: Any, purpose: Purpose = "train"
+        self,
+        dataset: datasets.Dataset,
+        tokenizer: Any,
+        purpose: Purpose = "train",
+        with_pieces: bool = False,
     ) -> datasets.Dataset:
+        """Windows of the context after the question; ``with_pieces`` also keeps every token's
+        segment (``piece_segments``: 0 question, 1 context, -1 special), offsets
+        (``piece_offsets``) and example (``piece_example``)."""
         if not getattr(tokenizer, "is_fast", False):
             raise DataError(
                 f"extractive QA needs a fast tokenizer (offsets), and {type(tokenizer).__name__} "
@@ -379,6 +395,13 @@ class QuestionAnsweringTask(Task):
                 for k, v in enc.items()
                 if k not in ("offset_mapping", "overflow_to_sample_mapping")
             }
+            if with_pieces:
+                out["piece_segments"] = [
+                    [-1 if s is None else s for s in enc.sequence_ids(f)]
+                    for f in range(len(enc["input_ids"]))
+                ]
+                out["piece_offsets"] = [[list(o) for o in row] for row in enc["offset_mapping"]]
+                out["piece_example"] = [indices[e] for e in enc["overflow_to_sample_mapping"]]
             if purpose == "eval":
                 return {
                     **out,
@@ -395,6 +418,55 @@ class QuestionAnsweringTask(Task):
             remove_columns=dataset.column_names,
             desc="Tokenizing (windows)",
         )
+
+    def cross_tokenize(
+        self,
+        dataset: datasets.Dataset,
+        tokenizer: Any,
+        teacher_tokenizer: Any,
+        purpose: Purpose = "train",
+    ) -> datasets.Dataset:
+        """The student's windows (as :meth:`tokenize` cuts them), and for each the question and
+        the stretch of context it covers tokenised by the teacher, with the unit maps between
+        both: the start and end distributions are compared over the units (words) both
+        windows hold, through their character offsets."""
+        check_fast(tokenizer, teacher_tokenizer)
+        questions = [q.lstrip() for q in dataset["question"]]
+        contexts = list(dataset["context"])
+        student = self.tokenize(dataset, tokenizer, purpose, with_pieces=True)
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            windows = []
+            for example, segments, offsets in zip(
+                batch["piece_example"], batch["piece_segments"], batch["piece_offsets"]
+            ):
+                context = [o for s, o in zip(segments, offsets) if s == 1]
+                start = min((o[0] for o in context), default=0)
+                end = max((o[1] for o in context), default=0)
+                windows.append((example, start, end))
+            enc = teacher_tokenizer(
+                [questions[e] for e, _, _ in windows],
+                [contexts[e][a:b] for e, a, b in windows],
+                truncation="only_second",
+                max_length=self.config.max_length,
+                return_offsets_mapping=True,
+            )
+            s_units, t_units = [], []
+            for row, (example, start, _) in enumerate(windows):
+                texts = (questions[example], contexts[example])
+                s_spans = offset_spans(
+                    [None if s < 0 else s for s in batch["piece_segments"][row]],
+                    batch["piece_offsets"][row],
+                    texts,
+                )
+                t_spans = encoding_spans(enc, row, texts, (0, start))
+                s, t = unit_maps(s_spans, t_spans)
+                s_units.append(s)
+                t_units.append(t)
+            return {**teacher_columns(enc), STUDENT_UNITS: s_units, TEACHER_UNITS: t_units}
+
+        features = student.map(encode, batched=True, desc="Tokenizing (teacher windows)")
+        return features.remove_columns(["piece_segments", "piece_offsets", "piece_example"])
 
     def check_inputs(self, tokenizer: Any) -> None:
         """Refuse, before any training or evaluation, a question too long for its windows."""

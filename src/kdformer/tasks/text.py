@@ -160,6 +160,12 @@ class TextTask(Task):
         "a raw-text task has no labels to fine-tune the teacher on: remove `finetune:` (for "
         "two-stage distillation put the raw text in a `general:` section and keep the task)"
     )
+    cross_tokenizer_refusal = (
+        "raw text is packed into blocks of max_length tokens, and two tokenizers cut the text "
+        "into different blocks (and a masked LM predicts its own vocabulary); distil the "
+        "general student with the teacher's vocabulary, or give the task stage (classification, "
+        "ner, qa, embedding) the student vocabulary without a `general:` section"
+    )
 
     def __init__(self, config: TextTaskConfig, seed: int = 42):
         self.static_masking = False
