@@ -262,3 +262,16 @@ def write_tiny_sst2_config(
     }  # fmt: skip
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def naive_group_heads(values: list, heads: int) -> list:
+    """Each group of adjacent heads replaced by its element-wise mean (``heads`` groups)."""
+    out = []
+    for per_head in values:
+        size = len(per_head) // heads
+        groups = []
+        for g in range(heads):
+            members = per_head[g * size : (g + 1) * size]
+            groups.append([[sum(col) / size for col in zip(*rows)] for rows in zip(*members)])
+        out.append(groups)
+    return out

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import transformers
-from conftest import tiny_mpnet
+from conftest import naive_group_heads, tiny_mpnet
 from pydantic import ValidationError
 
 from kdformer.config import DistillConfig
@@ -98,19 +98,6 @@ def naive_softmax_rows(scores: list, mask: list[list[int]]) -> list:
                 probs.append([e / sum(exps) for e in exps])
             heads.append(probs)
         out.append(heads)
-    return out
-
-
-def naive_group_heads(values: list, heads: int) -> list:
-    """Each group of adjacent heads replaced by its element-wise mean (``heads`` groups)."""
-    out = []
-    for per_head in values:
-        size = len(per_head) // heads
-        groups = []
-        for g in range(heads):
-            members = per_head[g * size : (g + 1) * size]
-            groups.append([[sum(col) / size for col in zip(*rows)] for rows in zip(*members)])
-        out.append(groups)
     return out
 
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import naive_group_heads
 
 from kdformer.config.base import ConfigError
 from kdformer.config.knowledge import AttentionConfig, HiddenConfig, LogitsConfig
@@ -353,19 +354,6 @@ def naive_attention(
     return probs
 
 
-def average_head_groups(probs, heads: int):
-    """Each group of adjacent heads (len / heads of them) replaced by its mean distribution."""
-    out = []
-    for per_head in probs:
-        size = len(per_head) // heads
-        groups = []
-        for g in range(heads):
-            members = per_head[g * size : (g + 1) * size]
-            groups.append([[sum(col) / size for col in zip(*rows)] for rows in zip(*members)])
-        out.append(groups)
-    return out
-
-
 def naive_mean_kl(student, teacher, mask: list[list[int]]) -> float:
     """KL(teacher || student) of every (example, head, real query) row, averaged."""
     total, rows = 0.0, 0
@@ -389,7 +377,7 @@ def test_attention_knowledge_regroups_12_teacher_heads_onto_4():
     student, teacher = attention_features(1, 48), attention_features(2, 48, seed=1)
     mask = [[1, 1, 1], [1, 1, 0]]  # the second example's last token is padding
     # teacher layer 2 <-> student layer 1; teacher heads 0-2 -> student head 0, 3-5 -> 1, ...
-    teacher_probs = average_head_groups(naive_attention(teacher, 2, 12, mask), 4)
+    teacher_probs = naive_group_heads(naive_attention(teacher, 2, 12, mask), 4)
     expected = naive_mean_kl(naive_attention(student, 1, 4, mask), teacher_probs, mask)
     loss = term(student, teacher, {"attention_mask": torch.tensor(mask)})
     assert close(loss, expected, tol=1e-5)
@@ -404,8 +392,8 @@ def test_attention_knowledge_average_heads_allows_any_head_counts():
     mask = [[1, 1, 0], [1, 1, 1]]
     # Both sides compare the mean of all their heads' distributions.
     expected = naive_mean_kl(
-        average_head_groups(naive_attention(student, 1, 5, mask), 1),
-        average_head_groups(naive_attention(teacher, 2, 12, mask), 1),
+        naive_group_heads(naive_attention(student, 1, 5, mask), 1),
+        naive_group_heads(naive_attention(teacher, 2, 12, mask), 1),
         mask,
     )
     loss = term(student, teacher, {"attention_mask": torch.tensor(mask)})
