@@ -215,6 +215,32 @@ def test_raw_text_is_refused_with_the_reason(teacher_folder, tmp_path):
         pipeline.validate(config, ["distill"])
 
 
+@needs_data(GLUE)
+def test_the_dry_run_plans_the_student_with_its_own_vocabulary(teacher_folder, tmp_path):
+    """Once an IndexError: the planned student had the teacher's rows and read the teacher's
+    tokens. Now its embeddings have the vocabulary's rows and the timed batch is cross-tokenised."""
+    result = CliRunner().invoke(
+        app,
+        [
+            "distill", "configs/demo.yaml", "--dry-run", f"output_dir={tmp_path / 'run'}",
+            f"teacher.name={teacher_folder}", "finetune=null", "student.num_layers=2",
+            f"task={{name: sst2, data_dir: {GLUE}, max_train_samples: 64, max_length: 32}}",
+            "student.vocabulary={train: wordpiece, size: 500}", "distill.cache=false",
+            "distill.train.batch_size=8", "distill.allow_weak_teacher=true",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    out = " ".join(result.output.split())
+    size = len(AutoTokenizer.from_pretrained(tmp_path / "run" / "vocabulary"))
+    assert size <= 500 and f"student vocabulary: {size:,} tokens of its own" in out
+    shape = transformers.AutoConfig.from_pretrained(
+        teacher_folder, num_hidden_layers=2, vocab_size=size
+    )  # the teacher's 4 x 32 cut to 2 layers, with the vocabulary's rows
+    expected = transformers.BertForSequenceClassification(shape).num_parameters()
+    assert f"student {expected:,};" in out
+    assert "step time:" in out and "s/step measured" in out
+
+
 # --------------------------------------------------------------------------------------------
 # end to end
 # --------------------------------------------------------------------------------------------

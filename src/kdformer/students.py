@@ -195,7 +195,8 @@ def build_student(
 
     ``data``: tokenised, collated batches with the task's gold labels under ``label_keys``
     (dicts of tensors), needed only by ``init: pruned``, which scores importance with the
-    teacher's task loss on the first ``cfg.pruning_batches`` of them.
+    teacher's task loss on the first ``cfg.pruning_batches`` of them (with no ``label_keys``:
+    the output Fisher of the teacher's last hidden state, see :mod:`kdformer.pruning`).
     """
     if cfg.init == "pruned" and data is None:
         raise ConfigError(
@@ -232,6 +233,8 @@ def build_student(
             copy_teacher_layers(student, teacher, layers)
         else:
             assert data is not None
-            importance = compute_importance(teacher, data, cfg.pruning_batches, label_keys)
+            importance = compute_importance(
+                teacher, data, cfg.pruning_batches, label_keys, seed=seed
+            )
             copy_pruned_weights(student, teacher, plan_pruning(importance, config, layers))
     return student

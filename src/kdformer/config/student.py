@@ -101,7 +101,8 @@ class StudentConfig(Section):
         8,
         gt=0,
         description="init=pruned: training batches (of distill.train.batch_size examples, "
-        "seeded shuffle) whose task-loss gradients score importance.",
+        "seeded shuffle) whose task-loss gradients score importance (tasks without gold labels: "
+        "the output Fisher of the teacher's last hidden state on unlabelled inputs).",
     )
     pretrained: str | None = Field(
         None,

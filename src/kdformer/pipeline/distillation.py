@@ -10,7 +10,7 @@ from typing import Any
 
 import transformers
 
-from kdformer.config import ConfigError, ExperimentConfig, dump_config
+from kdformer.config import ExperimentConfig, dump_config
 from kdformer.distiller import Distiller
 from kdformer.models import check_same_tokenizer, load_tokenizer
 from kdformer.objective import MAIN
@@ -86,14 +86,13 @@ def distill(
     else:
         train_features = task.cross_tokenize(task.distillation_examples(), own, tokenizer)
     importance_data = None
-    if config.student.init == "pruned":  # importance from the teacher's task loss on train data
-        if not task.label_keys:
-            raise ConfigError(
-                "init: pruned scores importance with the task loss, and this task has no gold "
-                "labels (raw text without an MLM head): use init: teacher"
-            )
+    if config.student.init == "pruned":
+        # Importance from the teacher's task loss on gold-labelled train data; a task without
+        # gold labels (embeddings, raw text without MLM) scores on its distillation inputs
+        # with the output Fisher (kdformer.pruning).
+        examples = task.load("train") if task.label_keys else task.distillation_examples()
         importance_data = importance_batches(
-            task.tokenize(task.load("train"), tokenizer, "train"),  # gold labels only
+            task.tokenize(examples, tokenizer, "train"),
             task.collator(tokenizer, "train", pad_to),
             config.distill.train.batch_size,
             config.seed,

@@ -7,7 +7,9 @@ shapes (random weights: the cost is the same) run four steps on a real batch of 
 teacher's forward and the student's step timed apart. With the teacher cache on
 (``distill.cache``) the run's time is the cache fill (the teacher's forward over the training
 data, once) plus steps that read the teacher's outputs from the cache (the student's forward,
-backward and optimiser step alone), and both parts are printed.
+backward and optimiser step alone), and both parts are printed. A student with its own
+vocabulary (``student.vocabulary``) is planned with it: its embeddings have its rows, and the
+timed batch is cross-tokenised as training tokenises it (the teacher reads its own tokens).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any
 
 import torch
 
+from kdformer.alignment import CrossTokenizerCollator, teacher_inputs
 from kdformer.config import ExperimentConfig
 from kdformer.features import FeatureNeeds, extract_features, resolve_layer_modules
 from kdformer.models import count_parameters, load_tokenizer
 from kdformer.pipeline.budget import with_head
 from kdformer.pipeline.conversion_stage import source_teacher_config
+from kdformer.pipeline.cross_tokenizer import own_tokenizer
 from kdformer.pipeline.teachers import teacher_reference
 from kdformer.pipeline.two_stage import task_stage_config
 from kdformer.pipeline.validation import (
@@ -47,6 +51,11 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
     objective = build_objective(config, task, teacher_cfg, student_cfg, others)
     teacher_cfg = with_head(teacher_cfg, task.model_kwargs())
     student_cfg = with_head(student_cfg, task.model_kwargs())
+    tokenizer = load_tokenizer(config.teacher if config.finetune else teacher_reference(config))
+    own = own_tokenizer(config, task, tokenizer)  # the student's own vocabulary, if any
+    if own is not None:  # the student's embeddings have its vocabulary's rows
+        student_cfg.vocab_size = len(own)
+        student_cfg.pad_token_id = own.pad_token_id
     torch.manual_seed(0)
     teacher = task.model_class.from_config(teacher_cfg).eval()
     student = task.model_class.from_config(student_cfg).train()
@@ -57,8 +66,13 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
         f"{teacher_cfg.hidden_size}, {teacher_params / 1e6:.1f}M parameters) -> student "
         f"({student_cfg.num_hidden_layers} x {student_cfg.hidden_size}, "
         f"{student_params / 1e6:.1f}M, init {config.student.init}) on {task.describe_data()}",
-        "knowledge terms:",
     ]
+    if own is not None:
+        lines.append(
+            f"student vocabulary: {len(own):,} tokens of its own (the teacher's: "
+            f"{len(tokenizer):,}); knowledge aligned on units (docs/vocabulary.md)"
+        )
+    lines.append("knowledge terms:")
     for name, term in objective.terms.items():
         target = objective.targets[name]
         groups = getattr(term, "groups", None)
@@ -94,7 +108,7 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
         lines.append(f"parameters: teacher {teacher_params:,}; student {student_params:,}")
         lines.append("step time and memory: not measured with several teachers")
         return lines
-    timing = _time_steps(config, task, teacher, student, objective, pad_to)
+    timing = _time_steps(task, tokenizer, own, teacher, student, objective, config, pad_to)
     examples = len(task.distillation_examples())
     steps = train.max_steps or int(train.epochs * -(-examples // train.batch_size))
     cached = config.distill.cache.enabled and objective.needs_for("teacher") != FeatureNeeds()
@@ -161,24 +175,31 @@ def time_lines(
 
 
 def _time_steps(
-    config: ExperimentConfig,
     task: Any,
+    tokenizer: Any,
+    own: Any | None,
     teacher: Any,
     student: Any,
     objective: Any,
+    config: ExperimentConfig,
     pad_to: int | None = None,
 ) -> StepTiming:
     """The teacher's forward and the student's step timed apart (median of three after one
     warm-up), and the resident memory the steps added (activations, gradients and optimiser
     state at their peak), on a batch padded as training pads it (``pad_to``: the run's one
-    batch length)."""
+    batch length); with the student's own tokenizer ``own``, cross-tokenised as training does."""
 
-    tokenizer = load_tokenizer(config.teacher if config.finetune else teacher_reference(config))
     size = config.distill.train.batch_size
     examples = task.distillation_examples()
     sample = examples.select(range(min(len(examples), size)))
-    features = task.model_features(task.tokenize(sample, tokenizer, "train"))
-    collate = task.collator(tokenizer, "train", pad_to)
+    if own is None:
+        features = task.model_features(task.tokenize(sample, tokenizer, "train"))
+        collate: Any = task.collator(tokenizer, "train", pad_to)
+    else:
+        features = task.model_features(task.cross_tokenize(sample, own, tokenizer))
+        collate = CrossTokenizerCollator(
+            task.collator(own, "train", pad_to), task.collator(tokenizer, "train", pad_to)
+        )
     batch = collate([features[i] for i in range(len(features))][:size])
     batch = {k: v for k, v in batch.items() if torch.is_tensor(v)}
     parameters = list(student.parameters()) + list(objective.parameters())
@@ -188,7 +209,9 @@ def _time_steps(
     for _ in range(4):
         start = time.perf_counter()
         with torch.no_grad():
-            teacher_features = extract_features(teacher, batch, objective.needs_for("teacher"))
+            teacher_features = extract_features(
+                teacher, teacher_inputs(batch), objective.needs_for("teacher")
+            )
         middle = time.perf_counter()
         student_features = extract_features(student, batch, objective.needs_for("student"))
         objective(student_features, teacher_features, batch).loss.backward()
