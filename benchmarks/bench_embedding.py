@@ -196,16 +196,25 @@ json.dump({"distill_seconds": seconds, "batch_ms": 1000 * statistics.median(time
 """
 
 
+def evaluation_sentences(pairs: Any) -> list[str]:
+    """Every distinct sentence of the evaluation pairs, in first-seen order: what each row
+    encodes, and the order of the model2vec row's stored vectors."""
+    return list(dict.fromkeys(list(pairs["sentence1"]) + list(pairs["sentence2"])))
+
+
 def run_model2vec(python: str, sentences: list[str], out: Path) -> dict[str, Any]:
-    """Distil and encode with model2vec in its own interpreter (see the module docstring)."""
+    """Distil with model2vec in its own interpreter (see the module docstring) and encode
+    ``sentences`` (the evaluation sentences: model2vec distils from the teacher's vocabulary,
+    not from training sentences). Vectors stored for other sentences are encoded again."""
     from kdformer.models import resolve_name
 
     folder = out / "runs" / "model2vec"
     folder.mkdir(parents=True, exist_ok=True)
     name = "model2vec (static, PCA 256)"
     sentences_file = folder / "sentences.json"
+    stored = json.loads(sentences_file.read_text()) if sentences_file.is_file() else None
     sentences_file.write_text(json.dumps(sentences), encoding="utf-8")
-    if not (folder / "model2vec.json").is_file():
+    if stored != sentences or not (folder / "model2vec.json").is_file():
         done = subprocess.run(
             [
                 python,
@@ -278,7 +287,7 @@ def score_rows(rows: list[dict[str, Any]], task: Any, repeats: int, out: Path) -
     from kdformer.tasks.embedding import pair_metrics
 
     pairs = task.load("eval")
-    sentences = list(dict.fromkeys(list(pairs["sentence1"]) + list(pairs["sentence2"])))
+    sentences = evaluation_sentences(pairs)
     index = {s: i for i, s in enumerate(sentences)}
     first = [index[s] for s in pairs["sentence1"]]
     second = [index[s] for s in pairs["sentence2"]]
@@ -290,6 +299,12 @@ def score_rows(rows: list[dict[str, Any]], task: Any, repeats: int, out: Path) -
         if row.get("static"):
             folder = Path(row["path"]).parent
             vectors = np.load(folder / "embeddings.npy")
+            encoded = json.loads((folder / "sentences.json").read_text(encoding="utf-8"))
+            if encoded != sentences or len(vectors) != len(sentences):
+                raise RuntimeError(
+                    f"{folder}: the stored vectors are not of the evaluation sentences "
+                    f"({len(vectors)} vectors, {len(sentences)} sentences): remove the folder"
+                )
             info = json.loads((folder / "model2vec.json").read_text(encoding="utf-8"))
             row.update(
                 parameters=info["parameters"],
@@ -406,7 +421,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append(train_kdformer(name, extra, base, args.runs))
     rows.append(train_st_recipe(config, sentences, args.runs, config.seed))
     if args.model2vec_python:
-        rows.append(run_model2vec(args.model2vec_python, sentences, args.runs))
+        evaluation = evaluation_sentences(task.load("eval"))
+        rows.append(run_model2vec(args.model2vec_python, evaluation, args.runs))
     repeats = 2 if args.smoke else args.repeats
     score_rows(rows, task, repeats, args.runs)
     relative(rows)

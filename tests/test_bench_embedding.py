@@ -54,3 +54,40 @@ def test_embedding_benchmark_smoke_scores_every_row_alike(tmp_path):
         assert row["sentences_per_s"] == pytest.approx(32 / (row["batch_ms"] / 1000))
     markdown = (out / "embedding_smoke.md").read_text()
     assert markdown.count("\n| ") == 4  # header + three rows
+
+
+def test_static_vectors_of_other_sentences_are_never_scored(tmp_path):
+    """Once the model2vec row encoded the training sentences and was scored as if they were
+    the evaluation ones (Spearman -2). Stored vectors must be of the evaluation sentences, in
+    their order."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_embedding
+
+    class Pairs:
+        def load(self, split):
+            assert split == "eval"
+            return {
+                "sentence1": ["a cat", "a dog", "a cat"],
+                "sentence2": ["the cat", "a cat", "a bird"],
+                "score": [4.0, 2.0, 1.0],
+                "kind": ["sts"] * 3,
+            }
+
+    sentences = bench_embedding.evaluation_sentences(Pairs().load("eval"))
+    assert sentences == ["a cat", "a dog", "the cat", "a bird"]  # distinct, first-seen order
+    folder = tmp_path / "model2vec"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model2vec.json").write_text(
+        json.dumps({"parameters": 8, "batch_ms": 1.0, "int8_mb": 0.1})
+    )
+    np.save(folder / "embeddings.npy", np.eye(4, dtype=np.float32))
+    row = {"name": "model2vec", "path": str(folder / "model"), "static": True}
+    (folder / "sentences.json").write_text(json.dumps(["training", "sentences", "of", "it"]))
+    with pytest.raises(RuntimeError, match="not of the evaluation sentences"):
+        bench_embedding.score_rows([dict(row)], Pairs(), 1, tmp_path)
+    (folder / "sentences.json").write_text(json.dumps(sentences))
+    scored = dict(row)
+    bench_embedding.score_rows([scored], Pairs(), 1, tmp_path)
+    assert scored["parameters"] == 8 and "spearman" in scored["metrics"]

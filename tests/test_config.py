@@ -59,7 +59,11 @@ def test_load_yaml_file(write_yaml):
 
 
 def test_empty_file_and_no_file_give_defaults(write_yaml):
-    assert load_config(write_yaml("")) == ExperimentConfig() == load_config()
+    """An empty file with overrides starts from the defaults; alone it is refused (issue 19:
+    test_bad_input_runs.py)."""
+    assert load_config(write_yaml(""), ["seed=42"]) == ExperimentConfig() == load_config()
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(write_yaml(""))
 
 
 def test_missing_file_names_the_path(tmp_path):

@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -123,51 +123,79 @@ SHARDED_COMMANDS = ("run", "finetune", "distill")
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler, ``docker stop``, a spot instance reclaimed), raised where the
-    process is, so it unwinds as Ctrl-C does."""
+    """A stop signal, raised where the process is, so it unwinds as Ctrl-C does: SIGTERM (a
+    scheduler, ``docker stop``, a spot instance reclaimed) or SIGHUP (the terminal or the SSH
+    session closed)."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
+    raise Terminated(signum)
+
+
+def _stop_signals() -> list[int]:
+    """The signals a training command turns into :class:`Terminated`: SIGTERM, and SIGHUP
+    where the platform has it and it is not ignored (``nohup`` ignores it so that the run
+    outlives its terminal: that wish is kept)."""
+    found = [signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) == signal.SIG_DFL:
+        found.append(hangup)
+    return found
+
+
+def _kept_by_run(root: Path) -> str:
+    """What an interrupted run leaves: its finished models and newest checkpoints."""
+    from kdformer.pipeline.outputs import Paths, is_finished
+    from kdformer.training import latest_checkpoint
+
+    paths = Paths(root)
+    models = (paths.converted, paths.teacher, paths.general / "student", paths.student,
+              paths.one_stage / "student")  # fmt: skip
+    finished = [str(p) for p in models if is_finished(p)]
+    folders = sorted((root / "checkpoints").glob("*")) + sorted(root.glob("*/checkpoints/*"))
+    last = [str(c) for c in (latest_checkpoint(f) for f in folders) if c is not None]
+    return (
+        "finished models "
+        + (", ".join(finished) if finished else "none")
+        + "; checkpoints "
+        + (", ".join(last) if last else "none yet (nothing to resume from)")
+    )
 
 
 @contextmanager
-def explain_interrupt(output_dir: Path) -> Iterator[None]:
-    """Ctrl-C or SIGTERM ends a training command with what was kept and the command that
-    resumes it; exit code 130 (Ctrl-C) or 143 (SIGTERM), as shells report them."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+def explain_interrupt(
+    output_dir: Path, kept: Callable[[], str] | None = None, resume_flag: bool = True
+) -> Iterator[None]:
+    """Ctrl-C, SIGTERM or SIGHUP ends a command with what was kept (``kept``, else the run's
+    models and checkpoints in ``output_dir``) and the command that continues it (with
+    ``--resume`` when ``resume_flag``); exit code 130 (Ctrl-C), 143 (SIGTERM) or 129
+    (SIGHUP), as shells report them."""
+    previous = {number: signal.signal(number, _raise_terminated) for number in _stop_signals()}
     try:
         yield
     except KeyboardInterrupt as stop:
         import shlex
 
-        from kdformer.pipeline.outputs import Paths, is_finished
-        from kdformer.training import latest_checkpoint
-
-        root = Path(output_dir)
-        paths = Paths(root)
-        models = (paths.converted, paths.teacher, paths.general / "student", paths.student,
-                  paths.one_stage / "student")  # fmt: skip
-        finished = [str(p) for p in models if is_finished(p)]
-        folders = sorted((root / "checkpoints").glob("*")) + sorted(root.glob("*/checkpoints/*"))
-        last = [str(c) for c in (latest_checkpoint(f) for f in folders) if c is not None]
         again = [a for a in sys.argv[1:] if a != "--overwrite"]
-        again += [] if "--resume" in again else ["--resume"]
-        terminated = isinstance(stop, Terminated)
-        err.print(
-            f"[bold yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}.[/] Kept: "
-            "finished models "
-            + (", ".join(finished) if finished else "none")
-            + "; checkpoints "
-            + (", ".join(last) if last else "none yet (nothing to resume from)")
+        again += [] if "--resume" in again or not resume_flag else ["--resume"]
+        signum = stop.signum if isinstance(stop, Terminated) else None
+        name = signal.Signals(signum).name if signum is not None else ""
+        message = (
+            f"[bold yellow]{f'terminated ({name})' if name else 'interrupted'}.[/] Kept: "
+            + (kept() if kept is not None else _kept_by_run(Path(output_dir)))
             + ". Continue with: "
-            + shlex.join(["kdformer", *again]),
-            soft_wrap=True,
-            markup=True,
+            + shlex.join(["kdformer", *again])
         )
-        raise typer.Exit(143 if terminated else 130) from None
+        with suppress(OSError):  # SIGHUP: the terminal that would show it may be gone
+            err.print(message, soft_wrap=True, markup=True)
+        raise typer.Exit(128 + signum if signum is not None else 130) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @app.callback()
@@ -295,8 +323,24 @@ def study(
                     f"[yellow]run {run_id} finished with a different config; its result is kept "
                     f"(delete {config.output_dir / 'runs' / run_id} to redo it)[/]"
                 )
-        studies.run_study(plan, validate=False)
+        with explain_interrupt(config.output_dir, lambda: _kept_by_study(plan), False):
+            studies.run_study(plan, validate=False)
         console.print(f"study {config.name} done: {config.output_dir / 'summary.md'}")
+
+
+def _kept_by_study(plan: Any) -> str:
+    """What an interrupted study leaves: its finished runs and the checkpoints it resumes."""
+    from kdformer.training import latest_checkpoint
+
+    done = sum(1 for run in plan.runs if run.finished)
+    folders = [r.folder / "checkpoints" / "student" for r in plan.runs if not r.finished]
+    folders += [t.root / "checkpoints" / "teacher" for t in plan.teachers.values() if t.root]
+    last = [str(c) for c in map(latest_checkpoint, folders) if c is not None]
+    return (
+        f"finished runs {done} of {len(plan.runs)} (in {plan.output_dir / 'runs.csv'}); "
+        f"checkpoints {', '.join(last) if last else 'none (the interrupted run starts over)'}. "
+        "The study skips finished runs and resumes from these checkpoints"
+    )
 
 
 @app.command()
@@ -339,12 +383,18 @@ def evaluate(
     if not sys.stderr.isatty():  # piped or captured: no progress bar among the report's lines
         os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported, below
     from kdformer import pipeline
-    from kdformer.devices import resolve_device
+    from kdformer.devices import folder_problem, resolve_device
     from kdformer.report import write_report
     from kdformer.report.render import print_report
 
     with user_errors():
         resolve_device(device)  # before any data or model loads
+        problem = folder_problem(output_dir) if output_dir is not None else None
+        if problem is not None:
+            raise ConfigError(
+                f"--output-dir {problem}: give a folder (report.json and report.md are written "
+                "into it)"
+            )
         base = load_config(config) if config is not None else None
         section = base.task.model_dump(mode="json", exclude_unset=True) if base else {}
         if task is not None or base is None:
@@ -552,12 +602,13 @@ def convert(
 ) -> None:
     """Convert a full-attention BERT/RoBERTa encoder into an efficient-attention one with the
     same weights (positions extended to --max-length); fine-tune it on the task next."""
-    from kdformer.conversion import convert_checkpoint, dropped_positions
+    from kdformer.conversion import convert_checkpoint, dropped_heads, dropped_positions
     from kdformer.models import load_model_config
 
     to, max_length = options.pop("to"), options.pop("max_length")
     with user_errors():
-        source_positions = dropped_positions(load_model_config(source), max_length)
+        source_config = load_model_config(source)
+        source_positions = dropped_positions(source_config, max_length)
         if source_positions is not None:
             err.print(
                 f"[yellow]warning: --max-length {max_length} is below the {source_positions} "
@@ -570,6 +621,14 @@ def convert(
     note = CONVERT_TARGETS[to].load_note
     shown = f" ({note})" if note else ""
     console.print(f"converted {source} -> {to} ({max_length} positions): {out}{shown}")
+    heads = dropped_heads(source_config)
+    if heads:  # a fine-tuned teacher's trained head is lost: say so, not only in the docs
+        err.print(
+            f"[yellow]note: only the encoder is converted: the head of {source} "
+            f"({', '.join(heads)}) is left out, so {out} has no trained task head. Fine-tune it "
+            "on the task next (a `convert:` section in a run config converts and fine-tunes)[/]",
+            soft_wrap=True,
+        )
 
 
 EXPORT = ExportConfig()

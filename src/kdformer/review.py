@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from kdformer import pipeline
+from kdformer.config.base import ConfigError
 from kdformer.config.loading import load_config
 from kdformer.config.review import ReviewArchitecture, ReviewConfig, ReviewTask
+from kdformer.devices import folder_problem
 from kdformer.families import find_family
 from kdformer.models import load_model
 from kdformer.pipeline.outputs import Paths
@@ -53,6 +55,12 @@ def run_review(
     """Every run (validated first, then trained), the speed and memory measurements, and the
     outputs; returns the review's JSON."""
 
+    problem = folder_problem(review.output_dir)
+    if problem is not None:  # found after every run otherwise, when the tables are written
+        raise ConfigError(
+            f"output_dir {problem}: the review writes its tables and plots into that folder; "
+            "choose an output_dir you can write to"
+        )
     configs = {
         (t.name, a.name): run_config(review, folder, t, a)
         for t in review.tasks

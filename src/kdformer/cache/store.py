@@ -25,7 +25,8 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,20 +133,17 @@ class TeacherCache:
         label_keys = sorted({i.label_key for i in items if i.label_key})
         columns = [c for c in features.column_names if c in MODEL_INPUTS] + label_keys
         entry = self.entry(teacher, tokenizer, features, columns, max_length, pad_to)
-        for item in items:
-            folder = entry.item_folder(item, self.dtype)
-            damage = item_damage(folder) if entry.has(item, self.dtype) else None
-            if damage is not None and is_main_process:
-                self.log(f"teacher cache: {folder} is damaged ({damage}); computing it again")
-                shutil.rmtree(folder)
-        missing = [item for item in items if not entry.has(item, self.dtype)]
         started = time.perf_counter()
+        missing = self._to_fill(entry, items, log=False)
         if missing and is_main_process:
-            self._fill(
-                entry, missing, teacher, features, collator, needs, batch_size, device,
-                task, pad_to,
-            )  # fmt: skip
-        elif not missing:
+            with self._filling(entry):  # another run may be filling this entry right now
+                missing = self._to_fill(entry, items, log=True)
+                if missing:
+                    self._fill(
+                        entry, missing, teacher, features, collator, needs, batch_size, device,
+                        task, pad_to,
+                    )  # fmt: skip
+        if not missing:
             self.log(
                 f"teacher cache: reusing {entry.folder} ({len(items)} items, "
                 f"{format_bytes(entry.size())})"
@@ -153,6 +151,46 @@ class TeacherCache:
         signal = CachedTeacher(entry, items, self.dtype, num_layers, live)
         signal.fill_seconds = time.perf_counter() - started if missing else 0.0
         return signal
+
+    def _to_fill(self, entry: CacheEntry, items: Sequence[Item], log: bool) -> list[Item]:
+        """The items the entry lacks or holds damaged (``log``: remove the damaged ones,
+        saying so, so they are computed again)."""
+        missing = []
+        for item in items:
+            folder = entry.item_folder(item, self.dtype)
+            damage = item_damage(folder) if entry.has(item, self.dtype) else None
+            if damage is not None and log:
+                self.log(f"teacher cache: {folder} is damaged ({damage}); computing it again")
+                shutil.rmtree(folder)
+            if damage is not None or not entry.has(item, self.dtype):
+                missing.append(item)
+        return missing
+
+    @contextmanager
+    def _filling(self, entry: CacheEntry) -> Iterator[None]:
+        """Hold the entry's lock while its items are checked and filled: two runs of one
+        teacher on one data set (two terminals, a study beside a run) share the entry, and
+        without the lock the second would delete the first's half-written items. The second
+        waits, then reuses what the first wrote. No lock where ``fcntl`` is missing."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            yield
+            return
+        entry.folder.mkdir(parents=True, exist_ok=True)
+        with open(entry.folder / ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log(
+                    f"teacher cache: another run is filling {entry.folder}; waiting for it to "
+                    "finish, then reusing what it wrote"
+                )
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _fill(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -45,6 +45,13 @@ class TeacherCacheConfig(Section):
     max_gb: float = Field(
         20.0, gt=0, description="The most one cache entry may grow to; checked before writing."
     )
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``dir: ""`` means the default, as an empty $KDFORMER_CACHE_DIR does: read as a
+        path it would be ``.``, scattering entries over the folder kdformer runs from."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("dir")
     @classmethod

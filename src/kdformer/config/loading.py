@@ -146,6 +146,25 @@ def _default_data(field: Any) -> Any:
     return {}
 
 
+def read_run_config(path: Path, blank: str | None = None) -> dict[str, Any]:
+    """A run config file's sections as data. An empty file (or one of comments only) is
+    refused unless ``blank`` is None: read as every default, it would distil minilm-l6 on SST-2
+    from the hub, which is never what its author meant (a file not yet saved, the wrong file).
+    ``blank``: how to start from the defaults instead, for the message."""
+    loaded = read_yaml(path)
+    if loaded is None and blank is not None:
+        raise ConfigError(
+            f"{path} is empty (no settings, or comments only): a run config names at least its "
+            "task and teacher. Start from configs/demo.yaml or configs/tasks/, or see `kdformer "
+            f"config fields`; {blank}"
+        )
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of config sections at the top level")
+    return loaded
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -159,12 +178,8 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         source = str(path)
-        loaded = read_yaml(path)
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of config sections at the top level")
-        data = loaded
+        blank = "to start from the defaults, give the settings as key.sub=value overrides"
+        data = read_run_config(path, None if overrides else blank)
     data = apply_overrides(data, list(overrides or []), cls)
     if overrides:
         source += " with overrides " + " ".join(overrides)

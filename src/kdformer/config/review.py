@@ -64,6 +64,14 @@ class ReviewConfig(Section):
             raise ConfigError(f"architecture names repeat: {names}")
         if self.reference not in names:
             raise ConfigError(f"reference '{self.reference}' is not an architecture ({names})")
+        tasks = [t.name for t in self.tasks]
+        repeated = sorted({n for n in tasks if tasks.count(n) > 1})
+        if repeated:  # one name is one runs folder and one table: the last task would win
+            raise ConfigError(
+                f"task name(s) {repeated} repeat in tasks ({tasks}): each task's runs go to "
+                "runs/<task name>/<architecture> and fill one table, so all but the last such "
+                "task would be lost. Give each task its own name"
+            )
         longest = max(self.lengths)
         for i, arch in enumerate(self.architectures):
             given = "max_length" in arch.convert.model_fields_set  # unset: the longest length
@@ -75,6 +83,27 @@ class ReviewConfig(Section):
                     f"convert.max_length to at least {longest} (or leave it unset: the longest "
                     f"length), or drop the longer lengths"
                 )
+            self._check_landmark_lengths(i, arch, longest)
+
+    def _check_landmark_lengths(self, i: int, arch: ReviewArchitecture, longest: int) -> None:
+        """Nyströmformer models are timed with their landmarks following each length, which
+        must be a multiple of num_landmarks: found before training, not when timing."""
+        convert = arch.convert
+        if convert.to != "nystromformer":
+            return
+        max_length = convert.max_length if "max_length" in convert.model_fields_set else longest
+        landmarks = convert.num_landmarks
+        if landmarks == (convert.segment_length or max_length):
+            return  # one landmark per token: full attention, which takes any length
+        bad = [n for n in self.lengths if n % landmarks]
+        if bad:
+            raise ConfigError(
+                f"architectures.{i} ({arch.name}): a Nyströmformer with num_landmarks "
+                f"{landmarks} is timed at lengths that are multiples of {landmarks}, and "
+                f"lengths {bad} are not (the review would train every model, then stop when "
+                f"timing). Use lengths that are multiples of {landmarks}, or a num_landmarks "
+                "that divides them all"
+            )
 
 
 def load_review(path: str | Path) -> tuple[ReviewConfig, Path]:

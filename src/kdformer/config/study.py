@@ -7,13 +7,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kdformer.config.base import Section
 from kdformer.config.loading import load_section_file
 
 Overrides = list[str] | dict[str, Any]
-_RESERVED = {"seed": "use `seeds:`", "output_dir": "each run gets <output_dir>/runs/<run-id>"}
+_RESERVED = {
+    "seed": "use `seeds:` (and `teacher_seed:` for the shared teachers)",
+    "output_dir": "each run gets <output_dir>/runs/<run-id>",
+}
+
+
+def refuse_reserved(overrides: Overrides, where: str) -> Overrides:
+    """ValueError for an override of ``seed`` or ``output_dir``: the study sets both for every
+    run afterwards, so the override would be dropped without a word (``seed`` would only
+    change which teacher is fine-tuned)."""
+    keys = overrides if isinstance(overrides, dict) else [o.split("=", 1)[0] for o in overrides]
+    for key in (str(k).strip() for k in keys):
+        if key in _RESERVED:
+            raise ValueError(
+                f"{where} overrides '{key}', which the study sets for every run: {_RESERVED[key]}"
+            )
+    return overrides
 
 
 class VariantConfig(Section):
@@ -24,6 +40,11 @@ class VariantConfig(Section):
         default_factory=list,
         description="key.sub=value strings, or a mapping {key.sub: value}, applied to the base.",
     )
+
+    @field_validator("overrides")
+    @classmethod
+    def _not_reserved(cls, overrides: Overrides, info: ValidationInfo) -> Overrides:
+        return refuse_reserved(overrides, f"variant '{info.data.get('name', '?')}'")
 
 
 class PlotConfig(Section):
@@ -97,6 +118,18 @@ class StudyConfig(Section):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_not_reserved(cls, overrides: Overrides) -> Overrides:
+        return refuse_reserved(overrides, "the study")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_not_reserved(cls, tasks: dict[str, Overrides] | None) -> Any:
+        for label, overrides in (tasks or {}).items():
+            refuse_reserved(overrides, f"tasks.{label}")
+        return tasks
 
     @field_validator("grid")
     @classmethod

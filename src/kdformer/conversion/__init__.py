@@ -28,6 +28,7 @@ from kdformer.conversion.converter import (
     check_output_folder,
     convert,
     convert_checkpoint,
+    dropped_heads,
     dropped_positions,
     target_config,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "conversion_of",
     "convert",
     "convert_checkpoint",
+    "dropped_heads",
     "dropped_positions",
     "position_offset",
     "target_config",

@@ -14,7 +14,13 @@ from kdformer.config.convert import Target
 from kdformer.conversion.registry import conversion_of, target_options
 from kdformer.conversion.weights import copy_weights
 from kdformer.families import position_limit
-from kdformer.models import load_model, load_model_config, load_tokenizer, share_files
+from kdformer.models import (
+    load_model,
+    load_model_config,
+    load_tokenizer,
+    resolve_name,
+    share_files,
+)
 
 
 def target_config(source: Any, target: Target, max_length: int, **options: Any) -> Any:
@@ -41,6 +47,12 @@ def dropped_positions(source: Any, max_length: int) -> int | None:
     return limit if limit is not None and max_length < limit else None
 
 
+def dropped_heads(source: Any) -> list[str]:
+    """The classes with a head (``BertForSequenceClassification``, ``BertForMaskedLM``...)
+    that a source config was saved as: conversion keeps only their encoder."""
+    return [a for a in getattr(source, "architectures", None) or [] if not a.endswith("Model")]
+
+
 def check_output_folder(output_dir: str | Path) -> None:
     """A ConfigError when ``output_dir`` is a file, or lies below one (a folder cannot be
     written there), before any weights are loaded."""
@@ -54,6 +66,19 @@ def check_output_folder(output_dir: str | Path) -> None:
         )
 
 
+def check_not_the_source(source: str | Path, output_dir: str | Path) -> None:
+    """A ConfigError when ``output_dir`` is the source model's own folder: the converted
+    encoder would replace the source's weights (and drop its task head) for good."""
+    folder = Path(resolve_name(str(source)))
+    out = Path(output_dir)
+    if folder.is_dir() and out.exists() and out.resolve() == folder.resolve():
+        raise ConfigError(
+            f"cannot write the converted model to {out}: it is the folder of the source model "
+            f"{source}, which converting would overwrite (its weights, and its task head, which "
+            "conversion drops). Choose another output folder"
+        )
+
+
 def convert_checkpoint(
     source: str | Path, target: Target, output_dir: str | Path, max_length: int, **options: Any
 ) -> Path:
@@ -63,6 +88,7 @@ def convert_checkpoint(
     config = load_model_config(str(source))
     target_config(config, target, max_length, **options)  # a clear error before loading weights
     check_output_folder(output_dir)
+    check_not_the_source(source, output_dir)
     model = load_model(str(source), transformers.AutoModel)
     converted = convert(model, target, max_length, **options)
     out = Path(output_dir)

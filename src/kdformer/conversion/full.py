@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from kdformer.attention.local_global import BLOCK_SIZE_KEY, GLOBAL_TOKENS_KEY
 from kdformer.conversion.base import Conversion
 
 
@@ -14,7 +15,13 @@ class FullConversion(Conversion):
     """A copy of the source's config and class; only the positions change."""
 
     def make_config(self, source: Any, max_length: int) -> Any:
-        return type(source).from_dict(source.to_dict())
+        """The source's config without local + global settings: a source converted to
+        local_global before keeps plain BERT weights, and its settings left in would switch
+        the "full" copy back to block attention whenever kdformer loads it."""
+        settings = source.to_dict()
+        for key in (BLOCK_SIZE_KEY, GLOBAL_TOKENS_KEY):
+            settings.pop(key, None)
+        return type(source).from_dict(settings)
 
     def model(self, source: nn.Module, config: Any) -> nn.Module:
         """The source's class, with a pooler when the source has one."""

@@ -44,6 +44,26 @@ def _require_onnx() -> None:
         ) from None
 
 
+def check_opset(opset: int) -> None:
+    """Refuse, before any model loads, an opset newer than the installed ``onnx`` knows: the
+    exporter cannot convert a graph to it (and used to write one ONNX Runtime cannot load)."""
+    _require_onnx()
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ConfigError(
+            f"opset {opset} is newer than the newest the installed onnx {onnx.__version__} "
+            f"knows ({newest}): give an opset from 14 to {newest} (18, the default, is what "
+            "the exporter writes natively)"
+        )
+
+
+def graph_opset(proto: Any) -> int | None:
+    """The default-domain (ai.onnx) opset an ONNX model proto declares."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 class _Outputs(nn.Module):
     """The model with keyword inputs in a fixed order and its named outputs as a tuple (what
     the exporter traces)."""
@@ -105,6 +125,14 @@ def export_onnx(
             "+ global attention (convert.to: local_global) export; serve this one in PyTorch"
         ) from None
     proto = program.model_proto
+    written = graph_opset(proto)
+    if written != opset:  # the exporter's conversion failed and left its own opset
+        raise ConfigError(
+            f"torch.onnx could not convert the graph of {type(model).__name__} to opset {opset} "
+            f"(its version converter fails on this graph's operators and leaves it at opset "
+            f"{written}), so the export would not be the opset asked for: give --opset "
+            f"{written} (export.opset), or another opset the graph converts to"
+        )
     # The exporter records intermediate shapes of the traced example; shape inference (which
     # quantisation runs) then disagrees with them. ONNX Runtime infers them again on load.
     del proto.graph.value_info[:]

@@ -18,6 +18,7 @@ from kdformer.pipeline.outputs import Paths, console, is_finished
 from kdformer.pipeline.teachers import load_task_model, teacher_fingerprint, teacher_reference
 from kdformer.report import build_report, measure_loaded, print_report, write_report
 from kdformer.report.card import write_model_card
+from kdformer.report.measure import check_latency_length
 from kdformer.tasks import DataError, Task, TaskSection, build_task
 
 
@@ -38,6 +39,12 @@ def measure_models(
     ``extra``: (name, model, tokenizer, path) already built (exported students); ``pad_to``:
     the run's one batch length, when its models' family needs one."""
     task = task or build_task(task_config, seed)
+    for _, source in models:  # every model's positions, before any is scored
+        model_config = load_model_config(
+            ModelConfig(name=str(source), trust_remote_code=trust_remote_code)
+        )
+        task.check_lengths(model_config, str(source))
+        check_latency_length(report.latency_seq_length, model_config, str(source))
     if models:
         first = ModelConfig(name=str(models[0][1]), trust_remote_code=trust_remote_code)
         task.adapt_to_teacher(load_model_config(first))

@@ -24,6 +24,7 @@ from kdformer.config.loading import read_yaml
 from kdformer.export.onnx import (
     OnnxModel,
     agreement,
+    check_opset,
     export_onnx,
     max_difference,
     onnx_size_mb,
@@ -127,6 +128,7 @@ def export_model(
             f"{model_dir} is not a finished model folder (config.json and readable safetensors "
             "weights): export a distilled student, e.g. OUTPUT_DIR/student"
         )
+    check_opset(opset)
     target = model_dir / ONNX_DIR
     digest = weights_digest(model_dir)
     done = export_record(model_dir)

@@ -78,7 +78,16 @@ def start_mode(final: Path, checkpoints: Path, overwrite: bool, resume: bool) ->
     """'skip' a finished stage, 'resume' from a checkpoint, or start 'fresh'.
 
     A checkpoint newer than the finished model is an interrupted ``--overwrite``: ``--resume``
-    finishes it (the finished model stays in place until the new one is saved)."""
+    finishes it (the finished model stays in place until the new one is saved). Both flags
+    at once are refused: on a finished stage they once resumed its own last checkpoint, so the
+    "redone" model was the old one, whatever the config now said."""
+    if overwrite and resume:
+        raise ConfigError(
+            "--overwrite and --resume ask for opposite things: --overwrite starts finished "
+            "stages over (their checkpoints are removed), --resume continues an interrupted run "
+            "from its last checkpoint. Give one (after an interrupted --overwrite, --resume "
+            "alone finishes it)"
+        )
     restore_interrupted_swap(final)
     last = latest_checkpoint(checkpoints)
     finished = is_finished(final)

@@ -11,10 +11,10 @@ from typing import Any
 
 from kdformer import distributed
 from kdformer.cache import RowIndexCollator, TeacherCache, folder_fingerprint, with_row_index
-from kdformer.config import ConfigError, ExperimentConfig, ModelConfig
+from kdformer.config import ConfigError, DataError, ExperimentConfig, ModelConfig
 from kdformer.devices import folder_problem, resolve_device
 from kdformer.features import FeatureNeeds
-from kdformer.models import load_model, resolve_name
+from kdformer.models import load_model, load_tokenizer, resolve_name
 from kdformer.pipeline.outputs import Paths, console
 from kdformer.report.render import teacher_gain_is_clear
 from kdformer.tasks import Task, TaskSection
@@ -57,6 +57,40 @@ def load_teacher(reference: ModelConfig, task: Task) -> Any:
     """Load a task-trained teacher (see :func:`load_task_model`)."""
     fix = "Fine-tune it on the task first: add a `finetune:` section to the config"
     return load_task_model(reference, task, "teacher", fix + task.missing_head_hint())
+
+
+def check_other_teachers(
+    config: ExperimentConfig, task: Task, model_configs: dict[str, Any], main_tokenizer: Any
+) -> None:
+    """The teachers of ``distill.teachers``, before any training: a `finetune:` section
+    fine-tunes the main teacher only, and these were once checked after it, with advice to add
+    the `finetune:` section the config had. Each must take the task's inputs, tokenise as the
+    main teacher does (soft labels are mixed position by position) and have a head trained
+    for the task's labels (its weights are loaded once here to see that)."""
+    main_vocab = main_tokenizer.get_vocab()
+    for extra in config.distill.teachers:
+        where = f"distill.teachers: teacher {extra.id} '{extra.name}'"
+        fix = (
+            "A `finetune:` section fine-tunes only `teacher`: fine-tune this one first "
+            f"(kdformer finetune CONFIG teacher.name={extra.name} output_dir=DIR) and list "
+            "DIR/teacher here, or leave it out of distill.teachers"
+        )
+        task.check_lengths(model_configs[extra.id], extra.name)
+        vocab = load_tokenizer(extra).get_vocab()
+        if vocab != main_vocab:
+            raise ConfigError(
+                f"{where} has another tokenizer than the teacher '{config.teacher.name}' "
+                f"({len(vocab)} vs {len(main_vocab)} tokens): the teachers' outputs are mixed "
+                "and compared position by position, so they must tokenise alike. Use a teacher "
+                "trained with the main teacher's tokenizer, or distil from each alone"
+            )
+        try:
+            task.check_model(model_configs[extra.id])
+        except DataError as exc:
+            hint = getattr(task, "_fix_hint", lambda: "")()
+            text = str(exc).replace(hint, "").strip() if hint else str(exc)
+            raise ConfigError(f"{where}: {text} {fix}") from None
+        load_task_model(extra, task, where.removesuffix(f" '{extra.name}'"), fix)
 
 
 def teacher_fingerprint(reference: ModelConfig, task_config: TaskSection) -> str:

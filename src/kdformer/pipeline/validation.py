@@ -11,6 +11,7 @@ from typing import Any, Literal
 from kdformer.config import ConfigError, ExperimentConfig, TrainConfig
 from kdformer.devices import resolve_device
 from kdformer.distributed import training_device
+from kdformer.export.onnx import check_opset
 from kdformer.families import check_models
 from kdformer.models import check_same_tokenizer, load_model_config, load_tokenizer
 from kdformer.objective import DistillationObjective
@@ -19,8 +20,9 @@ from kdformer.pipeline.conversion_stage import source_teacher_config
 from kdformer.pipeline.cross_tokenizer import check_vocabulary_setup
 from kdformer.pipeline.export import fixed_length_of
 from kdformer.pipeline.outputs import Paths, check_output_dir, console, is_finished
-from kdformer.pipeline.teachers import check_cache_setup
+from kdformer.pipeline.teachers import check_cache_setup, check_other_teachers
 from kdformer.pipeline.two_stage import general_config, task_stage_config
+from kdformer.report.measure import check_latency_length
 from kdformer.students import student_config
 from kdformer.tasks import Task, build_task
 
@@ -76,10 +78,7 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
     ):
         check_same_tokenizer(load_tokenizer(config.teacher), load_tokenizer(pretrained))
     if config.distill.teachers:
-        main_tokenizer = load_tokenizer(config.teacher)
-        for extra in config.distill.teachers:
-            task.check_lengths(others[extra.id], extra.name)
-            check_same_tokenizer(main_tokenizer, load_tokenizer(extra))
+        check_other_teachers(config, task, others, load_tokenizer(config.teacher))
     pad_to = distill_pad_length(task, teacher_config, student_cfg, others)
     check_cache_setup(config)
     check_exportable(config, student_cfg)
@@ -114,9 +113,11 @@ def check_precision(train: TrainConfig, setting: str) -> None:
 
 
 def check_exportable(config: ExperimentConfig, student_config: Any) -> None:
-    """With ``export: true``, refuse before training a student that runs at one fixed length
-    (exported graphs take any length)."""
+    """With ``export: true``, refuse before training an opset the installed onnx does not
+    know, and a student that runs at one fixed length (exported graphs take any length)."""
 
+    if config.export.enabled:
+        check_opset(config.export.opset)
     fixed = fixed_length_of(student_config) if config.export.enabled else None
     if fixed is not None:
         raise ConfigError(
@@ -149,6 +150,8 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
     teacher_config = source_teacher_config(config)
     task.adapt_to_teacher(teacher_config)
     task.check_lengths(teacher_config, config.teacher.name)
+    if "evaluate" in stages:
+        check_latency_length(config.report.latency_seq_length, teacher_config, config.teacher.name)
     tokenizer = load_tokenizer(config.teacher)
     check_room_for_text(task, tokenizer)
     if "finetune" in stages and config.finetune is not None:

@@ -19,7 +19,7 @@ import torch
 from kdformer.config import ConfigError, ReportConfig
 from kdformer.devices import resolve_device
 from kdformer.export.onnx import OnnxModel, onnx_size_mb
-from kdformer.families import find_family, intermediate_size_of
+from kdformer.families import find_family, intermediate_size_of, position_limit
 from kdformer.features import model_inputs
 from kdformer.models import count_parameters, non_finite_parameters
 from kdformer.report.memory import inference_peak_mib
@@ -73,6 +73,18 @@ class ModelMeasurement:
                 "intermediate": intermediate_size_of(config),
             },
             **speed,
+        )
+
+
+def check_latency_length(seq_length: int, model_config: Any, model_name: str) -> None:
+    """Refuse a latency length over a model's positions before any model is scored: timing
+    comes last, and such a batch fails there with a tensor-size error."""
+    limit = position_limit(model_config)
+    if limit is not None and seq_length > limit:
+        raise ConfigError(
+            f"the latency batch's length {seq_length} (report.latency_seq_length; "
+            f"--latency-seq-length of kdformer evaluate) is over the position limit of "
+            f"'{model_name}' ({limit} tokens): set it to at most {limit}"
         )
 
 

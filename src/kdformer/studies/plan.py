@@ -22,7 +22,7 @@ from kdformer.config import (
     ModelConfig,
     apply_overrides,
 )
-from kdformer.config.loading import read_yaml
+from kdformer.config.loading import read_run_config
 from kdformer.config.messages import format_validation_error
 from kdformer.config.study import (
     StudyConfig,
@@ -146,9 +146,10 @@ def _base_data(study: StudyConfig, folder: Path) -> tuple[dict[str, Any], str]:
             f"study '{study.name}': base config not found: {path} (base is relative to the study "
             "file's folder)"
         )
-    data = read_yaml(path) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of config sections at the top level")
+    try:
+        data = read_run_config(path, "for a base of the defaults only, write base: {}")
+    except ConfigError as exc:
+        raise ConfigError(f"study '{study.name}', base: {exc}") from None
     return data, str(path)
 
 

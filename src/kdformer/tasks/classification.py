@@ -23,11 +23,14 @@ from kdformer.features import OutputSpec
 from kdformer.tasks.augment import augment_examples
 from kdformer.tasks.base import LabelledTask, Purpose, Scorer, Split, load_hub_split
 from kdformer.tasks.classification_files import (
+    TABLE_SUFFIXES,
     encode_floats,
     encode_labels,
     read_delimited,
     read_json_lines,
+    real_number_labels,
     sorted_label_names,
+    without_unusable_rows,
 )
 from kdformer.tasks.classification_metrics import classification_scores
 from kdformer.tasks.glue import GLUE_TASKS, glue_task_dir
@@ -107,6 +110,15 @@ class ClassificationTask(LabelledTask):
             return list(self.spec.label_names or ())
         path = self._custom_path("train" if self.config.train_file else "eval")
         names = sorted_label_names(self._read_custom(path)["label"])
+        real = real_number_labels(names)
+        if real:
+            raise DataError(
+                f"{path} has labels that are real numbers ({', '.join(real[:5])}"
+                f"{', ...' if len(real) > 5 else ''}): read as classes, each of its {len(names)} "
+                "distinct values would be a class of its own. For numeric targets set "
+                "task.regression: true; for classes, label each example with a class name or a "
+                "whole number."
+            )
         if len(names) < 2:
             raise DataError(
                 f"{path} has only the label(s) {names}; classification needs at least two "
@@ -211,6 +223,10 @@ class ClassificationTask(LabelledTask):
         if path is None:
             raise DataError(f"Task 'classification' needs task.{key}: {layout}.")
         path = Path(path)
+        if path.is_dir():
+            found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES)
+            inside = f"it holds {', '.join(found[:5])}" if found else "it holds no such file"
+            raise DataError(f"task.{key} {path} is a folder ({inside}). Give the file: {layout}.")
         if not path.is_file():
             raise DataError(f"task.{key} not found: {path}. Expected {layout}.")
         return path
@@ -229,6 +245,7 @@ class ClassificationTask(LabelledTask):
             columns = read_json_lines(path, wanted)
         else:
             raise DataError(f"{path}: unsupported file type '{suffix}'; use .csv, .tsv or .jsonl.")
+        columns = without_unusable_rows(columns, path, wanted, nan_labels=not self.is_regression)
         if not columns["text"]:
             raise DataError(f"{path} holds no examples.")
         self._raw_cache[path] = columns

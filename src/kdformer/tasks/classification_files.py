@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +18,11 @@ from typing import Any
 from kdformer.config.base import DataError
 
 logger = logging.getLogger(__name__)
+
+
+ROW = "_row"
+"""The column the readers add: where each row is in its file (a data row number of a CSV/TSV
+file, counted after the header; 'line N' of JSON lines, 'record N' of a JSON array)."""
 
 
 def read_delimited(
@@ -31,6 +37,8 @@ def read_delimited(
 
     ``header`` names the columns of files without a header row. Rows too short to hold every
     wanted column are skipped with a warning: the GLUE QQP files contain a few such broken lines.
+    The column :data:`ROW` numbers the rows kept (data rows counted after the header), so later
+    warnings name the rows of the file.
     """
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
@@ -48,13 +56,15 @@ def read_delimited(
             index = {out: names.index(col) for out, col in wanted.items()}
             needed = max(index.values()) + 1
             columns: dict[str, list[str]] = {out: [] for out in wanted}
+            rows: list[str] = []
             skipped: list[int] = []  # line numbers (1-based, as an editor shows them)
-            for row in reader:
+            for number, row in enumerate(reader, 1):
                 if len(row) < needed:
                     skipped.append(reader.line_num)
                     continue
                 for out, i in index.items():
                     columns[out].append(row[i])
+                rows.append(str(number))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"Cannot read {path}: {exc}") from exc
     if skipped:
@@ -65,11 +75,12 @@ def read_delimited(
         )  # fmt: skip
     if not columns[next(iter(wanted))]:
         raise DataError(f"{path} holds no examples (a header row only, or only malformed rows).")
-    return columns
+    return {**columns, ROW: rows}
 
 
-def _parse_json_records(path: Path) -> list[Any]:
-    """The records of a JSON-lines file (or of a single JSON array), with the bad line named."""
+def _parse_json_records(path: Path) -> list[tuple[str, Any]]:
+    """The records of a JSON-lines file (or of a single JSON array), each with its place
+    ('line 3', or 'record 3' of an array) for later messages; a bad line is named."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -78,19 +89,53 @@ def _parse_json_records(path: Path) -> list[Any]:
         lines = [(1, text)]
     else:
         lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    records = []
+    records: list[tuple[str, Any]] = []
     for number, line in lines:
         try:
             loaded = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path} line {number} is not valid JSON ({exc}).") from exc
-        records.extend(loaded if isinstance(loaded, list) else [loaded])
+        if isinstance(loaded, list):
+            records.extend((f"record {len(records) + 1}", record) for record in loaded)
+        else:
+            records.append((f"line {number}", loaded))
     return records
+
+
+def _refuse_nested_values(
+    path: Path, places: list[str], records: list[dict[str, Any]], wanted: dict[str, str]
+) -> None:
+    """A list (or object) where a label or a text belongs would be read as its text, '[0, 1]':
+    multi-label data as one class per combination of labels, a token list as one string."""
+    for out, col in wanted.items():
+        nested = [
+            (place, record[col])
+            for place, record in zip(places, records, strict=True)
+            if isinstance(record.get(col), (list, dict))
+        ]
+        if not nested:
+            continue
+        place, value = nested[0]
+        kind = "list" if isinstance(value, list) else "JSON object"
+        more = f" (and {len(nested) - 1} more record(s) like it)" if len(nested) > 1 else ""
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        if out == "label":
+            fix = (
+                "multi-label classification (several labels per example) is not supported: "
+                "give each record one label (a class name or a whole number; a number with "
+                "task.regression), or split multi-label data into one binary task per label."
+            )
+        else:
+            fix = f"give each record's '{col}' as one string."
+        raise DataError(
+            f"{path} {place}: the {out.replace('_', ' ')} {shown} is a {kind}{more}: {fix}"
+        )
 
 
 def read_json_lines(path: Path, wanted: dict[str, str]) -> dict[str, list[Any]]:
     """Like :func:`read_delimited` for JSON lines (a single JSON array is accepted too)."""
-    records = _parse_json_records(path)
+    placed = _parse_json_records(path)
+    places, records = [place for place, _ in placed], [record for _, record in placed]
     if not all(isinstance(record, dict) for record in records):
         example = '{"text": "...", "label": "..."}'
         raise DataError(f"{path} must hold one JSON object per line, e.g. {example}")
@@ -101,12 +146,80 @@ def read_json_lines(path: Path, wanted: dict[str, str]) -> dict[str, list[Any]]:
             f"{path} has no field(s) {missing}; fields found: {found}. Set task.text_column / "
             "task.text_pair_column / task.label_column to the names your file uses."
         )
-    usable = [r for r in records if all(r.get(col) is not None for col in wanted.values())]
+    _refuse_nested_values(path, places, records, wanted)
+    usable = [
+        (place, r) for place, r in placed if all(r.get(col) is not None for col in wanted.values())
+    ]
     if len(usable) < len(records):
         logger.warning(
             "%s: skipped %d record(s) with missing fields", path, len(records) - len(usable)
         )
-    return {out: [r[col] for r in usable] for out, col in wanted.items()}
+    columns = {out: [r[col] for _, r in usable] for out, col in wanted.items()}
+    return {**columns, ROW: [place for place, _ in usable]}
+
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+"""The file types of the user's classification data."""
+
+
+def _places(rows: list[str]) -> str:
+    """Where rows are in their file, for a warning: the first ten."""
+    shown = ", ".join(rows[:10]) + (", ..." if len(rows) > 10 else "")
+    return f"data row(s) {shown}, counted after the header" if rows[0].isdigit() else shown
+
+
+def _is_nan(value: Any) -> bool:
+    """Whether a label is nan: JSON's NaN, or the text pandas writes for a missing value."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    try:
+        return isinstance(value, str) and math.isnan(float(value))
+    except ValueError:
+        return False
+
+
+def without_unusable_rows(
+    columns: dict[str, list[Any]], path: Path, wanted: dict[str, str], *, nan_labels: bool
+) -> dict[str, list[Any]]:
+    """``columns`` without the rows that are no example, each kind with a warning naming the
+    rows: an empty label cell (read as it was, a class of its own; JSON records without a label
+    are skipped alike), a nan label when ``nan_labels`` (classification: a missing value, not a
+    class; regression refuses nan instead) and an empty text (an empty sentence taught as an
+    example of its label). A file left without rows is refused: a wrong column, most likely."""
+    rows = columns.get(ROW) or [str(i + 1) for i in range(len(columns["label"]))]
+    texts = [out for out in wanted if out != "label"]
+    reasons: dict[str, list[int]] = {}
+    for i, label in enumerate(columns["label"]):
+        if isinstance(label, str) and not label.strip():
+            reason = "with an empty label"
+        elif nan_labels and _is_nan(label):
+            reason = "with the label nan, a missing value, not a class"
+        else:
+            blank = [out for out in texts if not str(columns[out][i]).strip()]
+            if not blank:
+                continue
+            reason = f"with an empty text in column '{wanted[blank[0]]}'"
+        reasons.setdefault(reason, []).append(i)
+    if not reasons:
+        return columns
+    drop = {i for skipped in reasons.values() for i in skipped}
+    if len(drop) == len(rows):
+        found = "; ".join(f"{len(skipped)} {reason}" for reason, skipped in reasons.items())
+        raise DataError(
+            f"{path} holds no examples: each of its {len(rows)} row(s) has an empty text in "
+            f"column {' or '.join(repr(wanted[out]) for out in texts)} or an empty label "
+            f"({found}). Check that task.text_column (and task.text_pair_column) and "
+            f"task.label_column ('{wanted['label']}') name the columns that hold them."
+        )
+    for reason, skipped in reasons.items():
+        logger.warning(
+            "%s: skipped %d row(s) %s (%s)",
+            path, len(skipped), reason, _places([rows[i] for i in skipped]),
+        )  # fmt: skip
+    return {
+        name: [value for i, value in enumerate(values) if i not in drop]
+        for name, values in columns.items()
+    }
 
 
 def _label_key(value: Any) -> str:
@@ -137,15 +250,38 @@ def encode_labels(values: list[Any], name_to_id: dict[str, int], path: Path) -> 
     return ids
 
 
-def encode_floats(values: list[Any], path: Path) -> list[float]:
-    """Regression targets; values that are not numbers are reported all at once."""
+def encode_floats(values: list[Any], path: Path, what: str = "regression label") -> list[float]:
+    """Regression targets (or STS scores: ``what``); values that are not numbers, and nan or
+    inf, which ``float`` reads and which would turn the loss or the correlations into nan
+    without a word, are reported all at once."""
     numbers: list[float] = []
     bad: list[str] = []
     for value in values:
         try:
-            numbers.append(float(value))
+            number = float(value)
         except (TypeError, ValueError):
-            bad.append(repr(value))
+            bad.append(str(value))
+            continue
+        numbers.append(number)
+        if not math.isfinite(number):
+            bad.append(str(value))
     if bad:
-        raise DataError(f"{path} has non-numeric regression label(s) {bad[:10]}.")
+        raise DataError(
+            f"{path} has {len(bad)} {what}(s) that are not numbers, or nan or inf: "
+            f"{sorted(set(bad))[:10]}. Give every row a number, or remove the rows without one."
+        )
     return numbers
+
+
+def real_number_labels(names: list[str]) -> list[str]:
+    """The class labels that are numbers but not whole ones (0.5, 3.75) when every label is a
+    number: regression targets read as classes, each distinct value a class of its own."""
+    out = []
+    for name in names:
+        try:
+            number = float(name)
+        except ValueError:
+            return []  # a label that is no number: class names
+        if math.isfinite(number) and not number.is_integer():
+            out.append(name)
+    return out

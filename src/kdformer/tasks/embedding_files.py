@@ -48,7 +48,15 @@ _LAST_WORD = re.compile(r"(\w+)\W*$")
 
 
 def _file(path: Path, setting: str) -> Path:
+    """``path`` when it is a file; a folder, or nothing, is refused naming ``setting``."""
     path = Path(path)
+    if path.is_dir():
+        instead = (
+            " (for a folder of raw text, use task.text_files: it reads every .txt file in it)"
+            if setting == "task.sentence_files"
+            else ""
+        )
+        raise DataError(f"{setting} {path} is a folder: give the path of a file{instead}.")
     if not path.is_file():
         raise DataError(f"{setting} not found: {path}. Give the path of an existing file.")
     return path
@@ -112,6 +120,17 @@ def read_sentence_lines(path: Path, setting: str = "task.sentence_files") -> lis
     sentences = [" ".join(line.split()) for line in lines if line.strip()]
     if not sentences:
         raise DataError(f"{setting} {path} holds no sentences (every line is blank).")
+    first = next(line for line in lines if line.strip())
+    tabbed = sum("\t" in line for line in lines if line.strip())
+    table = path.suffix.lower() in (".tsv", ".csv")
+    if table or tabbed > len(sentences) // 2:
+        kind = f"a {path.suffix} file" if table else f"{tabbed} of its lines hold tabs"
+        raise DataError(
+            f"{setting} {path} is a table ({kind}; its first line: {first[:60]!r}), and read "
+            "as one sentence per line its header, labels and scores would become training "
+            "sentences: give it in task.table_files, which reads its text columns only "
+            "(task.text_columns names them when its header does not)."
+        )
     return sentences
 
 
@@ -218,7 +237,7 @@ def read_scored_pairs(path: Path, setting: str = "task.sts_file") -> dict[str, l
     return {
         "sentence1": columns["sentence1"],
         "sentence2": columns["sentence2"],
-        "score": encode_floats(columns["target"], Path(path)),
+        "score": encode_floats(columns["target"], Path(path), "score"),
     }
 
 

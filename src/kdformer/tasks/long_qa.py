@@ -20,7 +20,6 @@ scores and distils them like SQuAD.
 from __future__ import annotations
 
 import ast
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kdformer.config.base import DataError
+from kdformer.tasks.squad import is_row_layout, load_json
 
 PARAGRAPH_SEPARATOR = "\n\n"
 
@@ -39,15 +39,7 @@ class LongQAFile:
     rows: list[dict[str, Any]]
     yes_no: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}).") from exc
+    unanswered: list[str] = field(default_factory=list)
 
 
 def _field(record: dict[str, Any], key: str) -> Any:
@@ -77,7 +69,7 @@ def _hotpot_support(record: dict[str, Any]) -> set[tuple[str, int]]:
 
 def read_hotpotqa(path: Path) -> LongQAFile:
     """HotpotQA distractor questions as long-context SQuAD rows (see the module docstring)."""
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, list) or not data or "question" not in data[0]:
         raise DataError(
             f"{path} is not in the HotpotQA layout: expected a list of questions with "
@@ -86,7 +78,10 @@ def read_hotpotqa(path: Path) -> LongQAFile:
     out = LongQAFile(rows=[])
     for n, record in enumerate(data):
         qid = str(record.get("_id") or record.get("id") or f"hotpot-{n}")
-        answer = str(record.get("answer", ""))
+        answer = str(record.get("answer") or "")
+        if not answer.strip():
+            out.unanswered.append(qid)
+            continue
         if answer.lower() in ("yes", "no"):
             out.yes_no.append(qid)
             continue
@@ -117,6 +112,14 @@ def read_hotpotqa(path: Path) -> LongQAFile:
                 "answers": {"text": [answer], "answer_start": [start]},
                 "impossible": False,
             }
+        )
+    if len(out.unanswered) == len(data):
+        raise DataError(
+            f"{path}: none of its {len(data)} HotpotQA questions has an answer (no 'answer' "
+            "field, or an empty one): is it a test split? Its answers are not published "
+            "(hotpot_test_fullwiki_v1.json, or the test split of the hub's hotpot_qa). "
+            "Training and evaluation need answers: give the train file (hotpot_train_v1.1.json) "
+            "or the dev distractor file (hotpot_dev_distractor_v1.json)."
         )
     return out
 
@@ -156,7 +159,7 @@ def _trivia_documents(record: dict[str, Any], evidence: Path | None, path: Path)
 def read_triviaqa(path: Path, evidence_dir: Path | None = None) -> LongQAFile:
     """TriviaQA questions with their evidence joined as one long context (see the module
     docstring); a question whose aliases occur nowhere in its evidence is left out (counted)."""
-    data = _load_json(path)
+    data = load_json(path)
     out = LongQAFile(rows=[])
     for n, record in enumerate(_trivia_records(data, path)):
         qid = str(record.get("QuestionId") or record.get("question_id") or f"trivia-{n}")
@@ -227,14 +230,19 @@ def join_articles(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def detect_format(path: Path) -> str:
-    """``squad``, ``hotpotqa`` or ``triviaqa`` from a JSON file's top-level layout."""
-    data = _load_json(path)
-    if isinstance(data, dict) and "data" in data:
+    """``squad``, ``hotpotqa`` or ``triviaqa`` from a JSON file's top-level layout (Hugging
+    Face SQuAD rows, a list or JSON lines, are ``squad``)."""
+    data = load_json(path)
+    if (isinstance(data, dict) and "data" in data) or is_row_layout(data):
         return "squad"
     if isinstance(data, dict) and "Data" in data:
         return "triviaqa"
     if isinstance(data, list) and data and isinstance(data[0], dict):
-        if "supporting_facts" in data[0]:
+        # HotpotQA's official test file has no supporting_facts (nor answers): its _id and
+        # list of titled paragraphs still say what it is, so it is refused as a test split
+        if "supporting_facts" in data[0] or (
+            "_id" in data[0] and isinstance(data[0].get("context"), list)
+        ):
             return "hotpotqa"
         if "entity_pages" in data[0] or "question_id" in data[0]:
             return "triviaqa"

@@ -154,6 +154,24 @@ class NerScorer(Scorer):
         return self.task.score(gold, pred)
 
 
+def _refuse_repeated_labels(labels: list[str]) -> None:
+    """task.labels lists one class per id: a name listed twice gives a class that no tag maps
+    to (tags take the last id of their name), trained and scored as a class that never occurs."""
+    ids: dict[str, list[int]] = {}
+    for i, name in enumerate(labels):
+        ids.setdefault(name, []).append(i)
+    repeated = {name: at for name, at in ids.items() if len(at) > 1}
+    if repeated:
+        name, at = next(iter(repeated.items()))
+        times = "twice" if len(at) == 2 else f"{len(at)} times"
+        others = f"; also repeated: {list(repeated)[1:]}" if len(repeated) > 1 else ""
+        raise DataError(
+            f"task.labels lists {name!r} {times} (ids {', '.join(map(str, at[:-1]))} and "
+            f"{at[-1]} of {labels}){others}: each name is one class, in id order, so a repeated "
+            "name gives a class that no tag is mapped to. List each tag once."
+        )
+
+
 class TokenClassificationTask(LabelledTask):
     """Named-entity recognition (token classification) with sliding windows over long inputs."""
 
@@ -180,6 +198,8 @@ class TokenClassificationTask(LabelledTask):
         super().__init__(config, seed)
         self._documents: dict[str, list[Document]] = {}
         self._raw_splits: dict[str, tuple[list[str], list[list[str]], list[list[str]]]] = {}
+        if config.labels:
+            _refuse_repeated_labels(config.labels)
         self._label_names: list[str] | None = list(config.labels) if config.labels else None
 
     # ---- reading ---------------------------------------------------------------------------

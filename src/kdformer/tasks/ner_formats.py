@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kdformer.config.base import DataError
 
@@ -37,16 +38,31 @@ class Document:
     sentences: list[Sentence] = field(default_factory=list)
 
 
-def _check_tag(tag: str, path: Path, number: int, line: str, column: int) -> None:
+COLUMN_HINT = "Point task.tag_column at the tag column."
+"""The fix for a column file whose tag column holds something else."""
+LITBANK_HINT = (
+    "It is read as a LitBank entity TSV (task.format litbank, or auto for a .tsv file): the "
+    "token, then up to four BIO layers, task.layer choosing one (task.tag_column does not "
+    "apply). For a CoNLL-style file set task.format: conll (the tag in the last column) or "
+    "column (the tag in task.tag_column)."
+)
+"""The fix for a CoNLL-style .tsv file that auto read as LitBank: task.tag_column is no fix."""
+JSON_HINT = "Give ner_tags as tag names, or as ids with their names in task.labels."
+"""The fix for a JSON record whose tags are not IOB."""
+
+
+def _check_tag(
+    tag: str, path: Path, number: int, line: str, column: int, hint: str = COLUMN_HINT
+) -> None:
     if not TAG.match(tag):
-        hint = (
+        scheme = (
             " BIOES/IOBES tags are not supported: convert them to IOB2."
             if re.match(r"^[ES]-", tag)
             else ""
         )
         raise DataError(
             f"{path}:{number}: '{tag}' (column {column}) is not an IOB tag (O, B-TYPE or "
-            f"I-TYPE) in line {line!r}. Point task.tag_column at the tag column.{hint}"
+            f"I-TYPE) in line {line!r}. {hint}{scheme}"
         )
 
 
@@ -56,11 +72,13 @@ def read_columns(
     tag_column: int = -1,
     delimiter: str | None = None,
     docstart: bool = True,
+    hint: str = COLUMN_HINT,
 ) -> list[Document]:
     """Documents of a column file. ``delimiter`` None splits on whitespace (CoNLL-2003);
     ``"\\t"`` keeps empty fields (LitBank's trailing tab). ``-DOCSTART-`` lines start a new
     document when ``docstart``; otherwise the whole file is one document. A UTF-8 byte-order
-    mark is dropped (it would hide the first line's ``-DOCSTART-``)."""
+    mark is dropped (it would hide the first line's ``-DOCSTART-``). ``hint``: the fix a tag
+    that is not IOB names."""
     documents = [Document(path.stem)]
     tokens: list[str] = []
     tags: list[str] = []
@@ -97,7 +115,7 @@ def read_columns(
                     f"{line!r}. Fix the line, or set task.token_column / task.tag_column."
                 )
             tag = fields[tag_column].strip()
-            _check_tag(tag, path, number, line, tag_column)
+            _check_tag(tag, path, number, line, tag_column, hint)
             if not tokens:
                 first = number
             tokens.append(fields[token_column])
@@ -129,7 +147,8 @@ def read_litbank(path: Path, layer: int, token_column: int = 0) -> list[Document
     if not layers:
         raise DataError(
             f"{path} has no entity layer (no tag column after the token): it is not a LitBank "
-            "entity TSV (token, then up to four BIO layers, tab separated)."
+            "entity TSV (token, then up to four BIO layers, tab separated). For a CoNLL-style "
+            "file set task.format: conll (columns split by spaces or tabs, the tag last)."
         )
     if layer > layers:
         choices = "1" if layers == 1 else f"1 to {layers}"
@@ -137,24 +156,43 @@ def read_litbank(path: Path, layer: int, token_column: int = 0) -> list[Document
             f"{path}: task.layer is {layer}, and this LitBank file has {layers} entity "
             f"layer(s) (tag columns after the token): set task.layer to {choices}."
         )
-    return read_columns(path, token_column, layer, "\t", docstart=False)
+    return read_columns(path, token_column, layer, "\t", docstart=False, hint=LITBANK_HINT)
+
+
+def _json_records(path: Path, text: str) -> list[tuple[int, str, Any]]:
+    """(number, its text, record) of JSON lines, or of the items of a file that is one JSON
+    array: such a file spans many lines, which read one by one are no JSON."""
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError:
+            items = None  # JSON lines whose records are lists: read (and refused) line by line
+        if isinstance(items, list):
+            return [(n, json.dumps(item)[:200], item) for n, item in enumerate(items, 1)]
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, line, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}:{number}: not valid JSON ({exc}). A .jsonl/.json file holds one "
+                "object with 'tokens' and 'ner_tags' per line, or one JSON array of them."
+            ) from exc
+    return records
 
 
 def read_jsonl(path: Path, label_names: Sequence[str] | None) -> list[Document]:
     """One document per record with ``tokens`` and ``ner_tags`` (strings, or ids into
-    ``label_names``); a record's ``id`` names it."""
+    ``label_names``); a record's ``id`` names it. Records are JSON lines, or the items of one
+    JSON array (``json.dump`` of a list, pretty-printed or not), numbered from 1 either way."""
     documents = []
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"Cannot read {path}: {exc}") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not valid JSON ({exc}).") from exc
+    for number, line, record in _json_records(path, text):
         if not isinstance(record, dict) or "tokens" not in record or "ner_tags" not in record:
             found = list(record) if isinstance(record, dict) else type(record).__name__
             raise DataError(
@@ -182,7 +220,7 @@ def read_jsonl(path: Path, label_names: Sequence[str] | None) -> list[Document]:
             tags = [label_names[t] for t in tags]
         tags = [str(t) for t in tags]
         for tag in tags:
-            _check_tag(tag, path, number, line[:80], 0)
+            _check_tag(tag, path, number, line[:80], 0, JSON_HINT)
         doc_id = str(record.get("id", f"{path.stem}-{number}"))
         documents.append(Document(doc_id, [Sentence(tokens, tags, number)]))
     return documents

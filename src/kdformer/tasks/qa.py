@@ -155,6 +155,15 @@ class QuestionAnsweringTask(Task):
         """A file's questions; for training, answers are checked against their offsets (the
         labels need them), for evaluation every gold text counts as given (the official
         scripts score texts only)."""
+        setting = (
+            "task.eval_file" if split == "eval" and self.config.eval_file else "task.train_file"
+        )
+        if Path(path).is_dir():
+            found = sorted(p.name for p in Path(path).glob("*.json*"))[:5]
+            raise DataError(
+                f"{setting} {path} is a folder: give the JSON file of its questions"
+                + (f" (it holds {', '.join(found)})" if found else " (it holds no .json file)")
+            )
         if not Path(path).is_file():
             raise DataError(f"QA data file not found: {path}")
         layout = self.config.format
@@ -163,6 +172,11 @@ class QuestionAnsweringTask(Task):
         if layout != "squad":
             return self._long_rows(Path(path), layout)
         squad = read_squad(Path(path), check_offsets=split == "train")
+        if not squad.rows:
+            raise DataError(
+                f"{path} holds no questions (its 'data' list has no article with a question): "
+                f"give {setting} a SQuAD file with questions"
+            )
         if self.config.version_2 is None and squad.version.startswith("v2"):
             self.version_2 = True
         self._refuse_v2_as_v1(str(path), squad.unanswerable, squad.version)
@@ -200,7 +214,8 @@ class QuestionAnsweringTask(Task):
         said = f" (its version field says {version})" if version.startswith("v2") else ""
         raise DataError(
             f"{source} is SQuAD v2.0 data{said}: {len(unanswerable)} question(s) have no "
-            f"answer (marked is_impossible or with an empty answers list, e.g. ids "
+            f"answer (marked is_impossible, with an empty answers list or only empty answer "
+            f"texts, e.g. ids "
             f"{unanswerable[:3]}), and task.version_2 is false, which would train them as null "
             "answers and score them by v1.1's rules. Set task.version_2: true (or leave it "
             "unset: it is detected from the data), or remove the unanswerable questions."
@@ -217,6 +232,11 @@ class QuestionAnsweringTask(Task):
                 )
         else:
             read = read_triviaqa(path, self.config.evidence_dir)
+        if read.unanswered:
+            self.notes.append(
+                f"{path}: {len(read.unanswered)} question(s) left out: no answer (an empty or "
+                f"missing 'answer' field, e.g. {read.unanswered[:3]})"
+            )
         if read.unmatched:
             self.notes.append(
                 f"{path}: {len(read.unmatched)} question(s) left out: answer text found nowhere "
@@ -273,6 +293,12 @@ class QuestionAnsweringTask(Task):
             rows = [r for r in rows if r["answers"]["text"] or r["impossible"]]
         if self.config.version_2 is None and any(r["impossible"] for r in rows):
             self.version_2 = True
+        if not rows:  # e.g. every answer of a train_file nowhere in its context
+            raise DataError(
+                f"The {split} split of task '{self.name}' has no question"
+                + (" with an answer to train on" if split == "train" else "")
+                + "."
+            )
         return datasets.Dataset.from_list(
             rows,
             features=datasets.Features(

@@ -159,7 +159,8 @@ class SquadFile:
 SQUAD_LAYOUT = (
     "an object with a 'data' list of articles, each {title, paragraphs: [{context, qas: [{id, "
     "question, answers: [{text, answer_start}]}]}]} (answers may also be in the Hugging Face "
-    "layout {text: [...], answer_start: [...]})"
+    "layout {text: [...], answer_start: [...]}), or the Hugging Face rows {id, title, context, "
+    "question, answers} as a JSON list or JSON lines"
 )
 """What a SQuAD file holds, for the errors that refuse another layout."""
 
@@ -237,6 +238,67 @@ def _locate(context: str, text: str, start: int) -> int | None:
     return min(found, key=lambda at: abs(at - start))
 
 
+ROW_FIELDS = ("context", "question", "answers")
+"""The fields of a question row in the Hugging Face layout (``rajpurkar/squad``)."""
+
+
+def load_json(path: Path) -> Any:
+    """A JSON file's data; a file of JSON lines (what ``datasets``' ``to_json`` writes) as the
+    list of its objects."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"Cannot read {path}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        lines = [line for line in text.splitlines() if line.strip()]
+        try:
+            records = [json.loads(line) for line in lines] if len(lines) > 1 else []
+        except json.JSONDecodeError:
+            records = []
+        if records and all(isinstance(record, dict) for record in records):
+            return records
+        raise DataError(f"{path} is not valid JSON ({exc}).") from exc
+
+
+def is_row_layout(data: Any) -> bool:
+    """Whether ``data`` is a list of question rows in the Hugging Face layout (``id, title,
+    context, question, answers``), as ``Dataset.to_json`` of ``rajpurkar/squad`` writes them."""
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and all(isinstance(row, dict) and all(f in row for f in ROW_FIELDS) for row in data)
+    )
+
+
+def rows_as_articles(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Hugging Face question rows in the SQuAD layout: grouped by title (a row without one by
+    its context) and then by context, so the split by article and ``join_paragraphs`` see the
+    articles the rows came from."""
+    articles: dict[str, dict[str, dict[str, Any]]] = {}
+    untitled: dict[str, str] = {}  # context -> its made-up title
+    for n, row in enumerate(rows, 1):
+        context = row["context"]
+        key = context if isinstance(context, str) else f"row {n}"  # refused when read
+        title = str(row.get("title") or untitled.setdefault(key, f"context-{len(untitled) + 1}"))
+        paragraph = articles.setdefault(title, {}).setdefault(key, {"context": context, "qas": []})
+        qa = {
+            "id": row.get("id", f"row-{n}"),
+            "question": row["question"],
+            "answers": row["answers"],
+        }
+        if "is_impossible" in row:
+            qa["is_impossible"] = row["is_impossible"]
+        paragraph["qas"].append(qa)
+    return {
+        "data": [
+            {"title": title, "paragraphs": list(paragraphs.values())}
+            for title, paragraphs in articles.items()
+        ]
+    }
+
+
 def read_squad(path: Path, check_offsets: bool = True) -> SquadFile:
     """Questions of a SQuAD v1.1/v2.0 JSON file as rows ``id, title, context, question,
     answers={text, answer_start}``. Answers may be listed as SQuAD does (``[{text,
@@ -245,14 +307,13 @@ def read_squad(path: Path, check_offsets: bool = True) -> SquadFile:
     (training data), an answer whose text is not at its offset is moved to the nearest
     occurrence of the text (counted in ``repaired``) and one whose text is nowhere in the
     context is dropped from that question (counted in ``unmatched``); without it every answer
-    is kept as given. A question marked ``is_impossible`` or whose file lists no answer is
-    unanswerable (SQuAD v2.0's kind: ``impossible`` in its row, its id in ``unanswerable``)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}).") from exc
+    is kept as given. A question marked ``is_impossible`` or whose file lists no answer (or
+    only answers with an empty text) is unanswerable (SQuAD v2.0's kind: ``impossible`` in its
+    row, its id in ``unanswerable``). The file may also hold Hugging Face rows (see
+    :func:`rows_as_articles`)."""
+    data = load_json(path)
+    if is_row_layout(data):
+        data = rows_as_articles(data)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DataError(f"{path} is not in the SQuAD layout: expected {SQUAD_LAYOUT}.")
     out = SquadFile(version=str(data.get("version", "")), rows=[])
@@ -283,6 +344,9 @@ def read_squad(path: Path, check_offsets: bool = True) -> SquadFile:
                         f"{path}: a question of article '{title}' lacks 'id' or 'question'."
                     )
                 given = _answers(path, qa.get("answers"), f"the answers of question '{qa['id']}'")
+                # An empty text is no span: v2.0 exports mark "no answer" so ({"text": "",
+                # "answer_start": -1}); kept, it trained as a null answer and scored as v1.1.
+                given = [(text, start) for text, start in given if text.strip()]
                 texts, starts = [], []
                 moved = False
                 for text, start in given:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import logging
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,27 @@ logger = logging.getLogger(__name__)
 MLM_OUTPUTS = (OutputSpec("logits", label_key="labels", over="classes", rows="labelled"),)
 
 
+COMPRESSED = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
+"""Suffixes of compressed text, and the tool that decompresses each."""
+MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
+"""The first bytes of a compressed file, by compressor."""
+
+
 def text_files(value: Path, setting: str = "task.files") -> list[Path]:
     """The text files ``value`` names: a folder's .txt files (recursively), one file, or a
     glob's matches; ``setting`` names the config field in errors."""
     if value.is_dir():
         files = sorted(p for p in value.rglob("*.txt") if p.is_file())
         if not files:
-            raise DataError(f"{setting} {value} is a folder without .txt files.")
+            packed = sorted(p for p in value.rglob("*.txt.*") if p.suffix in COMPRESSED)
+            names = ", ".join(p.name for p in packed[:3]) + (", ..." if len(packed) > 3 else "")
+            hint = (
+                f": its {len(packed)} compressed file(s) ({names}) must be decompressed first "
+                f"(e.g. {COMPRESSED[packed[0].suffix]} -dk {value}/*{packed[0].suffix})"
+                if packed
+                else ""
+            )
+            raise DataError(f"{setting} {value} is a folder without .txt files{hint}.")
         return files
     if value.is_file():
         return [value]
@@ -63,6 +78,12 @@ def read_text_file(path: Path) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"Cannot read {path}: {exc}") from exc
+    packer = next((name for magic, name in MAGIC if data.startswith(magic)), None)
+    if packer is not None:
+        raise DataError(
+            f"{path} is {packer}-compressed, and a text task reads plain UTF-8 .txt files: "
+            f"decompress it first (e.g. {packer} -dk {path}) and give the .txt file"
+        )
     if b"\x00" in data:
         raise DataError(
             f"{path} is not text (it holds NUL bytes, as binary files do): a text task reads "
@@ -78,11 +99,16 @@ def read_text_file(path: Path) -> str:
         ) from None
 
 
+PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
+"""A blank line, also one that holds spaces (WikiText's " \\n") or ends Windows lines ("\\r\\n")."""
+
+
 def segments(text: str, size: int) -> list[str]:
     """Paragraph-aligned pieces of about ``size`` characters (a paragraph longer than that is
-    its own piece)."""
+    its own piece). Paragraphs end at blank lines, whitespace-only ones included: read as
+    text, WikiText (" \\n" lines) or a Windows file was one paragraph, one segment."""
     out, current, length = [], [], 0
-    for paragraph in text.split("\n\n"):
+    for paragraph in PARAGRAPH_BREAK.split(text):
         paragraph = " ".join(paragraph.split())
         if not paragraph:
             continue
@@ -238,7 +264,25 @@ class TextTask(Task):
                 f"task '{self.name}' found no text in {self.config.files or self.config.hub_dataset}:"
                 " every file is empty or whitespace."
             )
+        if not rows["text"]:  # eval: too few segments for one in `every` to be held out
+            raise DataError(self._nothing_held_out(counted, every))
         return datasets.Dataset.from_dict(rows)
+
+    def _nothing_held_out(self, counted: int, every: int) -> str:
+        """Why the evaluation split is empty and what gives it text: the text is cut into
+        ``counted`` segments, too few to hold out one in ``every``."""
+        cfg = self.config
+        source = cfg.files or cfg.hub_dataset
+        fixes = "give more text, or lower task.segment_chars (segments end at blank lines)"
+        if counted >= 2:
+            least = math.ceil(1e4 / counted) / 1e4  # rounded up: holds one out
+            fixes = f"raise task.eval_fraction to at least {least:g}, or " + fixes
+        return (
+            f"task '{self.name}' holds no text out for evaluation: {source} gives {counted} "
+            f"segment(s) of about task.segment_chars {cfg.segment_chars} characters, and one "
+            f"in {every} (task.eval_fraction {cfg.eval_fraction}) is held out. To hold one out, "
+            + fixes
+        )
 
     def limit_samples(self, dataset: datasets.Dataset, split: Split) -> datasets.Dataset:
         return dataset  # the limits count packed blocks, applied in tokenize()
