@@ -279,3 +279,20 @@ def test_an_opset_the_graph_cannot_be_converted_to_keeps_nothing(tmp_path, tiny_
     assert "could not convert the graph of BertForSequenceClassification to opset 14" in text
     assert "leaves it at opset 18" in text and "give --opset 18" in text
     assert not (model / "onnx").exists() and not (model / "onnx.partial").exists()
+
+
+def test_a_file_given_as_the_model_is_named_a_file(tmp_path):
+    """An .onnx file (or any file) given as the model once read "model folder ... has no
+    config.json"; now it says it is a file and, for an ONNX export, which folder to give."""
+    export = tmp_path / "student" / "onnx" / "model.onnx"
+    export.parent.mkdir(parents=True)
+    export.write_bytes(b"onnx")
+    result = CliRunner().invoke(app, ["evaluate", str(export), "--task", "sst2"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"{export} is a file, not a model folder" in text
+    assert f"give that model's folder ({tmp_path / 'student'})" in text
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    result = CliRunner().invoke(app, ["evaluate", str(weights), "--task", "sst2"])
+    assert result.exit_code == 2 and "give the folder that holds config.json" in result.output

@@ -192,3 +192,41 @@ def test_lengths_beyond_the_converted_positions_are_refused_before_any_training(
     text = " ".join(result.output.split())
     assert f"task.max_length 48 is over the position limit of '{tiny_teacher}' (40 tokens)" in text
     assert not (tmp_path / "review").exists()
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_stopped_review_says_what_was_kept_and_how_to_continue(
+    tiny_teacher, tmp_path, monkeypatch, stop
+):
+    """Ctrl-C or SIGTERM during `kdformer review` once ended with exit code 130 and no word
+    (or killed without one); now it names the finished runs and the checkpoints it resumes."""
+    import signal
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    from kdformer import review as review_module
+    from kdformer.cli import Terminated
+
+    path = review_file(tmp_path, tiny_teacher, ARCHITECTURES[:2])
+    runs = tmp_path / "review" / "runs" / "sst2"
+
+    def stopped(config, folder, *args, **kwargs):
+        (runs / "full").mkdir(parents=True)
+        (runs / "full" / "report.json").write_text("{}")  # the first cell finished
+        checkpoint = runs / "longformer" / "checkpoints" / "teacher" / "checkpoint-2"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "trainer_state.json").write_text('{"global_step": 2}')
+        save_file({"w": torch.zeros(1)}, str(checkpoint / "model.safetensors"))
+        raise KeyboardInterrupt if stop == "ctrl-c" else Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(review_module, "run_review", stopped)
+    monkeypatch.setattr(sys, "argv", ["kdformer", "review", str(path)])
+    result = runner.invoke(app, ["review", str(path)])
+    assert result.exit_code == (130 if stop == "ctrl-c" else 143), result.output
+    text = " ".join(result.output.split())
+    assert ("interrupted." if stop == "ctrl-c" else "terminated (SIGTERM).") in text
+    assert f"finished runs 1 of 2 ({runs / 'full'})" in text
+    assert "checkpoint-2" in text and "The review reuses finished runs" in text
+    assert text.endswith(f"Continue with: kdformer review {path} --resume")

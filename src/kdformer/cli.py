@@ -568,8 +568,31 @@ def review(
 
     with user_errors():
         config, folder = load_review(review_file)
-        run_review(config, folder, overwrite, resume)
+        with explain_interrupt(config.output_dir, lambda: _kept_by_review(config, folder)):
+            run_review(config, folder, overwrite, resume)
     console.print(f"review written to {config.output_dir / 'review.md'}")
+
+
+def _kept_by_review(review: Any, folder: Path) -> str:
+    """What an interrupted review leaves: its finished runs (each cell's report) and the
+    checkpoints of the unfinished ones, which ``--resume`` continues."""
+    from kdformer.review import run_config
+    from kdformer.training import latest_checkpoint
+
+    roots = [
+        Path(run_config(review, folder, task, arch).output_dir)
+        for task in review.tasks
+        for arch in review.architectures
+    ]
+    done = [root for root in roots if (root / "report.json").is_file()]
+    folders = [f for root in roots if root not in done for f in sorted(root.glob("checkpoints/*"))]
+    last = [str(c) for c in map(latest_checkpoint, folders) if c is not None]
+    return (
+        f"finished runs {len(done)} of {len(roots)}"
+        + (f" ({', '.join(map(str, done))})" if done else "")
+        + f"; checkpoints {', '.join(last) if last else 'none yet (nothing to resume from)'}. "
+        "The review reuses finished runs"
+    )
 
 
 def _convert_options(command: Callable[..., None]) -> Callable[..., None]:

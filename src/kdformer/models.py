@@ -51,6 +51,15 @@ def resolve_name(name: str) -> str:
     if name in SHORT_NAMES:
         return SHORT_NAMES[name][0]()
     path = Path(name).expanduser()
+    if path.is_file():
+        owner = path.parent.parent if path.parent.name == "onnx" else path.parent
+        hint = (
+            f"an ONNX export is scored beside the model it was exported from: give that "
+            f"model's folder ({owner}), whose report adds the onnx rows"
+            if path.suffix == ".onnx"
+            else "give the folder that holds config.json and the weights"
+        )
+        raise ConfigError(f"{path} is a file, not a model folder: {hint}")
     if path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(
