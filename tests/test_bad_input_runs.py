@@ -165,6 +165,43 @@ def test_an_empty_cache_dir_means_the_default_not_the_current_folder(tmp_path, m
     assert default_cache_dir() == Path("~/.cache/kdformer/teacher-outputs")
 
 
+def test_a_cache_on_a_file_system_without_locks_fills_unlocked(tiny_teacher, tmp_path, monkeypatch):
+    """flock raises OSError (ENOLCK, EOPNOTSUPP) on some NFS and FUSE mounts: the fill goes on
+    without the lock, saying so, instead of ending in a traceback."""
+    import errno
+    import fcntl
+
+    import datasets
+
+    from kdformer.cache import RowIndexCollator, TeacherCache, with_row_index
+    from kdformer.features import FeatureNeeds
+    from kdformer.teacher import LiveTeacher
+
+    def no_locks(*args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_teacher)
+    ids = [[101, 1000 + i, 1001 + i, 102] for i in range(8)]
+    features = with_row_index(
+        datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * 4] * 8})
+    )
+    collate = RowIndexCollator(transformers.DataCollatorWithPadding(tokenizer))
+    needs = FeatureNeeds(outputs=frozenset({"logits"}))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_teacher).eval()
+    said: list[str] = []
+    signal = TeacherCache(tmp_path, log=said.append).prepare(
+        model, tokenizer, features, collate, (), needs, 64, batch_size=4,
+        live=LiveTeacher(model, needs),
+    )  # fmt: skip
+    assert any("cannot lock" in m and "filling unlocked" in m for m in said), said
+    batch = collate([features[i] for i in (5, 1)])
+    torch.testing.assert_close(
+        signal(batch).outputs["logits"], LiveTeacher(model, needs)(batch).outputs["logits"],
+        atol=1e-2, rtol=1e-2,
+    )  # fmt: skip
+
+
 def test_two_runs_filling_one_cache_entry_at_once_share_it(tiny_teacher, tmp_path):
     """Two runs of one teacher on one data set (two terminals, a study beside a run) once
     filled one entry at the same time: the second deleted the first's half-written item and

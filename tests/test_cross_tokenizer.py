@@ -6,6 +6,7 @@ SST-2 (teacher cache, two teachers) and CoNLL-2003, saved as plain transformers 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -231,8 +232,9 @@ def test_the_dry_run_plans_the_student_with_its_own_vocabulary(teacher_folder, t
     )  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
     out = " ".join(result.output.split())
-    size = len(AutoTokenizer.from_pretrained(tmp_path / "run" / "vocabulary"))
-    assert size <= 500 and f"student vocabulary: {size:,} tokens of its own" in out
+    size = int(re.search(r"student vocabulary: (\d+) tokens of its own", out).group(1))
+    assert size <= 500
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing, not even the vocabulary
     shape = transformers.AutoConfig.from_pretrained(
         teacher_folder, num_hidden_layers=2, vocab_size=size
     )  # the teacher's 4 x 32 cut to 2 layers, with the vocabulary's rows

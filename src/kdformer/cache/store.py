@@ -137,7 +137,8 @@ class TeacherCache:
         missing = self._to_fill(entry, items, log=False)
         if missing and is_main_process:
             with self._filling(entry):  # another run may be filling this entry right now
-                missing = self._to_fill(entry, items, log=True)
+                # only what was missing: the others were read whole and checked just now
+                missing = self._to_fill(entry, missing, log=True)
                 if missing:
                     self._fill(
                         entry, missing, teacher, features, collator, needs, batch_size, device,
@@ -179,6 +180,7 @@ class TeacherCache:
             return
         entry.folder.mkdir(parents=True, exist_ok=True)
         with open(entry.folder / ".lock", "a") as handle:
+            locked = True
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -187,10 +189,14 @@ class TeacherCache:
                     "finish, then reusing what it wrote"
                 )
                 fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError as exc:  # file systems without locks (some NFS and FUSE mounts)
+                self.log(f"teacher cache: cannot lock {entry.folder} ({exc}); filling unlocked")
+                locked = False
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                if locked:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _fill(
         self,

@@ -45,17 +45,22 @@ def check_vocabulary_setup(config: ExperimentConfig, task: Task) -> None:
         )
 
 
-def own_tokenizer(config: ExperimentConfig, task: Task, teacher_tokenizer: Any) -> Any | None:
+def own_tokenizer(
+    config: ExperimentConfig, task: Task, teacher_tokenizer: Any, keep: bool = True
+) -> Any | None:
     """The student's own tokenizer (None: it reads the teacher's). A trained one is kept in
-    ``<output_dir>/vocabulary`` and reused while its settings and texts stay the same."""
+    ``<output_dir>/vocabulary`` and reused while its settings and texts stay the same; with
+    ``keep=False`` (a dry run, which writes nothing) a stored one is reused, else one is
+    trained in memory only."""
     vocabulary = config.student.vocabulary
     if vocabulary is None:
         return None
+    folder = Paths(config.output_dir).root / "vocabulary"
     return student_tokenizer(
         vocabulary,
         teacher_tokenizer,
         lambda: task.vocabulary_texts(task.distillation_examples()),
-        Paths(config.output_dir).root / "vocabulary",
+        folder if keep or folder.is_dir() else None,
         log=console.print,
     )
 

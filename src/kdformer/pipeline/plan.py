@@ -52,7 +52,7 @@ def distill_plan(config: ExperimentConfig) -> list[str]:
     teacher_cfg = with_head(teacher_cfg, task.model_kwargs())
     student_cfg = with_head(student_cfg, task.model_kwargs())
     tokenizer = load_tokenizer(config.teacher if config.finetune else teacher_reference(config))
-    own = own_tokenizer(config, task, tokenizer)  # the student's own vocabulary, if any
+    own = own_tokenizer(config, task, tokenizer, keep=False)  # written by the run only
     if own is not None:  # the student's embeddings have its vocabulary's rows
         student_cfg.vocab_size = len(own)
         student_cfg.pad_token_id = own.pad_token_id
