@@ -346,3 +346,25 @@ def test_a_stopped_study_says_what_was_kept_and_how_to_continue(
     assert ("interrupted." if stop == "ctrl-c" else "terminated (SIGTERM).") in text
     assert "finished runs 0 of 2" in text and "checkpoint-2" in text
     assert text.endswith(f"Continue with: kdformer study {path}")
+
+
+def test_after_a_hang_up_the_lost_terminal_is_not_written_to():
+    """Once the terminal is gone, writing to it raises EIO: a progress bar closing while the
+    run unwinds turned the clean SIGHUP exit into a traceback. The handler points standard
+    output and error that are terminals at the null device; a redirected stream is kept."""
+    code = "\n".join([
+        "import os, pty, sys",
+        "from kdformer.cli import _detach_from_terminal",
+        "master, slave = pty.openpty()",
+        "os.dup2(slave, 1); os.close(slave); os.close(master)  # the terminal hangs up",
+        "try:",
+        "    os.write(1, b'x')",
+        "except OSError as error:",
+        "    sys.stderr.write(f'before: errno {error.errno}\\n')",
+        "_detach_from_terminal()",
+        "os.write(1, b'after')",
+        "sys.stderr.write('stderr kept\\n')",
+    ])  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "before: errno 5" in done.stderr and "stderr kept" in done.stderr

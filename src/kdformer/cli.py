@@ -133,7 +133,26 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    if signum == getattr(signal, "SIGHUP", None):
+        _detach_from_terminal()
     raise Terminated(signum)
+
+
+def _detach_from_terminal() -> None:
+    """After a hang-up, writing to the terminal that is gone raises EIO, and a progress bar
+    closing on the way out would then turn the clean exit into a traceback: point standard
+    output and error that are terminals at the null device (a redirected log keeps its
+    lines, the message of what was kept included). A hung-up terminal no longer passes
+    ``isatty``; it is still a character device, which files and pipes are not."""
+    import stat
+
+    with suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            with suppress(OSError):
+                if stat.S_ISCHR(os.fstat(fd).st_mode):
+                    os.dup2(null, fd)
+        os.close(null)
 
 
 def _stop_signals() -> list[int]:
