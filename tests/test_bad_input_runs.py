@@ -284,6 +284,9 @@ def test_sighup_says_what_was_kept_and_nohup_keeps_running(tiny_teacher, tmp_pat
     process = subprocess.Popen(
         [sys.executable, "-m", "kdformer.cli", "distill", str(path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a run started from a terminal: SIGHUP at its default, even when the tests themselves
+        # run under nohup (which the child would inherit, and rightly keep running under)
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )  # fmt: skip
     checkpoint = tmp_path / "hup" / "checkpoints" / "student" / "checkpoint-4"
     deadline = time.time() + 300
