@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import time
 import types
 from pathlib import Path
 
@@ -275,3 +277,23 @@ def naive_group_heads(values: list, heads: int) -> list:
             groups.append([[sum(col) / size for col in zip(*rows)] for rows in zip(*members)])
         out.append(groups)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and a second intra-op thread makes every op wait
+    for a time slice when other processes load the CPU; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def wait_for_file(process: subprocess.Popen, path: Path, timeout: float = 300) -> None:
+    """Wait, while ``process`` runs, until ``path`` exists (a checkpoint a test then stops the
+    run after); fail when the process ends first or ``timeout`` seconds pass."""
+    deadline = time.time() + timeout
+    while not path.is_file():
+        assert process.poll() is None, f"the run ended before {path} was written"
+        assert time.time() < deadline, f"{path} not written within {timeout} s"
+        time.sleep(0.02)

@@ -18,7 +18,13 @@ import safetensors.torch
 import torch
 import transformers
 import yaml
-from conftest import GLUE, needs_data, save_byte_level_tokenizer, write_tiny_sst2_config
+from conftest import (
+    GLUE,
+    needs_data,
+    save_byte_level_tokenizer,
+    wait_for_file,
+    write_tiny_sst2_config,
+)
 from typer.testing import CliRunner
 
 from kdformer import pipeline, studies
@@ -289,11 +295,7 @@ def test_sighup_says_what_was_kept_and_nohup_keeps_running(tiny_teacher, tmp_pat
         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )  # fmt: skip
     checkpoint = tmp_path / "hup" / "checkpoints" / "student" / "checkpoint-4"
-    deadline = time.time() + 300
-    while not (checkpoint / "trainer_state.json").is_file():
-        assert process.poll() is None, "the run ended before the hangup"
-        assert time.time() < deadline
-        time.sleep(0.02)
+    wait_for_file(process, checkpoint / "trainer_state.json")
     process.send_signal(signal.SIGHUP)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 129, stderr[-2000:]

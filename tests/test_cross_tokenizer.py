@@ -35,18 +35,13 @@ ALIGNED = ["logits", "hidden", "embedding", "intermediate", "value_relation", "q
 CONLL_LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread
+
+
 @pytest.fixture(scope="module")
 def teacher_folder(tmp_path_factory) -> Path:
     """A tiny BERT (4 x 32) with the real MiniLM tokenizer."""
     return save_tiny_glue_teacher(tmp_path_factory.mktemp("teacher"), max_position_embeddings=512)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def conll_head(folder: Path, lines: int = 60) -> Path:

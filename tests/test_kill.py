@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import safetensors.torch
-from conftest import GLUE, needs_data, write_tiny_sst2_config
+from conftest import GLUE, needs_data, wait_for_file, write_tiny_sst2_config
 
 
 def config(tmp_path: Path, teacher: Path, name: str) -> Path:
@@ -40,11 +40,7 @@ def test_resume_after_kill_9_is_bit_exact(tiny_teacher, tmp_path):
         command(killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     checkpoint = tmp_path / "killed" / "checkpoints" / "student" / "checkpoint-6"
-    deadline = time.time() + 300
-    while not (checkpoint / "trainer_state.json").is_file():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.02)
+    wait_for_file(process, checkpoint / "trainer_state.json")
     process.send_signal(signal.SIGKILL)
     process.wait()
     # 34 of 40 steps were left when the kill landed: the run cannot have finished.
@@ -159,11 +155,7 @@ def test_sigterm_says_what_was_kept_and_resume_survives_a_checkpoint_without_wei
         command(path), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     checkpoints = tmp_path / "term" / "checkpoints" / "student"
-    deadline = time.time() + 300
-    while not (checkpoints / "checkpoint-6" / "trainer_state.json").is_file():
-        assert process.poll() is None, "the run ended before it could be stopped"
-        assert time.time() < deadline
-        time.sleep(0.02)
+    wait_for_file(process, checkpoints / "checkpoint-6" / "trainer_state.json")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from conftest import GLUE, needs_data, save_teacher_fit_to_eval
 from typer.testing import CliRunner
@@ -20,14 +19,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and a second intra-op thread makes every op wait
-    for a time slice when other processes load the CPU; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread
 
 
 def write_study(folder: Path, teacher: Path, **changes) -> Path:

@@ -40,6 +40,8 @@ DISTILL = (
     "logging_steps: 2, report_to: []}"
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread
+
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
@@ -74,14 +76,6 @@ def assert_reported(reported: dict[str, float], scores: dict[str, float]) -> Non
     """The report's metrics of a model are ``scores``, every one of them."""
     assert set(scores) <= set(reported)
     assert {name: reported[name] for name in scores} == pytest.approx(scores)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import transformers
 
 from kdformer.config import ExperimentConfig, dump_config
 from kdformer.distiller import Distiller
-from kdformer.models import check_same_tokenizer, load_tokenizer
+from kdformer.models import load_tokenizer
 from kdformer.objective import MAIN
 from kdformer.pipeline.cross_tokenizer import give_vocabulary, own_tokenizer, signal_for
 from kdformer.pipeline.outputs import (
@@ -110,9 +110,8 @@ def distill(
     if own is not None:
         give_vocabulary(config, student, own, tokenizer)
     others = {}
-    for extra in config.distill.teachers:
+    for extra in config.distill.teachers:  # tokenizers and heads checked by validate()
         others[extra.id] = load_teacher(extra, task)
-        check_same_tokenizer(tokenizer, load_tokenizer(extra))
     objective = build_objective(
         config, task, teacher.config, student.config, {i: m.config for i, m in others.items()}
     )
