@@ -135,7 +135,8 @@ def test_review_table_compares_teachers_and_gives_time_saved_at_every_length(tmp
             "teacher_training": training, "student_training": None,
         }  # fmt: skip
 
-    curve = {"steps": 300, "train_seconds": 600.0, "last_window_gain": 0.31, "plateau": True}
+    curve = {"steps": 300, "train_seconds": 600.0, "last_window_gain": 0.31, "plateau": True,
+             "curve_points": [[150, 45.0], [300, 50.0]], "kept_step": 300}  # fmt: skip
     result = {
         "reference": "full",
         "cells": [
@@ -165,6 +166,7 @@ def test_review_table_compares_teachers_and_gives_time_saved_at_every_length(tmp
     )
     assert "| full | 800 / 400, 50.0%, 2.00x | 1600 / 800, 50.0%, 2.00x | 50.0%, 2.00x |" in table
     assert "Seed: 7." in table
+    assert "- full teacher: 150: 45.00, 300: 50.00 (kept: step 300)." in table
 
 
 @needs_data(GLUE)
@@ -173,7 +175,7 @@ def test_lengths_beyond_the_converted_positions_are_refused_before_any_training(
 ):
     """Once converted, fine-tuned, distilled and evaluated, then a tensor-size error while
     timing: now refused before any run starts."""
-    monkeypatch.setattr("kdformer.review.pipeline.run", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr("kdformer.review.runner.pipeline.run", lambda *a, **k: pytest.fail("trained"))
     short = [{"name": "full", "convert": {"to": "full"}},
              {"name": "longformer", "convert": {"to": "longformer", "window": 16, "max_length": 48}}]  # fmt: skip
     path = review_file(tmp_path, tiny_teacher, short, lengths=[32, 64])
@@ -227,6 +229,58 @@ def test_a_stopped_review_says_what_was_kept_and_how_to_continue(
     assert result.exit_code == (130 if stop == "ctrl-c" else 143), result.output
     text = " ".join(result.output.split())
     assert ("interrupted." if stop == "ctrl-c" else "terminated (SIGTERM).") in text
-    assert f"finished runs 1 of 2 ({runs / 'full'})" in text
-    assert "checkpoint-2" in text and "The review reuses finished runs" in text
+    assert f"finished cells 1 of 2 ({runs / 'full'})" in text
+    assert "checkpoint-2" in text and "The review reuses finished cells" in text
     assert text.endswith(f"Continue with: kdformer review {path} --resume")
+
+
+@pytest.mark.slow
+@needs_data(GLUE)
+def test_a_review_in_parts_reuses_published_cells_where_the_runs_are_gone(
+    tiny_teacher, tmp_path, monkeypatch
+):
+    """A CPU review at plateau takes longer than one session, and a fresh clone has no runs
+    folder: each finished cell is published beside the tables, a later review trains only
+    what is missing and times the published architectures; a changed run config retrains."""
+    import shutil
+
+    from kdformer.review import runner as review_runner
+
+    path = review_file(tmp_path, tiny_teacher, ARCHITECTURES[:2], memory=True)
+    result = runner.invoke(app, ["review", str(path)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "review"
+    first = json.loads((out / "review.json").read_text())
+    published = sorted(p.name for p in (out / "cells").iterdir())
+    assert published == ["sst2__full.json", "sst2__longformer.json"]
+    cell = json.loads((out / "cells" / "sst2__longformer.json").read_text())
+    assert cell["cell"]["architectures"]["student"]["model_type"] == "longformer"
+    assert cell["cell"]["architectures"]["student"]["num_hidden_layers"] == 2  # half of 4
+
+    shutil.rmtree(out / "runs")  # a fresh clone: the tables and cells, no models
+    monkeypatch.setattr(review_runner.pipeline, "run", lambda *a, **k: pytest.fail("trained"))
+    result = runner.invoke(app, ["review", str(path)])
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "review.json").read_text())
+    for before, after in zip(first["cells"], again["cells"], strict=True):
+        assert after["teacher_metric"] == before["teacher_metric"]
+        assert after["student_metric"] == before["student_metric"]
+        assert after["teacher_training"] == before["teacher_training"]
+        assert set(after["student_latency_ms"]) == {"32", "64"}
+        assert after["student_peak_mib"]["64"] is not None
+        assert "fresh weights" in after["notes"]["teacher"]
+    assert "published architecture with fresh weights" in (out / "review.md").read_text()
+
+    trained = []
+
+    def run_cell(config, *args):
+        trained.append(config)
+        raise RuntimeError("stopped after the first cell to train")
+
+    monkeypatch.setattr(review_runner, "run_cell", run_cell)
+    data = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    data["distill"]["train"]["max_steps"] = 3  # another run config: the cell is stale
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["review", str(path)])
+    assert isinstance(result.exception, RuntimeError)
+    assert len(trained) == 1 and trained[0].distill.train.max_steps == 3

@@ -593,24 +593,33 @@ def review(
 
 
 def _kept_by_review(review: Any, folder: Path) -> str:
-    """What an interrupted review leaves: its finished runs (each cell's report) and the
-    checkpoints of the unfinished ones, which ``--resume`` continues."""
+    """What an interrupted review leaves: its finished cells (published beside the tables, or
+    a run's report) and the checkpoints of the unfinished ones, which ``--resume`` continues."""
     from kdformer.review import run_config
+    from kdformer.review.cells import cell_path
     from kdformer.training import latest_checkpoint
 
-    roots = [
-        Path(run_config(review, folder, task, arch).output_dir)
+    cells = [
+        (Path(run_config(review, folder, task, arch).output_dir),
+         cell_path(review.output_dir, task.name, arch.name))
         for task in review.tasks
         for arch in review.architectures
+    ]  # fmt: skip
+    done = [
+        published if published.is_file() else root
+        for root, published in cells
+        if published.is_file() or (root / "report.json").is_file()
     ]
-    done = [root for root in roots if (root / "report.json").is_file()]
-    folders = [f for root in roots if root not in done for f in sorted(root.glob("checkpoints/*"))]
+    folders = [
+        f for root, published in cells if published not in done and root not in done
+        for f in sorted(root.glob("checkpoints/*"))
+    ]  # fmt: skip
     last = [str(c) for c in map(latest_checkpoint, folders) if c is not None]
     return (
-        f"finished runs {len(done)} of {len(roots)}"
+        f"finished cells {len(done)} of {len(cells)}"
         + (f" ({', '.join(map(str, done))})" if done else "")
         + f"; checkpoints {', '.join(last) if last else 'none yet (nothing to resume from)'}. "
-        "The review reuses finished runs"
+        f"The review reuses finished cells (kept in {review.output_dir / 'cells'})"
     )
 
 
