@@ -180,7 +180,9 @@ def test_a_review_output_dir_that_is_a_file_is_refused_before_any_training(
     trained and been timed: a FileExistsError traceback then."""
     from test_review import ARCHITECTURES, review_file
 
-    monkeypatch.setattr("kdformer.review.runner.pipeline.run", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(
+        "kdformer.review.runner.pipeline.run", lambda *a, **k: pytest.fail("trained")
+    )
     taken = tmp_path / "review.md"
     taken.write_text("the user's notes")
     path = review_file(

@@ -175,7 +175,9 @@ def test_lengths_beyond_the_converted_positions_are_refused_before_any_training(
 ):
     """Once converted, fine-tuned, distilled and evaluated, then a tensor-size error while
     timing: now refused before any run starts."""
-    monkeypatch.setattr("kdformer.review.runner.pipeline.run", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(
+        "kdformer.review.runner.pipeline.run", lambda *a, **k: pytest.fail("trained")
+    )
     short = [{"name": "full", "convert": {"to": "full"}},
              {"name": "longformer", "convert": {"to": "longformer", "window": 16, "max_length": 48}}]  # fmt: skip
     path = review_file(tmp_path, tiny_teacher, short, lengths=[32, 64])
