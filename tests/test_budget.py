@@ -160,3 +160,40 @@ def test_a_run_that_cannot_fit_stops_before_training(tmp_path, tiny_teacher, mon
     config = load_config(None, [*overrides, "distill.train.memory_check=false"])
     pipeline.run(config, stages=["distill"])
     assert pipeline.is_finished(tmp_path / "run" / "student")
+
+
+@needs_data(GLUE / "SST-2")
+def test_a_long_max_length_over_short_training_inputs_is_judged_at_the_longest_input(
+    tmp_path, tiny_teacher, monkeypatch, capsys
+):
+    """Batches pad to their own longest input, so the worst case (every batch at max_length)
+    once refused SQuAD paragraphs read with 2,048-token windows for long evaluation: when it
+    does not fit, the estimate is redone at the longest training input."""
+    from kdformer.models import load_model_config, load_tokenizer
+    from kdformer.pipeline.budget import with_head
+    from kdformer.pipeline.validation import longest_training_input
+    from kdformer.tasks import build_task
+
+    config = load_config(None, [
+        f"output_dir={tmp_path / 'run'}", f"teacher.name={tiny_teacher}", f"task.data_dir={GLUE}",
+        "task.max_train_samples=64", "task.max_eval_samples=8", "task.max_length=128",
+        "finetune={max_steps: 2, batch_size: 8, report_to: []}",
+    ])  # fmt: skip
+    task = build_task(config.task, config.seed)
+    longest = longest_training_input(task, load_tokenizer(config.teacher))
+    assert 0 < longest < 128
+    teacher = with_head(load_model_config(config.teacher), task.model_kwargs())
+
+    def total(length: int) -> int:
+        args = (task.model_class, teacher, [], None, 8, length, 0, "no", CPU)
+        return estimate_training_memory(*args, task=task).total_bytes
+
+    at_longest, worst = total(longest), total(128)
+    monkeypatch.setattr(
+        "kdformer.pipeline.budget.available_bytes", lambda device: (at_longest + worst) // 2
+    )
+    pipeline.validate(config, ["finetune"])
+    assert f"(at the longest training input, {longest} tokens)" in capsys.readouterr().err
+    monkeypatch.setattr("kdformer.pipeline.budget.available_bytes", lambda d: at_longest - 1)
+    with pytest.raises(ConfigError, match=r"finetune\.batch_size \(now 8"):
+        pipeline.validate(config, ["finetune"])

@@ -23,6 +23,7 @@ device has free.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,10 +168,14 @@ def estimate_training_memory(
     )
 
 
+def fits(estimate: MemoryEstimate) -> bool:
+    return estimate.available_bytes is None or estimate.total_bytes <= estimate.available_bytes
+
+
 def check_fits(estimate: MemoryEstimate, setting: str, batch: int) -> None:
     """ConfigError, before training, when the estimate is over what the device has free;
     names what to lower."""
-    if estimate.available_bytes is not None and estimate.total_bytes > estimate.available_bytes:
+    if not fits(estimate):
         raise ConfigError(
             f"training will not fit: {estimate.line()}. Lower {setting}.batch_size (now {batch}; "
             f"activations scale with it) and raise gradient_accumulation_steps to keep the "
@@ -190,27 +195,44 @@ def report_and_check(
     length: int,
     hidden_layers_kept: int = 0,
     cached: bool = False,
+    longest_input: Callable[[], int] | None = None,
 ) -> MemoryEstimate:
     """Print the estimate for one training stage of ``task`` (its model class, head and example
-    inputs) and stop when it cannot fit (unless the stage's ``memory_check`` is off)."""
+    inputs) and stop when it cannot fit (unless the stage's ``memory_check`` is off).
+
+    ``length`` is the worst case (every batch at ``task.max_length``). Where batches pad to
+    their own longest input, ``longest_input`` gives the longest training input: when the worst
+    case does not fit, it is measured (one pass of the tokenizer, paid only then) and the
+    estimate redone at that length, so short training data read with a long ``max_length``
+    (SQuAD paragraphs with 2,048-token windows for long evaluation) is not refused."""
     from rich.console import Console
 
     model_kwargs = task.model_kwargs()
-    estimate = estimate_training_memory(
-        task.model_class,
-        with_head(student_config, model_kwargs),
-        [with_head(c, model_kwargs) for c in teacher_configs],
-        objective,
-        train.batch_size,
-        length,
-        hidden_layers_kept,
-        train.mixed_precision,
-        training_device(),
-        cached,
-        task,
-    )
+
+    def estimate_at(tokens: int) -> MemoryEstimate:
+        return estimate_training_memory(
+            task.model_class,
+            with_head(student_config, model_kwargs),
+            [with_head(c, model_kwargs) for c in teacher_configs],
+            objective,
+            train.batch_size,
+            tokens,
+            hidden_layers_kept,
+            train.mixed_precision,
+            training_device(),
+            cached,
+            task,
+        )
+
+    estimate = estimate_at(length)
+    note = ""
+    if longest_input is not None and not fits(estimate):
+        longest = longest_input()
+        if 0 < longest < length:
+            estimate = estimate_at(longest)
+            note = f" (at the longest training input, {longest} tokens)"
     if is_main():
-        Console(stderr=True).print(f"{setting}: {estimate.line()}", soft_wrap=True)
+        Console(stderr=True).print(f"{setting}: {estimate.line()}{note}", soft_wrap=True)
     if train.memory_check:
         check_fits(estimate, setting, train.batch_size)
     return estimate

@@ -87,6 +87,7 @@ def check_distill_setup(config: ExperimentConfig, task: Task, teacher_config: An
         task, student_cfg, [teacher_config, *others.values()], objective,
         config.distill.train, "distill.train", pad_to or task.config.max_length,
         len(objective.needs_for("teacher").hidden_layers), config.distill.cache.enabled,
+        None if pad_to else lambda: longest_training_input(task, load_tokenizer(config.teacher)),
     )  # fmt: skip
 
 
@@ -167,6 +168,7 @@ def validate(config: ExperimentConfig, stages: Sequence[Stage], task: Task | Non
         report_and_check(
             task, teacher_config, [], None, config.finetune, "finetune",
             pad_to or task.config.max_length,
+            longest_input=None if pad_to else lambda: longest_training_input(task, tokenizer),
         )  # fmt: skip
     if "general" in stages:
         stage_one = general_config(config)
@@ -237,6 +239,15 @@ def with_task_pooling(knowledge: Sequence[Any], task: Task) -> list[Any]:
         else term
         for term in knowledge
     ]
+
+
+def longest_training_input(task: Task, tokenizer: Any) -> int:
+    """Tokens in the longest training input (0 where the task's features are not one
+    ``input_ids`` column): what batches pad to when each pads to its own longest."""
+    features = task.tokenize(task.load("train"), tokenizer, "train")
+    if "input_ids" not in features.column_names:
+        return 0
+    return max((len(ids) for ids in features["input_ids"]), default=0)
 
 
 def note_unused_length(task: Task, features: Any, pad_to: int | None = None) -> None:
