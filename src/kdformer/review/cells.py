@@ -28,8 +28,9 @@ def cell_path(output_dir: Path, task: str, architecture: str) -> Path:
 
 
 def config_digest(config: ExperimentConfig) -> str:
-    """What the cell's result depends on: its run config, less where the run was written."""
-    settings = config.model_dump(mode="json", exclude={"output_dir"})
+    """What the cell's result depends on: the settings its run config gives (defaults left
+    out, so a kdformer that adds a setting keeps earlier cells), less where it was written."""
+    settings = config.model_dump(mode="json", exclude={"output_dir"}, exclude_unset=True)
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
