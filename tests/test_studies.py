@@ -34,7 +34,7 @@ def write_study(folder: Path, teacher: Path, **changes) -> Path:
             "task.max_train_samples": 64,
             "task.max_eval_samples": 32,
             "task.max_length": 32,
-            "finetune": {"max_steps": 1, "batch_size": 32, "report_to": []},
+            "finetune": {"max_steps": 1, "batch_size": 32, "eval_steps": 1, "report_to": []},
             "distill.train": {"max_steps": 1, "batch_size": 32, "report_to": []},
             "distill.allow_weak_teacher": True,  # a 1-step teacher learns nothing
             "student.num_layers": 2,
@@ -128,6 +128,10 @@ def test_study_runs_shares_the_teacher_and_resumes(tiny_teacher, tmp_path, monke
     assert "4 of 4 runs finished" in summary and "| logits | 2 |" in summary
     assert "Trivial baseline (majority class): accuracy" in summary and "gain kept %" in summary
     (measured,) = json.loads((out / "teachers.json").read_text()).values()
+    # How far from converged the shared teacher stopped: its record and curve, in the summary.
+    assert measured["training"]["steps"] == 1 and measured["training"]["train_seconds"] > 0
+    assert measured["training"]["learning_curve"]["points"][0][0] == 1
+    assert "Teacher training: 1 steps" in summary and "too few points to judge" in summary
     floor, top = measured["baseline"]["accuracy"], measured["metrics"]["accuracy"]
     assert top > floor + 0.2, (top, floor)
     gain = 100 * (result_json["metrics"]["accuracy"] - floor) / (top - floor)

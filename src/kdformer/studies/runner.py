@@ -26,6 +26,7 @@ from kdformer.report import (
 from kdformer.studies.plan import (
     PlannedRun,
     StudyPlan,
+    read_json,
     read_teachers,
     validate_plan,
     write_json,
@@ -83,6 +84,7 @@ class _Measurer:
                 main_metric=task.main_metric,
                 baseline=self._baseline(run),
                 baseline_name=task.baseline_name,
+                training=teacher_training(Path(reference)),
             )
             self.teachers[key] = measured
             write_json(self.path, self.teachers)
@@ -105,9 +107,17 @@ class _Measurer:
         return entry["baseline"]
 
     def fill_baselines(self) -> None:
+        """Baselines, and the teachers' training records (steps, time, learning curve), for
+        teachers measured before the results kept them."""
         for run in self.plan.runs:
             if run.measure_key in self.teachers:
                 self.baseline(run)
+                entry = self.teachers[run.measure_key]
+                if entry.get("training") is None:
+                    training = teacher_training(Path(run.teacher.reference.name))
+                    if training is not None:
+                        entry["training"] = training
+                        write_json(self.path, self.teachers)
 
     def student(self, run: PlannedRun) -> dict[str, Any]:
         """Report of teacher vs student: student metrics, both timed round-robin side by side."""
@@ -160,6 +170,17 @@ class _Measurer:
         report["latency_setup"]["timing"] = "teacher and student timed round-robin, same process"
         write_report(report, run.folder)
         return report
+
+
+def teacher_training(folder: Path) -> dict[str, Any] | None:
+    """How a study's teacher was trained (its ``training.json``): steps, seconds and the
+    learning curve with its plateau verdict, so every study figure says how far from converged
+    its teacher was. None for a teacher trained elsewhere."""
+    record = read_json(folder / "training.json")
+    if not isinstance(record, dict):
+        return None
+    keys = ("steps", "epochs", "train_seconds", "learning_curve")
+    return {key: record.get(key) for key in keys}
 
 
 def _result(run: PlannedRun, report: dict[str, Any], seconds: float | None) -> dict[str, Any]:

@@ -200,6 +200,17 @@ def summary_markdown(plan: StudyPlan, results: list[dict[str, Any]]) -> str:
                 f"Teacher `{t['teacher']}`: {scores}; {t['parameters'] / 1e6:.1f}M params; "
                 f"{t['latency_ms']:.1f} ms/batch (timed alone)."
             )
+            training = t.get("training") or {}
+            if training.get("learning_curve"):
+                from kdformer.learning_curve import describe_curve
+
+                minutes = (training.get("train_seconds") or 0) / 60
+                kept_step = training["learning_curve"].get("kept_step")
+                lines.append(
+                    f"Teacher training: {training['steps']} steps, {minutes:.1f} min; learning "
+                    f"curve: {describe_curve(training['learning_curve'])}"
+                    + (f"; weights kept from step {kept_step}." if kept_step is not None else ".")
+                )
             if t.get("baseline"):
                 floor = ", ".join(f"{m} {100 * v:.1f}" for m, v in t["baseline"].items())
                 name = t.get("baseline_name", "majority class")
