@@ -352,6 +352,30 @@ def test_warmup_ratio_is_a_fraction_of_the_steps(tmp_path, ratio, steps):
     assert args.get_warmup_steps(60) == steps
 
 
+def test_group_by_length_halves_the_padding_of_mixed_length_batches(tmp_path, make_bert):
+    """group_by_length hands transformers' LengthGroupedSampler every example once, in batches
+    of similar lengths, so each batch pads to far fewer tokens than random batches do (here 0.61x)."""
+    import datasets
+
+    lengths = [
+        int(n) for n in torch.randint(20, 400, (512,), generator=torch.Generator().manual_seed(0))
+    ]
+    data = datasets.Dataset.from_dict({"input_ids": [[1] * n for n in lengths]})
+
+    def padded_tokens(group: bool) -> int:
+        config = TrainConfig(batch_size=16, group_by_length=group, report_to=[])
+        args = training_arguments(config, tmp_path, 0, False)
+        trainer = TaskTrainer(model=make_bert(), args=args, train_dataset=data)
+        order = list(trainer._get_train_sampler(data))
+        assert sorted(order) == list(range(512))  # every example, once
+        batches = [order[i : i + 16] for i in range(0, 512, 16)]
+        return sum(16 * max(lengths[i] for i in batch) for batch in batches)
+
+    random, grouped = padded_tokens(False), padded_tokens(True)
+    assert grouped < 0.7 * random, (grouped, random)
+    assert grouped >= sum(lengths)
+
+
 def test_full_warmup_ramps_over_every_step(tmp_path, make_bert):
     """warmup_ratio 1.0 used to be passed as warmup_steps=1.0, i.e. a single step."""
     config = TrainConfig(warmup_ratio=1.0, learning_rate=1.0, report_to=[])

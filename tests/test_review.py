@@ -4,10 +4,11 @@ JSON and plots; bad review files are refused before any training."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import GLUE, needs_data
+from conftest import GLUE, HOTPOTQA, SQUAD, needs_data
 from typer.testing import CliRunner
 
 from kdformer.cli import app
@@ -15,6 +16,7 @@ from kdformer.config import ConfigError
 from kdformer.config.review import load_review
 
 runner = CliRunner()
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 ARCHITECTURES = [
     {"name": "full", "convert": {"to": "full"}},
@@ -286,3 +288,50 @@ def test_a_review_in_parts_reuses_published_cells_where_the_runs_are_gone(
     result = runner.invoke(app, ["review", str(path)])
     assert isinstance(result.exception, RuntimeError)
     assert len(trained) == 1 and trained[0].distill.train.max_steps == 3
+
+
+@pytest.mark.slow
+@needs_data(SQUAD, HOTPOTQA)
+def test_long_qa_review_trains_on_squad_and_answers_hotpotqa_in_long_windows(
+    tiny_teacher, tmp_path
+):
+    """configs/review/long_qa.yaml in miniature: the teacher converted (its head dropped),
+    adapted on SQuAD until HotpotQA F1 plateaus, distilled on SQuAD, every model scored on
+    whole HotpotQA contexts in long windows and timed at each length."""
+    base = yaml.safe_load((CONFIGS / "review" / "long_qa_base.yaml").read_text())
+    base["teacher"] = {"name": str(tiny_teacher)}
+    base["task"].update(
+        train_file=str(SQUAD),
+        eval_file=str(HOTPOTQA),
+        max_train_samples=32,
+        max_eval_samples=6,
+        max_length=512,
+        doc_stride=128,
+    )
+    base["finetune"].update(max_steps=4, batch_size=8, gradient_accumulation_steps=1, eval_steps=2)
+    base["finetune"]["save_steps"] = 2
+    base["distill"]["train"].update(max_steps=2, batch_size=8, gradient_accumulation_steps=1)
+    base["distill"]["train"].update(eval_steps=2, save_steps=2)
+    base["distill"]["allow_weak_teacher"] = True
+    base["report"] = {"latency_repeats": 1, "latency_seq_length": 64, "memory": False}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    review = yaml.safe_load((CONFIGS / "review" / "long_qa.yaml").read_text())
+    review.update(output_dir=str(tmp_path / "review"), runs_dir=str(tmp_path / "runs"))
+    review.update(base="base.yaml", lengths=[256, 512], latency_repeats=1)
+    review["architectures"] = [
+        {"name": "full", "convert": {"to": "full"}},
+        {"name": "local_global", "convert": {"to": "local_global", "block_size": 16}},
+    ]
+    path = tmp_path / "review.yaml"
+    path.write_text(yaml.safe_dump(review))
+    result = runner.invoke(app, ["review", str(path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "review" / "review.json").read_text())
+    assert [c["architecture"] for c in data["cells"]] == ["full", "local_global"]
+    for cell in data["cells"]:
+        assert cell["task"] == "hotpotqa" and cell["main_metric"] == "f1"
+        assert cell["teacher_training"]["curve_metric"] == "f1"
+        assert [s for s, _ in cell["teacher_training"]["curve_points"]] == [2, 4]
+        assert set(cell["student_latency_ms"]) == {"256", "512"}
+        assert cell["student_metric"] >= 0 and cell["teacher_metric"] >= 0
+    assert "## hotpotqa (f1)" in (tmp_path / "review" / "review.md").read_text()

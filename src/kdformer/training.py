@@ -365,6 +365,7 @@ def training_arguments(
         max_steps=train.max_steps or -1,
         per_device_train_batch_size=train.batch_size,
         per_device_eval_batch_size=train.eval_batch_size,
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         learning_rate=train.learning_rate,
         weight_decay=train.weight_decay,
