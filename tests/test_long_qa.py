@@ -14,7 +14,7 @@ from test_scoring_batches import gold_spans, qa_oracle
 from kdformer.config.tasks import QATaskConfig
 from kdformer.tasks import DataError, build_task
 from kdformer.tasks.evaluation import evaluate_model
-from kdformer.tasks.long_qa import join_articles, read_hotpotqa, read_triviaqa
+from kdformer.tasks.long_qa import add_distractors, join_articles, read_hotpotqa, read_triviaqa
 from kdformer.tasks.squad import read_squad
 
 
@@ -107,6 +107,57 @@ def test_long_squad_task_makes_long_windows(tokenizer):
     scores = evaluate_model(oracle, task, examples, tokenizer, 4, "cpu")
     assert scores == {"exact_match": 1.0, "f1": 1.0}
     assert len(oracle.widths) == -(-len(features) // 4)
+
+
+def squad_row(qid: str, title: str, context: str, answer: str) -> dict:
+    start = context.index(answer)
+    return {
+        "id": qid,
+        "title": title,
+        "context": context,
+        "question": "?",
+        "answers": {"text": [answer], "answer_start": [start]},
+    }
+
+
+def test_distractors_join_each_paragraph_with_others_of_its_article():
+    """Hand-checked on a toy file: each question gets its own paragraph plus `count` others of
+    its article (never another article's), the order seeded by question, offsets shifted."""
+    rows = [squad_row(f"a{k}", "A", f"alpha {k} is here.", f"{k} is") for k in range(5)]
+    rows += [squad_row("b0", "B", "beta zero.", "zero"), squad_row("b1", "B", "beta one.", "one")]
+    out = add_distractors(rows, 2, seed=1)
+    assert [r["id"] for r in out] == [r["id"] for r in rows]
+    for row, source in zip(out, rows, strict=True):
+        parts = row["context"].split("\n\n")
+        assert source["context"] in parts
+        assert len(parts) == (3 if row["title"] == "A" else 2)  # B has one other paragraph
+        assert all(p.startswith("alpha" if row["title"] == "A" else "beta") for p in parts)
+        assert len(set(parts)) == len(parts)
+        start = row["answers"]["answer_start"][0]
+        assert (
+            row["context"][start : start + len(row["answers"]["text"][0])]
+            == row["answers"]["text"][0]
+        )
+    assert add_distractors(rows, 2, seed=1) == out  # the same draw for the same seed
+    assert add_distractors(rows, 2, seed=2) != out
+    positions = {r["context"].split("\n\n").index(s["context"]) for r, s in zip(out, rows)}
+    assert {0, 1, 2} <= positions  # the answer's paragraph moves around
+
+
+@needs_data(SQUAD)
+def test_squad_with_nine_distractors_is_as_long_as_hotpotqa(tokenizer):
+    task = build_task(
+        QATaskConfig(train_file=SQUAD, distractor_paragraphs=9, max_length=2048, doc_stride=512)
+    )
+    examples = task.load("train").select(range(200))
+    lengths = sorted(len(tokenizer(e["context"])["input_ids"]) for e in examples)
+    assert 1000 < lengths[len(lengths) // 2] < 2048  # HotpotQA's sample: median 1,220
+    for example in examples:
+        answer = example["answers"]
+        start = answer["answer_start"][0]
+        assert example["context"][start : start + len(answer["text"][0])] == answer["text"][0]
+    with pytest.raises(ValueError, match="Set one of them"):
+        QATaskConfig(train_file=SQUAD, distractor_paragraphs=9, join_paragraphs=True)
 
 
 def test_triviaqa_official_layout_with_evidence_and_hub_layout(tmp_path):

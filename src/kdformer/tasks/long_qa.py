@@ -14,12 +14,14 @@ scores and distils them like SQuAD.
   evidence documents are joined; the training span is the first occurrence of any alias
   (distant supervision, as the TriviaQA baselines do); evaluation scores against every alias.
 * Long SQuAD: the paragraphs of each SQuAD article joined (answer offsets shifted), see
-  :func:`join_articles`: 2,943-17,512 word pieces per article on the local dev file.
+  :func:`join_articles`: 2,943-17,512 word pieces per article on the local dev file; or each
+  question's paragraph among a few others of its article, see :func:`add_distractors`.
 """
 
 from __future__ import annotations
 
 import ast
+import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -220,6 +222,40 @@ def join_articles(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 **row,
                 "context": joined[row["title"]],
+                "answers": {
+                    "text": list(answers["text"]),
+                    "answer_start": [s + delta if s >= 0 else s for s in answers["answer_start"]],
+                },
+            }
+        )
+    return out
+
+
+def add_distractors(rows: Iterable[dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
+    """SQuAD in HotpotQA's distractor setting: each question's paragraph joined with ``count``
+    other paragraphs of its article (all of them when it has fewer), in a random order drawn
+    from ``seed`` and the question id, the answer offsets shifted; one row per question. A
+    model trained on these sees answers at every position of a long context, which short
+    SQuAD paragraphs (at most 820 word pieces) never show it."""
+    rows = list(rows)
+    paragraphs: dict[str, list[str]] = {}
+    for row in rows:
+        known = paragraphs.setdefault(row["title"], [])
+        if row["context"] not in known:
+            known.append(row["context"])
+    out = []
+    for row in rows:
+        draw = random.Random(f"{seed}:{row['id']}")
+        others = [p for p in paragraphs[row["title"]] if p != row["context"]]
+        chosen = draw.sample(others, min(count, len(others)))
+        chosen.insert(draw.randint(0, len(chosen)), row["context"])
+        at = chosen.index(row["context"])
+        delta = sum(len(p) + len(PARAGRAPH_SEPARATOR) for p in chosen[:at])
+        answers = row["answers"]
+        out.append(
+            {
+                **row,
+                "context": PARAGRAPH_SEPARATOR.join(chosen),
                 "answers": {
                     "text": list(answers["text"]),
                     "answer_start": [s + delta if s >= 0 else s for s in answers["answer_start"]],

@@ -38,7 +38,13 @@ from kdformer.config.base import DataError
 from kdformer.config.tasks.qa import QATaskConfig
 from kdformer.features import OutputSpec
 from kdformer.tasks.base import Purpose, Scorer, Split, Task, load_hub_split
-from kdformer.tasks.long_qa import detect_format, join_articles, read_hotpotqa, read_triviaqa
+from kdformer.tasks.long_qa import (
+    add_distractors,
+    detect_format,
+    join_articles,
+    read_hotpotqa,
+    read_triviaqa,
+)
 from kdformer.tasks.squad import best_answer, find_answer, read_squad, squad_scores
 
 logger = logging.getLogger(__name__)
@@ -204,6 +210,8 @@ class QuestionAnsweringTask(Task):
                 message + "; those answers are left out (questions left with no "
                 "answer are not trained on)"
             )
+        if self.config.distractor_paragraphs:
+            return add_distractors(rows, self.config.distractor_paragraphs, self.seed)
         return join_articles(rows) if self.config.join_paragraphs else rows
 
     def _refuse_v2_as_v1(self, source: str, unanswerable: list[str], version: str = "") -> None:

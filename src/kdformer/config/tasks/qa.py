@@ -59,6 +59,15 @@ class QATaskConfig(TaskSection):
         description="squad: join each article's paragraphs into one long context (answer "
         "offsets shifted): long-context SQuAD.",
     )
+    distractor_paragraphs: int = Field(
+        0,
+        ge=0,
+        description="squad: join each question's paragraph with this many other paragraphs "
+        "of its article, in a seeded random order (answer offsets shifted): one long context "
+        "per question with the answer anywhere in it, as in HotpotQA's distractor setting "
+        "(9: ten paragraphs, 1,200-2,000 word pieces). Trains long-context QA on SQuAD's "
+        "labels.",
+    )
     evidence_dir: Path | None = Field(
         None, description="triviaqa (official layout): folder holding wikipedia/ and web/."
     )
@@ -83,6 +92,16 @@ class QATaskConfig(TaskSection):
     @property
     def window_stride(self) -> int:
         return self.doc_stride if self.doc_stride is not None else self.max_length // 3
+
+    @model_validator(mode="after")
+    def _one_way_to_join(self) -> QATaskConfig:
+        if self.join_paragraphs and self.distractor_paragraphs:
+            raise ValueError(
+                "task.join_paragraphs and task.distractor_paragraphs both join paragraphs: "
+                "join_paragraphs makes one context of each whole article, "
+                "distractor_paragraphs one of a few paragraphs per question. Set one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stride_fits(self) -> QATaskConfig:
