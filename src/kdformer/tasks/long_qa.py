@@ -197,15 +197,35 @@ def read_triviaqa(path: Path, evidence_dir: Path | None = None) -> LongQAFile:
     return out
 
 
+def _paragraphs_by_article(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each article's distinct paragraphs, in file order."""
+    paragraphs: dict[str, list[str]] = {}
+    for row in rows:
+        known = paragraphs.setdefault(row["title"], [])
+        if row["context"] not in known:
+            known.append(row["context"])
+    return paragraphs
+
+
+def _in_context(row: dict[str, Any], context: str, delta: int) -> dict[str, Any]:
+    """``row`` with its paragraph placed ``delta`` characters into ``context``: every answer
+    offset shifted to match (negative offsets, no answer, stay as they are)."""
+    answers = row["answers"]
+    return {
+        **row,
+        "context": context,
+        "answers": {
+            "text": list(answers["text"]),
+            "answer_start": [s + delta if s >= 0 else s for s in answers["answer_start"]],
+        },
+    }
+
+
 def join_articles(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Long SQuAD: each article's paragraphs joined as one context (in file order, separated
     by a blank line) and every answer offset shifted to match; one row per question."""
-    contexts: dict[str, list[str]] = {}
     rows = list(rows)
-    for row in rows:
-        paragraphs = contexts.setdefault(row["title"], [])
-        if row["context"] not in paragraphs:
-            paragraphs.append(row["context"])
+    contexts = _paragraphs_by_article(rows)
     shift: dict[tuple[str, str], int] = {}
     joined: dict[str, str] = {}
     for title, paragraphs in contexts.items():
@@ -214,21 +234,10 @@ def join_articles(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             shift[(title, paragraph)] = at
             at += len(paragraph) + len(PARAGRAPH_SEPARATOR)
         joined[title] = PARAGRAPH_SEPARATOR.join(paragraphs)
-    out = []
-    for row in rows:
-        delta = shift[(row["title"], row["context"])]
-        answers = row["answers"]
-        out.append(
-            {
-                **row,
-                "context": joined[row["title"]],
-                "answers": {
-                    "text": list(answers["text"]),
-                    "answer_start": [s + delta if s >= 0 else s for s in answers["answer_start"]],
-                },
-            }
-        )
-    return out
+    return [
+        _in_context(row, joined[row["title"]], shift[(row["title"], row["context"])])
+        for row in rows
+    ]
 
 
 def add_distractors(rows: Iterable[dict[str, Any]], count: int, seed: int) -> list[dict[str, Any]]:
@@ -238,30 +247,16 @@ def add_distractors(rows: Iterable[dict[str, Any]], count: int, seed: int) -> li
     model trained on these sees answers at every position of a long context, which short
     SQuAD paragraphs (at most 820 word pieces) never show it."""
     rows = list(rows)
-    paragraphs: dict[str, list[str]] = {}
-    for row in rows:
-        known = paragraphs.setdefault(row["title"], [])
-        if row["context"] not in known:
-            known.append(row["context"])
+    paragraphs = _paragraphs_by_article(rows)
     out = []
     for row in rows:
         draw = random.Random(f"{seed}:{row['id']}")
         others = [p for p in paragraphs[row["title"]] if p != row["context"]]
         chosen = draw.sample(others, min(count, len(others)))
-        chosen.insert(draw.randint(0, len(chosen)), row["context"])
-        at = chosen.index(row["context"])
+        at = draw.randint(0, len(chosen))
+        chosen.insert(at, row["context"])
         delta = sum(len(p) + len(PARAGRAPH_SEPARATOR) for p in chosen[:at])
-        answers = row["answers"]
-        out.append(
-            {
-                **row,
-                "context": PARAGRAPH_SEPARATOR.join(chosen),
-                "answers": {
-                    "text": list(answers["text"]),
-                    "answer_start": [s + delta if s >= 0 else s for s in answers["answer_start"]],
-                },
-            }
-        )
+        out.append(_in_context(row, PARAGRAPH_SEPARATOR.join(chosen), delta))
     return out
 
 
