@@ -305,6 +305,38 @@ def test_longformer_taps_are_trimmed_to_the_batch_and_windows_follow_the_student
     assert config.attention_window == [4, 8]
 
 
+def test_longformer_qa_gives_the_question_global_attention():
+    """Extractive QA: [CLS] and the question's tokens are global (Longformer's own QA head
+    would count three separators, which BERT pairs lack); other heads keep [CLS] alone."""
+    shape = {**SHAPE, "num_labels": 2}  # start and end
+    config = transformers.LongformerConfig(
+        **shape, attention_window=[4, 4, 8, 8], type_vocab_size=2
+    )
+    torch.manual_seed(0)
+    qa = prepare_family(transformers.LongformerForQuestionAnswering(config)).eval()
+    batch = make_batch(length=12)
+    batch.pop("labels")
+    batch["token_type_ids"][:, 4:] = 1  # [CLS] q q [SEP] | context ... (row 1: 3 pads)
+    expected = torch.zeros_like(batch["input_ids"])
+    expected[:, :4] = 1
+    with torch.no_grad():
+        auto = qa(**batch)
+        given = qa(**batch, global_attention_mask=expected)
+        cls_only = qa(**batch, global_attention_mask=(expected.cumsum(1) == 1).long())
+    torch.testing.assert_close(auto.start_logits, given.start_logits)
+    assert not torch.allclose(auto.start_logits, cls_only.start_logits)
+    single = {**batch, "token_type_ids": torch.zeros_like(batch["input_ids"])}
+    with torch.no_grad():  # one segment: no question to find, [CLS] alone
+        alone = qa(**single)
+        first = qa(**single, global_attention_mask=(expected.cumsum(1) == 1).long())
+    torch.testing.assert_close(alone.start_logits, first.start_logits)
+    classifier = make_model("Longformer")
+    with torch.no_grad():
+        cls_auto = classifier(**batch)
+        cls_given = classifier(**batch, global_attention_mask=(expected.cumsum(1) == 1).long())
+    torch.testing.assert_close(cls_auto.logits, cls_given.logits)
+
+
 def test_longformer_window_rule():
     model = make_model("Longformer")
     config = copy.deepcopy(model.config)

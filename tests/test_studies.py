@@ -345,3 +345,23 @@ def test_converged_studies_rerun_the_originals_at_their_budget(path):
 def test_converged_studies_cover_every_original_but_ner():
     originals = {p.stem for p in (CONFIGS / "studies").glob("*.yaml")}
     assert {p.stem for p in CONVERGED} == originals - {"ner_knowledge", "width_depth_long"}
+
+
+def test_squad_recipe_study_pairs_every_kd_run_with_no_kd():
+    """The SQuAD recipe study distils from the plateau teacher as given, in the teacher's own
+    windows, scores on every held-out question, and has a no-KD run of the same shape and
+    budget beside each KD run (the issue's "KD vs no-KD at each")."""
+    study, folder = studies.load_study(CONFIGS / "studies" / "recipes" / "squad.yaml")
+    plan = studies.plan_study(study, folder)
+    assert {t.key for t in plan.teachers.values()} == {"runs/teachers/squad/teacher"}
+    assert all(t.config is None for t in plan.teachers.values())
+    shapes = {}
+    for run in plan.runs:
+        config = run.config
+        assert (config.task.max_length, config.task.doc_stride) == (384, 128)
+        assert config.task.max_eval_samples is None
+        assert config.distill.cache
+        key = (config.student.num_layers, config.distill.train.epochs)
+        shapes.setdefault(key, set()).add(bool(config.distill.knowledge))
+    assert shapes and all(kinds == {True, False} for kinds in shapes.values()), shapes
+    assert {layers for layers, _ in shapes} == {3, 4}

@@ -30,15 +30,26 @@ def _windows(config: Any) -> list[int]:
     return list(window)
 
 
-def _first_token_global(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+def _first_token_global(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     if kwargs.get("global_attention_mask") is None:
         ids = kwargs.get("input_ids")
         ids = ids if ids is not None else (args[0] if args else None)
         if isinstance(ids, torch.Tensor):
             mask = torch.zeros_like(ids)
             mask[:, 0] = 1
+            types = kwargs.get("token_type_ids")
+            if hasattr(module, "qa_outputs") and isinstance(types, torch.Tensor):
+                mask = mask | _question(types, kwargs.get("attention_mask")).to(mask.dtype)
             kwargs = {**kwargs, "global_attention_mask": mask}
     return args, kwargs
+
+
+def _question(types: torch.Tensor, attention: torch.Tensor | None) -> torch.Tensor:
+    """The first segment ([CLS] question [SEP]) of rows that hold a second one: Longformer
+    answers questions with global attention on the question (Beltagy et al.), and its own QA
+    head finds it by counting three separators, which BERT's pairs do not have."""
+    question = (types == 0) & (types == 1).any(dim=1, keepdim=True)
+    return question & attention.bool() if isinstance(attention, torch.Tensor) else question
 
 
 class LongformerFamily(ModelFamily):
@@ -46,7 +57,8 @@ class LongformerFamily(ModelFamily):
 
     def prepare(self, model: nn.Module) -> None:
         """The first token ([CLS] / <s>) gets global attention whenever the caller gives no
-        global mask, as Longformer's classification head does: a converted BERT/RoBERTa
+        global mask (with an extractive-QA head the question's tokens too, when the inputs
+        carry token types), as Longformer's classification head does: a converted BERT/RoBERTa
         leans on it as an attention sink, and without any global token its states drift far
         from the source's (mean cosine 0.84 to the full-attention model on a 512-token LitBank
         window with a 128-token window, against 0.92-0.93 for BigBird and local + global), and
