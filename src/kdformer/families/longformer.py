@@ -30,7 +30,8 @@ def _windows(config: Any) -> list[int]:
     return list(window)
 
 
-def _first_token_global(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+def _default_global(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Without a caller's global mask: [CLS] global, and with a QA head the question too."""
     if kwargs.get("global_attention_mask") is None:
         ids = kwargs.get("input_ids")
         ids = ids if ids is not None else (args[0] if args else None)
@@ -53,7 +54,7 @@ def _question(types: torch.Tensor, attention: torch.Tensor | None) -> torch.Tens
 
 
 class LongformerFamily(ModelFamily):
-    """Longformer's window rule, per-layer windows, and a global first token."""
+    """Longformer's window rule, per-layer windows, and default global tokens."""
 
     def prepare(self, model: nn.Module) -> None:
         """The first token ([CLS] / <s>) gets global attention whenever the caller gives no
@@ -64,7 +65,7 @@ class LongformerFamily(ModelFamily):
         window with a 128-token window, against 0.92-0.93 for BigBird and local + global), and
         60 steps of LitBank fine-tuning learnt nothing (docs/review/)."""
         if not getattr(model, "_kdformer_global_first", False):
-            model.register_forward_pre_hook(_first_token_global, with_kwargs=True)
+            model.register_forward_pre_hook(_default_global, with_kwargs=True)
             model._kdformer_global_first = True
 
     def converted_weight_source(self, key: str) -> str | None:
