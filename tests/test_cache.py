@@ -4,6 +4,7 @@ top-k, reuse and interrupted fills."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -398,6 +399,29 @@ def test_a_config_only_change_of_the_teacher_is_a_new_entry(tokenizer, tmp_path)
             assert not torch.allclose(logits(model), logits(base_model), atol=1e-6)
         keys[name] = key(model)
     assert base not in keys.values() and len(set(keys.values())) == len(changes)
+
+
+def test_a_family_input_rule_is_part_of_the_key(tokenizer, tmp_path, monkeypatch):
+    """A family that adds to the caller's inputs (Longformer's default global tokens) keys the
+    entry on its rule: outputs cached before the rule changed are another entry. Families that
+    take the inputs as given add nothing, so their existing entries keep their keys."""
+    from kdformer.families.longformer import LONGFORMER
+
+    cache = TeacherCache(tmp_path)
+    features = fake_features()
+    columns = ["input_ids", "attention_mask"]
+    bert = tiny_teacher(transformers.BertForSequenceClassification, tokenizer)
+    assert "input_rule" not in cache.entry(bert, tokenizer, features, columns, 64, None).fields
+    config = transformers.LongformerConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, attention_window=4, max_position_embeddings=80,
+    )  # fmt: skip
+    longformer = transformers.LongformerForSequenceClassification(config).eval()
+    entry = cache.entry(longformer, tokenizer, features, columns, 64, None)
+    assert entry.fields["input_rule"] == LONGFORMER.input_rule != ""
+    older = dataclasses.replace(LONGFORMER, input_rule="global: first token (1)")
+    monkeypatch.setattr("kdformer.cache.store.find_family", lambda model: older)
+    assert cache.entry(longformer, tokenizer, features, columns, 64, None).key != entry.key
 
 
 def test_a_resaved_identical_teacher_reuses_its_entry(tokenizer, tmp_path):

@@ -91,7 +91,12 @@ def test_every_task_gives_a_batch_its_models_run(kind, tmp_path):
     assert list(batch) == ["input_ids", "attention_mask", "token_type_ids"]
     assert all(v.shape == (3, 7) and v.dtype == torch.long for v in batch.values())
     assert batch["input_ids"].min() >= 50 and batch["input_ids"].max() < 100  # vocab's upper half
-    assert batch["attention_mask"].eq(1).all() and batch["token_type_ids"].eq(0).all()
+    assert batch["attention_mask"].eq(1).all()
+    types = batch["token_type_ids"]
+    if kind == "qa":  # question-context pairs: 3 of 7 tokens are the question (at most half)
+        assert types[:, :3].eq(0).all() and types[:, 3:].eq(1).all()
+    else:
+        assert types.eq(0).all()
     assert all(torch.equal(batch[k], v) for k, v in task.example_inputs(config, 3, 7).items())
     torch.manual_seed(0)
     model = task.model_class.from_config(config).eval()
@@ -102,6 +107,16 @@ def test_every_task_gives_a_batch_its_models_run(kind, tmp_path):
         assert tuple(out[spec.name].shape[: len(leading)]) == leading, spec.name
     if not task.outputs:  # a bare encoder
         assert out.last_hidden_state.shape[:2] == (3, 7)
+
+
+def test_qa_pairs_end_each_segment_with_the_separator():
+    config = tiny_bert_config()
+    config.sep_token_id = 3
+    batch = build_task(QATaskConfig(train_file="train.json")).example_inputs(config, 2, 64)
+    ids, types = batch["input_ids"], batch["token_type_ids"]
+    assert types[:, :24].eq(0).all() and types[:, 24:].eq(1).all()  # a 24-token question
+    assert ids[:, 23].eq(3).all() and ids[:, -1].eq(3).all()
+    assert ids[:, :23].ge(50).all() and ids[:, 24:-1].ge(50).all()  # no other separator
 
 
 def test_without_a_task_callers_get_the_text_encoder_batch(prompted):

@@ -339,6 +339,38 @@ def test_longformer_qa_gives_the_question_global_attention():
     torch.testing.assert_close(cls_auto.logits, cls_given.logits)
 
 
+def test_longformer_qa_without_token_types_takes_the_question_before_the_first_separator():
+    """RoBERTa-style pairs (``<s> q </s></s> c </s>``, no token types): the tokens before the
+    first separator are global, as Longformer's own QA head makes them; a row with one
+    separator (no pair) keeps [CLS] alone."""
+    config = transformers.LongformerConfig(
+        **{**SHAPE, "num_labels": 2}, attention_window=[4, 4, 8, 8]
+    )
+    torch.manual_seed(0)
+    qa = prepare_family(transformers.LongformerForQuestionAnswering(config)).eval()
+    batch = make_batch(length=12)
+    batch.pop("labels")
+    batch.pop("token_type_ids")
+    sep = config.sep_token_id
+    batch["input_ids"][:, [3, 4]] = sep  # <s> q q </s></s> context ...
+    batch["input_ids"][0, 11] = sep
+    batch["input_ids"][1, 8] = sep  # row 1 ends before its 3 pads
+    expected = torch.zeros_like(batch["input_ids"])
+    expected[:, :3] = 1
+    with torch.no_grad():
+        auto = qa(**batch)
+        given = qa(**batch, global_attention_mask=expected)
+    torch.testing.assert_close(auto.start_logits, given.start_logits)
+    single = {**batch, "input_ids": batch["input_ids"].clone()}
+    single["input_ids"][:, [3, 4]] = 7  # one separator left: not a pair
+    first_only = torch.zeros_like(expected)
+    first_only[:, 0] = 1
+    with torch.no_grad():
+        alone = qa(**single)
+        first = qa(**single, global_attention_mask=first_only)
+    torch.testing.assert_close(alone.start_logits, first.start_logits)
+
+
 def test_longformer_window_rule():
     model = make_model("Longformer")
     config = copy.deepcopy(model.config)

@@ -47,6 +47,7 @@ from kdformer.cache.row_index import ROW_KEY
 from kdformer.cache.shards import DTYPES, ItemWriter, item_damage
 from kdformer.config.base import ConfigError
 from kdformer.devices import free_disk_bytes
+from kdformer.families import find_family
 from kdformer.features import MODEL_INPUTS, FeatureNeeds, OutputSpec, extract_features
 from kdformer.tasks import Task, example_inputs
 
@@ -103,6 +104,9 @@ class TeacherCache:
             "max_length": max_length,
             "pad_to": pad_to,
         }
+        family = find_family(teacher)
+        if family is not None and family.input_rule:  # absent otherwise: older keys still match
+            fields["input_rule"] = family.input_rule
         return CacheEntry(self.root, fields)
 
     def prepare(

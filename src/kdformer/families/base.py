@@ -118,6 +118,10 @@ class ModelFamily:
     positions_after_padding: bool = False
     """Position ids start after the padding index (``pad_token_id + 1``, RoBERTa's scheme), so
     ``max_position_embeddings`` overstates the usable length by that much."""
+    input_rule: str = ""
+    """What :meth:`prepare` adds to the inputs a caller gives (e.g. default global tokens), with
+    a version: the teacher cache keys on it, so outputs cached under an older rule are not
+    read back as if the model still computed them (empty: the inputs are used as given)."""
 
     # ---- knowledge ------------------------------------------------------------------------
 

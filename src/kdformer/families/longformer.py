@@ -38,19 +38,38 @@ def _default_global(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple
         if isinstance(ids, torch.Tensor):
             mask = torch.zeros_like(ids)
             mask[:, 0] = 1
-            types = kwargs.get("token_type_ids")
-            if hasattr(module, "qa_outputs") and isinstance(types, torch.Tensor):
-                mask = mask | _question(types, kwargs.get("attention_mask")).to(mask.dtype)
+            if hasattr(module, "qa_outputs"):
+                types = kwargs.get("token_type_ids")
+                sep = getattr(module.config, "sep_token_id", None)
+                if isinstance(types, torch.Tensor):
+                    question = _question(types)
+                elif isinstance(sep, int):
+                    question = _before_first_separator(ids, sep)
+                else:
+                    question = torch.zeros_like(ids, dtype=torch.bool)
+                attention = kwargs.get("attention_mask")
+                if isinstance(attention, torch.Tensor):
+                    question = question & attention.bool()
+                mask = mask | question.to(mask.dtype)
             kwargs = {**kwargs, "global_attention_mask": mask}
     return args, kwargs
 
 
-def _question(types: torch.Tensor, attention: torch.Tensor | None) -> torch.Tensor:
+def _question(types: torch.Tensor) -> torch.Tensor:
     """The first segment ([CLS] question [SEP]) of rows that hold a second one: Longformer
     answers questions with global attention on the question (Beltagy et al.), and its own QA
     head finds it by counting three separators, which BERT's pairs do not have."""
-    question = (types == 0) & (types == 1).any(dim=1, keepdim=True)
-    return question & attention.bool() if isinstance(attention, torch.Tensor) else question
+    return (types == 0) & (types == 1).any(dim=1, keepdim=True)
+
+
+def _before_first_separator(ids: torch.Tensor, sep: int) -> torch.Tensor:
+    """Inputs without token types (RoBERTa / Longformer tokenizers: ``<s> q </s></s> c </s>``):
+    the tokens before each row's first separator, in rows with at least two (a pair), which is
+    the rule of Longformer's own QA head (without its demand of exactly three separators)."""
+    is_sep = ids == sep
+    positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    first = torch.where(is_sep, positions, ids.shape[1]).min(dim=1, keepdim=True).values
+    return (positions < first) & (is_sep.sum(dim=1, keepdim=True) >= 2)
 
 
 class LongformerFamily(ModelFamily):
@@ -58,8 +77,8 @@ class LongformerFamily(ModelFamily):
 
     def prepare(self, model: nn.Module) -> None:
         """The first token ([CLS] / <s>) gets global attention whenever the caller gives no
-        global mask (with an extractive-QA head the question's tokens too, when the inputs
-        carry token types), as Longformer's classification head does: a converted BERT/RoBERTa
+        global mask (with an extractive-QA head the question's tokens too: segment 0 when the
+        inputs carry token types, else the tokens before the first separator), as Longformer's classification head does: a converted BERT/RoBERTa
         leans on it as an attention sink, and without any global token its states drift far
         from the source's (mean cosine 0.84 to the full-attention model on a 512-token LitBank
         window with a 128-token window, against 0.92-0.93 for BigBird and local + global), and
@@ -94,6 +113,7 @@ LONGFORMER = register_family(
         ("longformer",),
         family=LongformerFamily,
         positions_after_padding=True,
+        input_rule="global: first token; with a QA head the question too (2)",
         taps={
             "query": Tap("attention.self.query", seq_first=True),
             "key": Tap("attention.self.key", seq_first=True),

@@ -38,3 +38,31 @@ def token_inputs(
         "attention_mask": torch.ones_like(ids),
         "token_type_ids": torch.zeros_like(ids),
     }
+
+
+QUESTION_TOKENS = 24
+"""Length of the made-up question in :func:`pair_inputs`: [CLS], about 20 word pieces (a
+SQuAD question has 11 words on average, a HotpotQA one 18) and [SEP]."""
+
+
+def pair_inputs(
+    model_config: Any,
+    batch_size: int,
+    length: int,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`token_inputs` laid out as question-context pairs: the first
+    :data:`QUESTION_TOKENS` (at most half the row) are segment 0 and end with the model's
+    separator, the rest segment 1 and end with it too. An extractive-QA model may treat the
+    question apart (Longformer makes it global), so a batch without one would time and
+    measure a cheaper model than the one that answers."""
+    batch = token_inputs(model_config, batch_size, length, generator)
+    question = min(QUESTION_TOKENS, length // 2)
+    if question < 2:
+        return batch
+    batch["token_type_ids"][:, question:] = 1
+    sep = getattr(model_config, "sep_token_id", None)
+    if isinstance(sep, int):
+        batch["input_ids"][:, question - 1] = sep
+        batch["input_ids"][:, -1] = sep
+    return batch

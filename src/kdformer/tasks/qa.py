@@ -38,6 +38,7 @@ from kdformer.config.base import DataError
 from kdformer.config.tasks.qa import QATaskConfig
 from kdformer.features import OutputSpec
 from kdformer.tasks.base import Purpose, Scorer, Split, Task, load_hub_split
+from kdformer.tasks.inputs import pair_inputs
 from kdformer.tasks.long_qa import (
     add_distractors,
     detect_format,
@@ -560,6 +561,17 @@ class QuestionAnsweringTask(Task):
 
     def scorer(self, features: datasets.Dataset, examples: datasets.Dataset) -> Scorer:
         return QAScorer(self, features, examples)
+
+    def example_inputs(
+        self,
+        model_config: Any,
+        batch_size: int,
+        length: int,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Question-context pairs (:func:`kdformer.tasks.inputs.pair_inputs`), as the model
+        answers them."""
+        return pair_inputs(model_config, batch_size, length, generator)
 
     def baseline(
         self, train: datasets.Dataset, examples: datasets.Dataset
