@@ -23,6 +23,7 @@ from kdformer.config.tasks import (
     TextTaskConfig,
 )
 from kdformer.features import FeatureNeeds, model_inputs
+from kdformer.models import prepare_family
 from kdformer.pipeline.budget import output_numel
 from kdformer.pipeline.export import check_batches, export_model, trace_batch
 from kdformer.pipeline.teachers import teacher_signal
@@ -117,6 +118,25 @@ def test_qa_pairs_end_each_segment_with_the_separator():
     assert types[:, :24].eq(0).all() and types[:, 24:].eq(1).all()  # a 24-token question
     assert ids[:, 23].eq(3).all() and ids[:, -1].eq(3).all()
     assert ids[:, :23].ge(50).all() and ids[:, 24:-1].ge(50).all()  # no other separator
+
+
+def test_qa_pairs_of_a_one_segment_model_are_told_by_the_separator():
+    """RoBERTa-style models (Longformer here) have one token type: segment ids of 1 would index
+    past their embedding, so their pairs are zeros, told apart by the separators; the model
+    runs them (kdformer's family hook makes the question global; HF's own rule would count
+    three separators)."""
+    config = transformers.LongformerConfig(
+        vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=80, type_vocab_size=1, attention_window=8,
+    )  # fmt: skip
+    task = build_task(QATaskConfig(train_file="train.json"))
+    batch = task.example_inputs(config, 2, 64)
+    assert batch["token_type_ids"].eq(0).all()
+    sep = config.sep_token_id
+    assert batch["input_ids"][:, 23].eq(sep).all() and batch["input_ids"][:, -1].eq(sep).all()
+    model = prepare_family(transformers.LongformerForQuestionAnswering(config)).eval()
+    with torch.no_grad():
+        assert model(**model_inputs(model, batch)).start_logits.shape == (2, 64)
 
 
 def test_without_a_task_callers_get_the_text_encoder_batch(prompted):

@@ -78,11 +78,12 @@ class LongformerFamily(ModelFamily):
     def prepare(self, model: nn.Module) -> None:
         """The first token ([CLS] / <s>) gets global attention whenever the caller gives no
         global mask (with an extractive-QA head the question's tokens too: segment 0 when the
-        inputs carry token types, else the tokens before the first separator), as Longformer's classification head does: a converted BERT/RoBERTa
-        leans on it as an attention sink, and without any global token its states drift far
-        from the source's (mean cosine 0.84 to the full-attention model on a 512-token LitBank
-        window with a 128-token window, against 0.92-0.93 for BigBird and local + global), and
-        60 steps of LitBank fine-tuning learnt nothing (docs/review/)."""
+        inputs carry token types, else the tokens before the first separator), as
+        Longformer's classification head does: a converted BERT/RoBERTa leans on it as an
+        attention sink, and without any global token its states drift far from the source's
+        (mean cosine 0.84 to the full-attention model on a 512-token LitBank window with a
+        128-token window, against 0.92-0.93 for BigBird and local + global), and 60 steps of
+        LitBank fine-tuning learnt nothing (docs/review/)."""
         if not getattr(model, "_kdformer_global_first", False):
             model.register_forward_pre_hook(_default_global, with_kwargs=True)
             model._kdformer_global_first = True

@@ -52,15 +52,17 @@ def pair_inputs(
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """:func:`token_inputs` laid out as question-context pairs: the first
-    :data:`QUESTION_TOKENS` (at most half the row) are segment 0 and end with the model's
-    separator, the rest segment 1 and end with it too. An extractive-QA model may treat the
-    question apart (Longformer makes it global), so a batch without one would time and
-    measure a cheaper model than the one that answers."""
+    :data:`QUESTION_TOKENS` (at most half the row) end with the model's separator, and so
+    does the context after them; the context is segment 1 where the model has two segments
+    (RoBERTa-style models have one, and tell the question by the separator). An extractive-QA
+    model may treat the question apart (Longformer makes it global), so a batch without one
+    would time and measure a cheaper model than the one that answers."""
     batch = token_inputs(model_config, batch_size, length, generator)
     question = min(QUESTION_TOKENS, length // 2)
     if question < 2:
         return batch
-    batch["token_type_ids"][:, question:] = 1
+    if int(getattr(model_config, "type_vocab_size", 2) or 0) >= 2:
+        batch["token_type_ids"][:, question:] = 1
     sep = getattr(model_config, "sep_token_id", None)
     if isinstance(sep, int):
         batch["input_ids"][:, question - 1] = sep
