@@ -39,23 +39,27 @@ def _default_global(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple
             mask = torch.zeros_like(ids)
             mask[:, 0] = 1
             if hasattr(module, "qa_outputs"):
-                types = kwargs.get("token_type_ids")
-                sep = getattr(module.config, "sep_token_id", None)
-                if isinstance(types, torch.Tensor):
-                    question = _question(types)
-                elif isinstance(sep, int):
-                    question = _before_first_separator(ids, sep)
-                else:
-                    question = torch.zeros_like(ids, dtype=torch.bool)
-                attention = kwargs.get("attention_mask")
-                if isinstance(attention, torch.Tensor):
-                    question = question & attention.bool()
-                mask = mask | question.to(mask.dtype)
+                mask = mask | _question(module, ids, kwargs).to(mask.dtype)
             kwargs = {**kwargs, "global_attention_mask": mask}
     return args, kwargs
 
 
-def _question(types: torch.Tensor) -> torch.Tensor:
+def _question(module: nn.Module, ids: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    """The question's real tokens: segment 0 with token types, else the tokens before the
+    first separator; none when the inputs tell neither."""
+    types = kwargs.get("token_type_ids")
+    sep = getattr(module.config, "sep_token_id", None)
+    if isinstance(types, torch.Tensor):
+        question = _first_segment(types)
+    elif isinstance(sep, int):
+        question = _before_first_separator(ids, sep)
+    else:
+        question = torch.zeros_like(ids, dtype=torch.bool)
+    attention = kwargs.get("attention_mask")
+    return question & attention.bool() if isinstance(attention, torch.Tensor) else question
+
+
+def _first_segment(types: torch.Tensor) -> torch.Tensor:
     """The first segment ([CLS] question [SEP]) of rows that hold a second one: Longformer
     answers questions with global attention on the question (Beltagy et al.), and its own QA
     head finds it by counting three separators, which BERT's pairs do not have."""
